@@ -1,0 +1,90 @@
+// The Adam/AdamW update rule, written once for every backend.
+//
+// `V` is `float` on CUDA and in scalar code, or a SIMD vector of floats on the
+// CPU; it needs + - * /, construction from float, vsqrt and vmax. The order of
+// operations follows torch.optim.Adam's single-tensor path so that results agree
+// with torch to the last bit or two in fp32; every backend evaluates exactly these
+// operations (no FMA contraction), so CPU instruction sets agree bit for bit.
+#pragma once
+
+#include "common.h"
+
+namespace fusedopt {
+namespace math {
+
+struct AdamHyper {
+  double beta1;
+  double beta2;
+  double eps;
+  double weight_decay;
+  bool decoupled;  // AdamW: p *= 1 - lr*wd; Adam: g += wd*p
+};
+
+// Per-tensor constants of one step, computed from the step count in double and
+// rounded to float where torch hands a Python float to a float32 tensor op.
+struct AdamConsts {
+  float lerp_w;     // 1 - beta1: exp_avg.lerp_(grad, 1 - beta1)
+  float lerp_w_c;   // 1 - lerp_w in float, the form torch's lerp uses for w >= 0.5
+  bool lerp_small;  // |w| < 0.5 selects torch's first lerp formula
+  float beta2;
+  float one_minus_beta2;
+  float eps;
+  float bc2_sqrt;       // sqrt(1 - beta2^step)
+  float neg_step_size;  // -lr / (1 - beta1^step)
+  float l2;             // coupled weight decay
+  float decay;          // 1 - lr * weight_decay (decoupled)
+  bool apply_l2;
+  bool apply_decay;
+};
+
+}  // namespace math
+}  // namespace fusedopt
+
+FO_MATH_BEGIN
+
+// `step` is the already-advanced step count (float32, as torch stores it).
+FO_HD inline AdamConsts adam_consts(const AdamHyper& h, double lr, float step) {
+  AdamConsts c;
+  const double s = static_cast<double>(step);
+  const double bc1 = 1.0 - pow(h.beta1, s);
+  const double bc2 = 1.0 - pow(h.beta2, s);
+  c.lerp_w = static_cast<float>(1.0 - h.beta1);
+  c.lerp_w_c = 1.0f - c.lerp_w;
+  c.lerp_small = fabsf(c.lerp_w) < 0.5f;
+  c.beta2 = static_cast<float>(h.beta2);
+  c.one_minus_beta2 = static_cast<float>(1.0 - h.beta2);
+  c.eps = static_cast<float>(h.eps);
+  c.bc2_sqrt = static_cast<float>(sqrt(bc2));
+  c.neg_step_size = static_cast<float>(-(lr / bc1));
+  const bool has_wd = h.weight_decay != 0.0;
+  c.apply_decay = has_wd && h.decoupled;
+  c.apply_l2 = has_wd && !h.decoupled;
+  c.decay = static_cast<float>(1.0 - lr * h.weight_decay);
+  c.l2 = static_cast<float>(h.weight_decay);
+  return c;
+}
+
+// One element (or one vector of elements) of the update. `g` arrives already
+// unscaled, clipped and sign-flipped for maximize (see grad_prep in clip.h).
+template <bool kAmsgrad, class V>
+FO_HD FO_INLINE void adam_update(
+    V& p,
+    V g,
+    V& m,
+    V& v,
+    V& vmax_state,
+    const AdamConsts& c) {
+  if (c.apply_decay) p = p * V(c.decay);
+  if (c.apply_l2) g = g + V(c.l2) * p;
+  m = c.lerp_small ? m + V(c.lerp_w) * (g - m) : g - (g - m) * V(c.lerp_w_c);
+  v = v * V(c.beta2) + V(c.one_minus_beta2) * g * g;
+  V second = v;
+  if (kAmsgrad) {
+    vmax_state = vmax(vmax_state, v);
+    second = vmax_state;
+  }
+  const V denom = vsqrt(second) / V(c.bc2_sqrt) + V(c.eps);
+  p = p + V(c.neg_step_size) * m / denom;
+}
+
+FO_MATH_END

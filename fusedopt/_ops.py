@@ -1,0 +1,220 @@
+"""Loads the native libraries and decides, per device, which backend runs the ops.
+
+Backends, best first:
+  "cuda"        fusedopt/_C_cuda (multi-tensor CUDA kernels)
+  "cpu-native"  fusedopt/_C      (multi-tensor SIMD CPU kernels)
+  "reference"   fusedopt/reference.py (plain torch; works everywhere)
+
+FUSEDOPT_DISABLE_NATIVE=1 sends everything to the reference; FUSEDOPT_DISABLE_CUDA=1
+only CUDA tensors. The CPU library defines the op schemas, so the CUDA one is only
+loaded after it, and only where torch itself was built with CUDA.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from . import reference
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_CPU_ISAS = ("generic", "avx2", "avx512")
+
+
+def _env_on(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+@dataclass(frozen=True)
+class LibraryStatus:
+    loaded: bool
+    reason: str
+
+
+def _import(module: str) -> LibraryStatus:
+    stem = module.rsplit(".", 1)[1]
+    if not any(_PACKAGE_DIR.glob(f"{stem}.*so")) and not any(_PACKAGE_DIR.glob(f"{stem}.*pyd")):
+        return LibraryStatus(False, f"{module} is not built in this installation")
+    try:
+        mod = importlib.import_module(module)
+    except (ImportError, OSError) as exc:
+        return LibraryStatus(False, f"{module} failed to load: {exc}")
+    return LibraryStatus(True, f"loaded {Path(mod.__file__).name}")
+
+
+def _load_cpu() -> LibraryStatus:
+    if _env_on("FUSEDOPT_DISABLE_NATIVE"):
+        return LibraryStatus(False, "disabled by FUSEDOPT_DISABLE_NATIVE")
+    return _import("fusedopt._C")
+
+
+def _load_cuda(cpu: LibraryStatus) -> LibraryStatus:
+    if _env_on("FUSEDOPT_DISABLE_NATIVE"):
+        return LibraryStatus(False, "disabled by FUSEDOPT_DISABLE_NATIVE")
+    if _env_on("FUSEDOPT_DISABLE_CUDA"):
+        return LibraryStatus(False, "disabled by FUSEDOPT_DISABLE_CUDA")
+    if not cpu.loaded:
+        return LibraryStatus(False, "needs the CPU library, which holds the op schemas")
+    if torch.version.cuda is None:
+        return LibraryStatus(False, "this torch is not a CUDA build")
+    built = build_info().get("cuda")
+    if built is None:
+        return LibraryStatus(False, "this installation was built without CUDA")
+    if str(built["version"]).split(".")[0] != torch.version.cuda.split(".")[0]:
+        return LibraryStatus(
+            False,
+            f"built for CUDA {built['version']}, but torch uses CUDA {torch.version.cuda} "
+            "(one wheel serves one CUDA major)",
+        )
+    return _import("fusedopt._C_cuda")
+
+
+@lru_cache(maxsize=1)
+def build_info() -> dict:
+    """What this installation was built for (written by setup.py)."""
+    path = _PACKAGE_DIR / "_build_info.json"
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+CPU_LIB = _load_cpu()
+CUDA_LIB = _load_cuda(CPU_LIB)
+
+if CPU_LIB.loaded:
+    requested = os.environ.get("FUSEDOPT_CPU_ISA", "").strip()
+    if requested and requested not in _CPU_ISAS:
+        import warnings
+
+        warnings.warn(
+            f"FUSEDOPT_CPU_ISA={requested!r} is not one of {_CPU_ISAS}; using the best the CPU supports",
+            stacklevel=2,
+        )
+
+
+@lru_cache(maxsize=None)
+def _cuda_device_support(index: int) -> tuple[bool, str]:
+    """Whether the CUDA library carries code this GPU can run."""
+    major, minor = torch.cuda.get_device_capability(index)
+    cc = major * 10 + minor
+    built = build_info().get("cuda") or {}
+    sass = [int(a.removeprefix("sm_").rstrip("af")) for a in built.get("archs", [])]
+    ptx = [int(a.removeprefix("compute_").rstrip("af")) for a in built.get("ptx", [])]
+    # A cubin runs on later minors of its major; PTX is compiled for any later GPU.
+    if any(a // 10 == major and a <= cc for a in sass) or any(a <= cc for a in ptx):
+        return True, f"sm_{cc} is served by the build ({', '.join(built.get('archs', []))})"
+    return False, (
+        f"this GPU is sm_{cc}; the build carries {', '.join(built.get('archs', [])) or 'no code'}"
+        f"{' + PTX ' + ', '.join(built.get('ptx', [])) if built.get('ptx') else ''}; "
+        "rebuild with TORCH_CUDA_ARCH_LIST including it"
+    )
+
+
+def backend(device: torch.device) -> str:
+    """The backend that serves tensors on `device`."""
+    if device.type == "cpu":
+        return "cpu-native" if CPU_LIB.loaded else "reference"
+    if device.type == "cuda" and CUDA_LIB.loaded:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if _cuda_device_support(index)[0]:
+            return "cuda"
+    return "reference"
+
+
+def _native_ops() -> SimpleNamespace:
+    ns = torch.ops.fusedopt
+    return SimpleNamespace(
+        adam_=ns.adam_.default,
+        sgd_=ns.sgd_.default,
+        grad_stats_=ns.grad_stats_.default,
+        unscale_=ns.unscale_.default,
+    )
+
+
+_NATIVE = _native_ops() if CPU_LIB.loaded else None
+
+
+def ops_for(device: torch.device):
+    """The op implementations for tensors on `device`: the native ops or the
+    reference functions, which take the same arguments."""
+    return reference if backend(device) == "reference" else _NATIVE
+
+
+def cpu_isa() -> str | None:
+    """The instruction set the CPU kernels run with, or None without them."""
+    return torch.ops.fusedopt.cpu_isa() if CPU_LIB.loaded else None
+
+
+def backend_info() -> dict:
+    """Which backend serves each device and why, and what the build targets."""
+    devices = {
+        "cpu": {
+            "backend": backend(torch.device("cpu")),
+            "reason": CPU_LIB.reason,
+            "isa": cpu_isa(),
+        }
+    }
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            dev = torch.device("cuda", index)
+            if CUDA_LIB.loaded:
+                ok, why = _cuda_device_support(index)
+                reason = why if ok else f"falling back: {why}"
+            else:
+                reason = CUDA_LIB.reason
+            devices[str(dev)] = {
+                "backend": backend(dev),
+                "reason": reason,
+                "name": torch.cuda.get_device_name(index),
+                "capability": "sm_{}{}".format(*torch.cuda.get_device_capability(index)),
+            }
+    return {
+        "devices": devices,
+        "libraries": {
+            "fusedopt._C": CPU_LIB.reason,
+            "fusedopt._C_cuda": CUDA_LIB.reason,
+        },
+        "build": build_info(),
+        "runtime": {
+            "torch": torch.__version__,
+            "torch_cuda": torch.version.cuda,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+        },
+    }
+
+
+# -- CUDA grad_stats workspace --------------------------------------------------
+
+# The CUDA grad_stats_ kernel writes one partial sum per block into this buffer
+# and reduces them in a fixed order (deterministic, no float atomics). It is
+# allocated once per device, outside any CUDA graph capture.
+GRAD_STATS_WORKSPACE_DOUBLES = 2048 + 2
+
+
+@lru_cache(maxsize=None)
+def _workspace(device: torch.device) -> torch.Tensor:
+    return torch.zeros(GRAD_STATS_WORKSPACE_DOUBLES, dtype=torch.float64, device=device)
+
+
+def workspace_for(device: torch.device) -> torch.Tensor | None:
+    return _workspace(device) if backend(device) == "cuda" else None
+
+
+# -- fake kernels: let torch.compile and opcheck trace through the ops -----------
+
+if CPU_LIB.loaded:
+
+    def _no_output(*args, **kwargs):
+        return None
+
+    for _name in ("adam_", "sgd_", "grad_stats_", "unscale_"):
+        torch.library.register_fake(f"fusedopt::{_name}")(_no_output)

@@ -1,0 +1,235 @@
+"""fusedopt.Adam and fusedopt.AdamW: drop-ins for torch.optim's classes."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from ._base import Bucket, DeviceAmp, FusedOptimizer, native_eligible, reject_unsupported_flags
+
+
+def _to_scalar(x):
+    """A one-element tensor hyperparameter as a 0-dim tensor (torch does the same)."""
+    return x.squeeze() if isinstance(x, Tensor) and x.dim() != 0 else x
+
+
+def _check_adam_args(lr, betas, eps, weight_decay, foreach, capturable) -> None:
+    """torch.optim.Adam's constructor checks, with torch's messages."""
+    if isinstance(lr, Tensor):
+        if foreach and not capturable:
+            raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+        if lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+    if not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if not 0.0 <= eps:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    if not 0.0 <= betas[0] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+    if not 0.0 <= betas[1] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+    if not 0.0 <= weight_decay:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+    if not (
+        (isinstance(betas[0], float) and isinstance(betas[1], float))
+        or (isinstance(betas[0], Tensor) and isinstance(betas[1], Tensor))
+    ):
+        raise ValueError("betas must be either both floats or both Tensors")
+    for i, beta in enumerate(betas):
+        if isinstance(beta, Tensor):
+            if not capturable and foreach:
+                raise ValueError(f"betas[{i}] as a Tensor is not supported for capturable=False and foreach=True")
+            if beta.numel() != 1:
+                raise ValueError(f"Tensor betas[{i}] must be 1-element")
+
+
+class Adam(FusedOptimizer):
+    """Adam (and, with ``decoupled_weight_decay=True``, AdamW) on fused kernels.
+
+    Takes every argument of ``torch.optim.Adam`` with the same defaults and
+    checks; ``foreach``, ``fused`` and ``capturable`` are accepted and kept in
+    the param groups for checkpoint compatibility (fusedopt always runs its own
+    multi-tensor kernels, which are CUDA-graph capturable). fusedopt's own
+    keywords:
+
+    * ``max_grad_norm``: clip by the global L2 norm inside the step (one extra
+      read of the grads instead of torch's three passes); the pre-clip norm is
+      left in ``last_grad_norm`` as a device tensor.
+    * ``master_weights``: keep an fp32 copy of fp16/bf16 params in the state
+      (``master_param``) and update it in the same pass.
+    * ``state_dtype``: dtype of exp_avg/exp_avg_sq (e.g. ``torch.bfloat16`` to
+      halve the state's memory traffic); default: the param's dtype, or fp32
+      with master weights.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+        max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        state_dtype: torch.dtype | None = None,
+    ) -> None:
+        _check_adam_args(lr, betas, eps, weight_decay, foreach, capturable)
+        betas = tuple(map(_to_scalar, betas))
+        reject_unsupported_flags(type(self).__name__, differentiable)
+        if fused and foreach:
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "maximize": maximize,
+            "foreach": foreach,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "fused": fused,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }
+        super().__init__(
+            params, defaults, max_grad_norm=max_grad_norm, master_weights=master_weights, state_dtype=state_dtype
+        )
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("amsgrad", False)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("capturable", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("decoupled_weight_decay", False)
+            group.setdefault("fused", None)
+
+    def _init_state(self, p: Tensor, state: dict, amsgrad: bool) -> None:
+        sd = self._state_dtype_for(p)
+        state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        state["exp_avg"] = torch.zeros_like(p, dtype=sd, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, dtype=sd, memory_format=torch.preserve_format)
+        if amsgrad:
+            state["max_exp_avg_sq"] = torch.zeros_like(p, dtype=sd, memory_format=torch.preserve_format)
+
+    def _bucket_group(self, group: dict) -> dict[tuple, Bucket]:
+        amsgrad = group["amsgrad"]
+        buckets: dict[tuple, Bucket] = {}
+        state_of = self.state
+        for p in group["params"]:
+            g = p.grad
+            if g is None:
+                continue
+            if g.is_sparse:
+                raise RuntimeError("Adam does not support sparse gradients, please consider SparseAdam instead")
+            self._check_grad_device(p, g)
+            state = state_of[p]
+            if not state:
+                self._init_state(p, state, amsgrad)
+            elif amsgrad and "max_exp_avg_sq" not in state:
+                # amsgrad switched on after the state was made: start its max at 0
+                state["max_exp_avg_sq"] = torch.zeros_like(state["exp_avg_sq"])
+            master = self._master_for(p, state)
+            states = (state["exp_avg"], state["exp_avg_sq"]) + ((state["max_exp_avg_sq"],) if amsgrad else ())
+            native = native_eligible(p, g, states) and (master is None or master.is_contiguous())
+            key = (p.device, native, p.dtype, g.dtype, states[0].dtype, master is not None) if native else (p.device, False)
+            bucket = buckets.get(key)
+            if bucket is None:
+                bucket = buckets[key] = Bucket(native)
+            bucket.params.append(p)
+            bucket.grads.append(g)
+            lists = bucket.lists
+            lists["exp_avgs"].append(states[0])
+            lists["exp_avg_sqs"].append(states[1])
+            if amsgrad:
+                lists["max_exp_avg_sqs"].append(states[2])
+            lists["steps"].append(state["step"])
+            if master is not None:
+                lists["masters"].append(master)
+        return buckets
+
+    def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:
+        lr, lr_tensor = self._lr_args(group["lr"], device)
+        beta1, beta2 = group["betas"]
+        lists = bucket.lists
+        ops.adam_(
+            bucket.params,
+            bucket.grads,
+            lists["exp_avgs"],
+            lists["exp_avg_sqs"],
+            lists["max_exp_avg_sqs"],
+            lists["steps"],
+            lists["masters"],
+            lr,
+            lr_tensor,
+            float(beta1),
+            float(beta2),
+            float(group["eps"]),
+            float(group["weight_decay"]),
+            bool(group["decoupled_weight_decay"]),
+            bool(group["amsgrad"]),
+            bool(group["maximize"]),
+            amp.grad_scale,
+            amp.found_inf,
+            amp.sumsq,
+            self.max_grad_norm or 0.0,
+        )
+
+
+class AdamW(Adam):
+    """AdamW (decoupled weight decay) on fused kernels; see :class:`Adam`.
+
+    Takes every argument of ``torch.optim.AdamW`` with the same defaults
+    (``weight_decay=1e-2``).
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        state_dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=True,
+            max_grad_norm=max_grad_norm,
+            master_weights=master_weights,
+            state_dtype=state_dtype,
+        )
+
+    # A checkpoint of any Adam loads into AdamW as AdamW, as in torch.
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = True

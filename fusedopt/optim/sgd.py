@@ -1,0 +1,217 @@
+"""fusedopt.SGD: a drop-in for torch.optim.SGD."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import reference
+from ._base import Bucket, DeviceAmp, FusedOptimizer, native_eligible, reject_unsupported_flags
+
+
+class SGD(FusedOptimizer):
+    """SGD with momentum, dampening, nesterov and L2 weight decay on fused kernels.
+
+    Takes every argument of ``torch.optim.SGD`` with the same defaults and
+    checks, plus fusedopt's ``max_grad_norm``, ``master_weights`` and
+    ``state_dtype`` (see :class:`fusedopt.Adam`). Sparse gradients are handled as
+    torch handles them (by torch's own single-tensor SGD).
+
+    A momentum buffer starts as a copy of the first gradient that is actually
+    applied, as in torch; with AMP that may be a later step than the first, so
+    fusedopt tracks "not yet applied" on the device, outside the state_dict.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float | Tensor = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float | Tensor = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        state_dtype: torch.dtype | None = None,
+    ) -> None:
+        if isinstance(lr, Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+            "foreach": foreach,
+            "differentiable": differentiable,
+            "fused": fused,
+        }
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        reject_unsupported_flags("SGD", differentiable)
+        if fused and foreach:
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        # param -> one-element bool tensor on its device: "buffer not yet applied"
+        self._momentum_first: dict[Tensor, Tensor] = {}
+        super().__init__(
+            params, defaults, max_grad_norm=max_grad_norm, master_weights=master_weights, state_dtype=state_dtype
+        )
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.__dict__.setdefault("_momentum_first", {})
+        for group in self.param_groups:
+            group.setdefault("nesterov", False)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("differentiable", False)
+            group.setdefault("fused", False)
+
+    def _momentum_buffer(self, p: Tensor, state: dict) -> tuple[Tensor, Tensor]:
+        first = self._momentum_first.get(p)
+        if first is None:
+            loaded = "momentum_buffer" in state
+            if not loaded:
+                sd = self._state_dtype_for(p)
+                state["momentum_buffer"] = torch.zeros_like(p, dtype=sd, memory_format=torch.preserve_format)
+            first = self._momentum_first[p] = torch.tensor(not loaded, device=p.device)
+        return state["momentum_buffer"], first
+
+    def _bucket_group(self, group: dict) -> dict[tuple, Bucket]:
+        has_momentum = group["momentum"] != 0
+        buckets: dict[tuple, Bucket] = {}
+        state_of = self.state
+        for p in group["params"]:
+            g = p.grad
+            if g is None:
+                continue
+            self._check_grad_device(p, g)
+            if g.is_sparse:
+                key = (p.device, "sparse")
+                bucket = buckets.get(key)
+                if bucket is None:
+                    bucket = buckets[key] = Bucket(False)
+                bucket.params.append(p)
+                bucket.grads.append(g)
+                continue
+            # torch keeps no state at all for momentum-free SGD; neither do we
+            state = state_of[p] if has_momentum or self._has_master(p) else None
+            master = self._master_for(p, state) if state is not None else None
+            states: tuple[Tensor, ...] = ()
+            if has_momentum:
+                buf, first = self._momentum_buffer(p, state)
+                states = (buf,)
+            native = native_eligible(p, g, states) and (master is None or master.is_contiguous())
+            key = (
+                (p.device, native, p.dtype, g.dtype, states[0].dtype if states else None, master is not None)
+                if native
+                else (p.device, False)
+            )
+            bucket = buckets.get(key)
+            if bucket is None:
+                bucket = buckets[key] = Bucket(native)
+            bucket.params.append(p)
+            bucket.grads.append(g)
+            if has_momentum:
+                bucket.lists["buffers"].append(buf)
+                bucket.lists["first"].append(first)
+            if master is not None:
+                bucket.lists["masters"].append(master)
+        return buckets
+
+    def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:
+        if bucket.params and bucket.grads[0].is_sparse:
+            self._sparse_step(bucket, group, amp)
+            return
+        lr, lr_tensor = self._lr_args(group["lr"], device)
+        lists = bucket.lists
+        ops.sgd_(
+            bucket.params,
+            bucket.grads,
+            lists["buffers"],
+            lists["first"],
+            lists["masters"],
+            lr,
+            lr_tensor,
+            float(group["momentum"]),
+            float(group["dampening"]),
+            float(group["weight_decay"]),
+            bool(group["nesterov"]),
+            bool(group["maximize"]),
+            amp.grad_scale,
+            amp.found_inf,
+            amp.sumsq,
+            self.max_grad_norm or 0.0,
+        )
+
+    def _sparse_step(self, bucket: Bucket, group: dict, amp: DeviceAmp) -> None:
+        """Sparse grads: torch's own single-tensor SGD, after unscaling and clipping
+        copies of the grads. Reading found_inf here is a host sync; only sparse
+        grads pay it."""
+        if amp.found_inf is not None and float(amp.found_inf) != 0.0:
+            return
+        inv, clip, _ = reference._grad_factors(amp.grad_scale, amp.sumsq, self.max_grad_norm or 0.0, False)
+        grads = []
+        for g in bucket.grads:
+            if inv is not None:
+                g = g * inv.to(g.device)
+            if clip is not None:
+                g = g * clip.to(g.device)
+            grads.append(g)
+        momentum = group["momentum"]
+        buffers = [self.state[p].get("momentum_buffer") if momentum != 0 else None for p in bucket.params]
+        torch.optim.sgd.sgd(
+            bucket.params,
+            grads,
+            buffers,
+            has_sparse_grad=True,
+            foreach=False,
+            weight_decay=group["weight_decay"],
+            momentum=momentum,
+            lr=group["lr"],
+            dampening=group["dampening"],
+            nesterov=group["nesterov"],
+            maximize=group["maximize"],
+        )
+        if momentum != 0:
+            for p, buf in zip(bucket.params, buffers):
+                self.state[p]["momentum_buffer"] = buf
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def state_dict(self):
+        """torch's state_dict, less the momentum buffers no step has applied yet
+        (torch has none for such params). Reading those flags syncs, once."""
+        sd = super().state_dict()
+        flags = list(self._momentum_first.items())
+        values = torch.stack([f.cpu() for _, f in flags]).tolist() if flags else []
+        pending = {p for (p, _), first in zip(flags, values) if first}
+        if pending:
+            index = 0
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p in pending and index in sd["state"]:
+                        st = {k: v for k, v in sd["state"][index].items() if k != "momentum_buffer"}
+                        if st:
+                            sd["state"][index] = st
+                        else:
+                            del sd["state"][index]
+                    index += 1
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        # loaded buffers have been applied; missing ones start fresh
+        self._momentum_first = {}

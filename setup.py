@@ -1,0 +1,286 @@
+"""Builds fusedopt's two native libraries against the LibTorch stable ABI.
+
+fusedopt/_C       CPU kernels and every op schema; always built.
+fusedopt/_C_cuda  CUDA kernels; built whenever nvcc is found (FUSEDOPT_CUDA=0
+                  skips it, =1 makes a missing nvcc an error), also against a
+                  CPU-only torch: the stable ABI needs no CUDA build of torch.
+
+Both are abi3 extension modules (CPython >= 3.10) that use only the stable C
+shims of torch >= 2.10, so one build serves every later torch and Python.
+torch.utils.cpp_extension is not used: its CUDAExtension refuses a CPU-only
+torch, and its flags pull in the unstable ATen headers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+CSRC = Path("csrc")
+
+# torch 2.10 is the ABI floor: nothing newer than its stable C shims is used.
+TORCH_TARGET_VERSION = "0x020a000000000000"
+TORCH_ABI_FLOOR = "2.10"
+PY_LIMITED_API = "0x030a0000"  # CPython 3.10
+DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
+
+IS_X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+# Per-file instruction-set flags: each of these files is one copy of the CPU
+# kernels, chosen at run time (csrc/cpu/isa.cpp). Nothing else gets wide-vector
+# flags, so the library loads on any CPU of its architecture.
+ISA_FLAGS = {
+    "kernels_avx2.cpp": ["-mavx2", "-mfma", "-mf16c"],
+    "kernels_avx512.cpp": [
+        "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma", "-mf16c",
+        # GCC 12 warns about _mm512_undefined_* inside its own intrinsics headers
+        "-Wno-maybe-uninitialized",
+    ],
+}
+
+COMMON_CXX_FLAGS = [
+    "-std=c++17",
+    "-O3",
+    "-fPIC",
+    "-fvisibility=hidden",
+    # Every backend evaluates the update rules operation by operation, so that
+    # the instruction sets agree bit for bit; no FMA contraction.
+    "-ffp-contract=off",
+    "-fno-math-errno",
+    "-Wall",
+    "-Wno-unused-function",
+    f"-DTORCH_TARGET_VERSION={TORCH_TARGET_VERSION}",
+    f"-DPy_LIMITED_API={PY_LIMITED_API}",
+]
+
+
+def _torch_dirs() -> tuple[Path, Path]:
+    import torch  # the build requirement
+
+    base = Path(torch.__file__).resolve().parent
+    return base / "include", base / "lib"
+
+
+def _env_flag(name: str) -> str | None:
+    value = os.environ.get(name)
+    return None if value is None or value.strip() == "" else value.strip()
+
+
+def _find_nvcc() -> Path | None:
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        home = _env_flag(var)
+        if home and (Path(home) / "bin" / "nvcc").exists():
+            return Path(home) / "bin" / "nvcc"
+    found = shutil.which("nvcc")
+    if found:
+        return Path(found)
+    default = Path("/usr/local/cuda/bin/nvcc")
+    return default if default.exists() else None
+
+
+def _cuda_home(nvcc: Path) -> Path:
+    # nvcc may be a wrapper script on PATH; ask it where its toolkit lives.
+    out = subprocess.run([str(nvcc), "--dryrun", "-x", "cu", "-c", "/dev/null", "-o", "/dev/null"],
+                         capture_output=True, text=True)
+    for line in (out.stdout + out.stderr).splitlines():
+        m = re.search(r"TOP=(\S+)", line)
+        if m:
+            return Path(m.group(1)).resolve()
+    return nvcc.resolve().parent.parent
+
+
+def _nvcc_version(nvcc: Path) -> str:
+    out = subprocess.run([str(nvcc), "--version"], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"release (\d+\.\d+)", out)
+    return m.group(1) if m else "unknown"
+
+
+def _cuda_archs() -> list[tuple[str, bool]]:
+    """[(\"80\", with_ptx)] from TORCH_CUDA_ARCH_LIST (e.g. \"8.0;9.0+PTX\")."""
+    spec = _env_flag("TORCH_CUDA_ARCH_LIST") or DEFAULT_CUDA_ARCHS
+    archs = []
+    for item in re.split(r"[;\s,]+", spec):
+        if not item:
+            continue
+        ptx = item.endswith("+PTX")
+        num = item.removesuffix("+PTX")
+        if not re.fullmatch(r"\d+\.\d+[af]?", num):
+            raise SystemExit(f"fusedopt: cannot read {item!r} in TORCH_CUDA_ARCH_LIST")
+        archs.append((num.replace(".", ""), ptx))
+    return archs
+
+
+def _run(cmd: list[str]) -> None:
+    print(" ".join(shlex.quote(c) for c in cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+class BuildNative(build_ext):
+    """Compiles each source with its own flags (ISA files, nvcc) in parallel."""
+
+    def build_extensions(self) -> None:
+        self.torch_include, self.torch_lib = _torch_dirs()
+        self.cxx = os.environ.get("CXX", "c++")
+        self.jobs = max(1, min(os.cpu_count() or 1, int(os.environ.get("MAX_JOBS", "0")) or 64))
+        self.build_info = {
+            "version": self.distribution.get_version(),
+            "torch_abi_floor": TORCH_ABI_FLOOR,
+            "cpu_isas": ["generic"] + (["avx2", "avx512"] if IS_X86 else []),
+            "cuda": None,
+        }
+        for ext in self.extensions:
+            if ext.name == "fusedopt._C":
+                self._build_cpu(ext)
+            elif ext.name == "fusedopt._C_cuda":
+                self._build_cuda(ext)
+        self._write_build_info()
+
+    # -- helpers --------------------------------------------------------------
+
+    def _obj_dir(self, ext: Extension) -> Path:
+        d = Path(self.build_temp) / ext.name.replace(".", "_")
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _includes(self) -> list[str]:
+        return [f"-I{self.torch_include}", f"-I{sysconfig.get_paths()['include']}", f"-I{CSRC}"]
+
+    def _compile_all(self, jobs: list[list[str]]) -> None:
+        with ThreadPoolExecutor(self.jobs) as pool:
+            for fut in [pool.submit(_run, cmd) for cmd in jobs]:
+                fut.result()
+
+    def _cxx_job(self, src: Path, obj: Path, extra: list[str]) -> list[str]:
+        return [self.cxx, *COMMON_CXX_FLAGS, *self._includes(), *extra, "-c", str(src), "-o", str(obj)]
+
+    def _link(self, ext: Extension, objects: list[Path], libs: list[str]) -> None:
+        out = Path(self.get_ext_fullpath(ext.name))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _run([self.cxx, "-shared", *map(str, objects), f"-L{self.torch_lib}", *libs, "-o", str(out)])
+
+    # -- the CPU library ---------------------------------------------------------
+
+    def _build_cpu(self, ext: Extension) -> None:
+        objdir = self._obj_dir(ext)
+        jobs, objects = [], []
+        for src in map(Path, ext.sources):
+            if src.name in ISA_FLAGS and not IS_X86:
+                continue
+            obj = objdir / (src.stem + ".o")
+            extra = list(ISA_FLAGS.get(src.name, []))
+            if src.name == "pymodule.cpp":
+                extra.append("-DFO_MODULE_NAME=_C")
+            jobs.append(self._cxx_job(src, obj, extra))
+            objects.append(obj)
+        self._compile_all(jobs)
+        self._link(ext, objects, ["-ltorch_cpu"])
+
+    # -- the CUDA library ------------------------------------------------------
+
+    def _build_cuda(self, ext: Extension) -> None:
+        nvcc = Path(ext.nvcc)  # type: ignore[attr-defined]
+        cuda_home = _cuda_home(nvcc)
+        archs = _cuda_archs()
+        objdir = self._obj_dir(ext)
+        gencode = []
+        for num, ptx in archs:
+            gencode += ["-gencode", f"arch=compute_{num},code=sm_{num}"]
+            if ptx:
+                gencode += ["-gencode", f"arch=compute_{num},code=compute_{num}"]
+        nvcc_flags = [
+            "-std=c++17",
+            "-O3",
+            "--expt-relaxed-constexpr",
+            # same operation-by-operation arithmetic as the CPU kernels
+            "--fmad=false",
+            "-Xcompiler=-fPIC,-fvisibility=hidden,-fno-math-errno",
+            f"-DTORCH_TARGET_VERSION={TORCH_TARGET_VERSION}",
+            f"-DPy_LIMITED_API={PY_LIMITED_API}",
+            "-DUSE_CUDA",
+            f"--threads={len(gencode) // 2}",
+            *gencode,
+        ]
+        jobs, objects = [], []
+        for src in map(Path, ext.sources):
+            obj = objdir / (src.stem + ".o")
+            if src.suffix == ".cu":
+                jobs.append([str(nvcc), *nvcc_flags, *self._includes(), "-c", str(src), "-o", str(obj)])
+            else:
+                extra = ["-DUSE_CUDA", f"-I{cuda_home / 'include'}"]
+                if src.name == "pymodule.cpp":
+                    extra.append("-DFO_MODULE_NAME=_C_cuda")
+                jobs.append(self._cxx_job(src, obj, extra))
+            objects.append(obj)
+        self._compile_all(jobs)
+        cudart_dir = next((d for d in (cuda_home / "lib64", cuda_home / "lib") if d.exists()), cuda_home / "lib64")
+        # libtorch.so depends on libtorch_cuda.so in CUDA builds of torch, which
+        # defines the current-stream shim; against a CPU torch it only satisfies ld.
+        self._link(ext, objects, ["-ltorch", "-ltorch_cpu", f"-L{cudart_dir}", "-lcudart"])
+        self.build_info["cuda"] = {
+            "version": _nvcc_version(nvcc),
+            "archs": [f"sm_{num}" for num, _ in archs],
+            "ptx": [f"compute_{num}" for num, ptx in archs if ptx],
+        }
+
+    def _write_build_info(self) -> None:
+        # What this build targets; `python -m fusedopt info` prints it beside the
+        # running process's torch, CUDA and GPU. It goes beside the libraries in
+        # the build tree (wheels) and in the source tree (editable installs, which
+        # copy only the libraries themselves).
+        text = json.dumps(self.build_info, indent=2) + "\n"
+        for folder in {Path(self.build_lib) / "fusedopt", ROOT / "fusedopt"}:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "_build_info.json").write_text(text)
+
+
+def _sources(folder: str, suffixes: tuple[str, ...]) -> list[str]:
+    return sorted(str(p) for p in (CSRC / folder).glob("*") if p.suffix in suffixes)
+
+
+def _extensions() -> list[Extension]:
+    os.chdir(ROOT)  # sources are given relative to the project root
+    cpu = Extension(
+        "fusedopt._C",
+        sources=[str(CSRC / "ops.cpp"), str(CSRC / "pymodule.cpp"), *_sources("cpu", (".cpp",))],
+        py_limited_api=True,
+    )
+    exts = [cpu]
+    want = _env_flag("FUSEDOPT_CUDA")
+    if want not in (None, "0", "1"):
+        raise SystemExit(f"fusedopt: FUSEDOPT_CUDA must be 0, 1 or unset, not {want!r}")
+    if want == "0":
+        return exts
+    nvcc = _find_nvcc()
+    if nvcc is None:
+        if want == "1":
+            raise SystemExit("fusedopt: FUSEDOPT_CUDA=1 but nvcc was not found (set CUDA_HOME or PATH)")
+        print("fusedopt: nvcc not found, building the CPU library only", file=sys.stderr)
+        return exts
+    cuda = Extension(
+        "fusedopt._C_cuda",
+        sources=[str(CSRC / "pymodule.cpp"), *_sources("cuda", (".cpp", ".cu"))],
+        py_limited_api=True,
+    )
+    cuda.nvcc = str(nvcc)  # type: ignore[attr-defined]
+    exts.append(cuda)
+    return exts
+
+
+setup(
+    ext_modules=_extensions(),
+    cmdclass={"build_ext": BuildNative},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
+)
