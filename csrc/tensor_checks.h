@@ -1,5 +1,8 @@
 // Argument checks shared by the CPU and CUDA entry points. Every op validates
 // all of its inputs before it writes anything, so a refused call changes nothing.
+//
+// They are written to make few calls through the C shim per tensor (each is a
+// function call into libtorch): an optimizer step passes thousands of tensors.
 #pragma once
 
 #include <torch/csrc/stable/tensor.h>
@@ -7,7 +10,6 @@
 #include <torch/headeronly/util/Exception.h>
 
 #include <optional>
-#include <string>
 #include <vector>
 
 #include "cpu/dtypes.h"
@@ -20,7 +22,31 @@ using TensorList = std::vector<Tensor>;
 
 #define FO_CHECK(cond, ...) STD_TORCH_CHECK(cond, "fusedopt: ", __VA_ARGS__)
 
-inline cpu::DType storage_dtype(const Tensor& t, const char* what) {
+inline const char* dtype_str(ScalarType t) {
+  return torch::headeronly::toString(t);
+}
+
+// Where every tensor of a call must live: the device of params[0].
+struct Place {
+  bool cuda;
+  int32_t index;
+};
+
+inline Place place_of(const Tensor& t) {
+  const bool cuda = t.is_cuda();
+  return {cuda, cuda ? t.get_device_index() : -1};
+}
+
+inline void check_place(const Tensor& t, const Place& at, const char* what, size_t i) {
+  if (at.cuda) {
+    FO_CHECK(t.is_cuda() && t.get_device_index() == at.index, what, "[", i, "] is not on cuda:", at.index,
+             " with the other tensors of the call");
+  } else {
+    FO_CHECK(t.is_cpu(), what, "[", i, "] is not a CPU tensor like the other tensors of the call");
+  }
+}
+
+inline cpu::DType storage_dtype(const Tensor& t, const char* what, size_t i) {
   switch (t.scalar_type()) {
     case ScalarType::Float:
       return cpu::DType::F32;
@@ -31,76 +57,68 @@ inline cpu::DType storage_dtype(const Tensor& t, const char* what) {
     default:
       break;
   }
-  FO_CHECK(false, what, " has dtype ", torch::headeronly::toString(t.scalar_type()),
+  FO_CHECK(false, what, "[", i, "] has dtype ", dtype_str(t.scalar_type()),
            "; the native kernels take float32, bfloat16 or float16");
   return cpu::DType::F32;
 }
 
-// All tensors of one list share a dtype: the Python side buckets them so.
-inline cpu::DType list_dtype(const TensorList& ts, const char* what) {
-  FO_CHECK(!ts.empty(), what, " is empty");
-  const cpu::DType d = storage_dtype(ts[0], what);
-  for (size_t i = 1; i < ts.size(); ++i) {
-    FO_CHECK(storage_dtype(ts[i], what) == d, what, "[", i, "] has dtype ",
-             torch::headeronly::toString(ts[i].scalar_type()), " but ", what, "[0] has ",
-             torch::headeronly::toString(ts[0].scalar_type()), "; one call takes one dtype per list");
+// Checks one list of per-parameter tensors (params themselves, grads, a state)
+// against the params' element counts and device; returns the list's dtype, which
+// every tensor of the list shares (the Python side buckets tensors so).
+inline cpu::DType check_list(
+    const TensorList& ts,
+    const std::vector<int64_t>& numels,
+    const Place& at,
+    const char* what) {
+  FO_CHECK(ts.size() == numels.size(), what, " has ", ts.size(), " tensors but params has ", numels.size());
+  cpu::DType d = cpu::DType::F32;
+  for (size_t i = 0; i < ts.size(); ++i) {
+    const Tensor& t = ts[i];
+    check_place(t, at, what, i);
+    FO_CHECK(t.numel() == numels[i], what, "[", i, "] has ", t.numel(), " elements but params[", i, "] has ",
+             numels[i]);
+    FO_CHECK(t.is_contiguous(), what, "[", i, "] is not contiguous");
+    const cpu::DType di = storage_dtype(t, what, i);
+    if (i == 0) d = di;
+    FO_CHECK(di == d, what, "[", i, "] has dtype ", dtype_str(t.scalar_type()), " unlike ", what,
+             "[0]; one call takes one dtype per list");
   }
   return d;
 }
 
-inline void check_length(const TensorList& ts, size_t n, const char* what) {
-  FO_CHECK(ts.size() == n, what, " has ", ts.size(), " tensors but params has ", n);
+// A one-element tensor of `dtype` where the call runs (scale, found_inf, sumsq, lr, steps).
+inline void check_scalar(const Tensor& t, const Place& at, ScalarType dtype, const char* what) {
+  check_place(t, at, what, 0);
+  FO_CHECK(t.numel() == 1, what, " must have one element, got ", t.numel());
+  FO_CHECK(t.scalar_type() == dtype, what, " must be ", dtype_str(dtype), ", got ", dtype_str(t.scalar_type()));
 }
 
-inline bool same_device(const Tensor& a, const Tensor& b) {
-  return a.device() == b.device();
+inline void check_optional_scalar(const std::optional<Tensor>& t, const Place& at, const char* what) {
+  if (t.has_value()) check_scalar(*t, at, ScalarType::Float, what);
 }
 
-// `t` must be a dense contiguous tensor shaped like `param`, on its device.
-inline void check_companion(const Tensor& param, const Tensor& t, const char* what, size_t i) {
-  FO_CHECK(same_device(param, t), what, "[", i, "] is on another device than params[", i, "]");
-  FO_CHECK(t.numel() == param.numel(), what, "[", i, "] has ", t.numel(), " elements but params[", i,
-           "] has ", param.numel());
-  FO_CHECK(t.is_contiguous(), what, "[", i, "] is not contiguous");
-}
-
-inline void check_param(const Tensor& p, size_t i) {
-  FO_CHECK(p.is_contiguous(), "params[", i, "] is not contiguous");
-}
-
-// A one-element float32 tensor on `device_of`'s device (scale, found_inf, sumsq).
-inline void check_scalar_tensor(const std::optional<Tensor>& t, const Tensor& device_of, const char* what) {
+// lr may come as a one-element float32 or float64 tensor.
+inline void check_lr_tensor(const std::optional<Tensor>& t, const Place& at) {
   if (!t.has_value()) return;
-  FO_CHECK(t->numel() == 1, what, " must have one element, got ", t->numel());
-  FO_CHECK(t->scalar_type() == ScalarType::Float, what, " must be float32, got ",
-           torch::headeronly::toString(t->scalar_type()));
-  FO_CHECK(same_device(*t, device_of), what, " is on another device than the tensors it applies to");
-}
-
-// lr may come as a one-element float32 or float64 tensor on the params' device.
-inline void check_lr_tensor(const std::optional<Tensor>& t, const Tensor& device_of) {
-  if (!t.has_value()) return;
+  check_place(*t, at, "lr_tensor", 0);
   FO_CHECK(t->numel() == 1, "lr_tensor must have one element, got ", t->numel());
   FO_CHECK(t->scalar_type() == ScalarType::Float || t->scalar_type() == ScalarType::Double,
-           "lr_tensor must be float32 or float64, got ", torch::headeronly::toString(t->scalar_type()));
-  FO_CHECK(same_device(*t, device_of), "lr_tensor is on another device than params");
+           "lr_tensor must be float32 or float64, got ", dtype_str(t->scalar_type()));
 }
 
-// Per-parameter `step` counters: one-element float32 tensors on the params' device.
-inline void check_steps(const TensorList& steps, const TensorList& params) {
-  check_length(steps, params.size(), "steps");
-  for (size_t i = 0; i < steps.size(); ++i) {
-    FO_CHECK(steps[i].numel() == 1, "steps[", i, "] must have one element");
-    FO_CHECK(steps[i].scalar_type() == ScalarType::Float, "steps[", i, "] must be float32, got ",
-             torch::headeronly::toString(steps[i].scalar_type()));
-    FO_CHECK(same_device(steps[i], params[i]), "steps[", i, "] is on another device than params[", i, "]");
-  }
-}
-
-inline void check_device_type(const TensorList& ts, bool cuda, const char* what) {
-  for (size_t i = 0; i < ts.size(); ++i) {
-    FO_CHECK(cuda ? ts[i].is_cuda() : ts[i].is_cpu(), what, "[", i, "] is not a ", cuda ? "CUDA" : "CPU",
-             " tensor");
+// One-element tensors, one per parameter (step counters, momentum flags).
+inline void check_per_param_scalars(
+    const TensorList& ts,
+    size_t n,
+    const Place& at,
+    ScalarType dtype,
+    const char* what) {
+  FO_CHECK(ts.size() == n, what, " has ", ts.size(), " tensors but params has ", n);
+  for (size_t i = 0; i < n; ++i) {
+    check_place(ts[i], at, what, i);
+    FO_CHECK(ts[i].numel() == 1, what, "[", i, "] must have one element");
+    FO_CHECK(ts[i].scalar_type() == dtype, what, "[", i, "] must be ", dtype_str(dtype), ", got ",
+             dtype_str(ts[i].scalar_type()));
   }
 }
 

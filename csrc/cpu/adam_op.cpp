@@ -33,7 +33,7 @@ void adam_(
     std::optional<Tensor> sumsq,
     double max_norm) {
   if (params.empty()) return;
-  const ListDTypes d = check_adam_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+  const CallInfo d = check_adam_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
                                        master_params, amsgrad, lr_tensor, grad_scale, found_inf, sumsq,
                                        /*cuda=*/false);
   const AdamRangeFn fn = active_kernels().adam(d.param, d.grad, d.state, amsgrad, d.master);
@@ -49,11 +49,10 @@ void adam_(
 
   std::vector<AdamTensor> tensors(n);
   std::vector<math::AdamConsts> consts(n);
-  std::vector<float> new_steps(n);
-  std::vector<int64_t> numels(n);
+  std::vector<float*> step_ptrs(n);
   for (size_t i = 0; i < n; ++i) {
-    new_steps[i] = *static_cast<const float*>(steps[i].data_ptr()) + 1.0f;
-    consts[i] = math::adam_consts(hyper, lr_now, new_steps[i]);
+    step_ptrs[i] = static_cast<float*>(steps[i].mutable_data_ptr());
+    consts[i] = math::adam_consts(hyper, lr_now, *step_ptrs[i] + 1.0f);
     tensors[i] = AdamTensor{
         params[i].mutable_data_ptr(),
         grads[i].const_data_ptr(),
@@ -61,12 +60,11 @@ void adam_(
         exp_avg_sqs[i].mutable_data_ptr(),
         amsgrad ? max_exp_avg_sqs[i].mutable_data_ptr() : nullptr,
         d.master ? static_cast<float*>(master_params[i].mutable_data_ptr()) : nullptr};
-    numels[i] = params[i].numel();
   }
 
-  for_each_share(numels, [&](int64_t t, int64_t lo, int64_t hi) { fn(tensors[t], consts[t], factors, lo, hi); });
+  for_each_share(d.numels, [&](int64_t t, int64_t lo, int64_t hi) { fn(tensors[t], consts[t], factors, lo, hi); });
 
-  for (size_t i = 0; i < n; ++i) *static_cast<float*>(steps[i].mutable_data_ptr()) = new_steps[i];
+  for (float* s : step_ptrs) *s += 1.0f;
 }
 
 }  // namespace cpu

@@ -28,7 +28,7 @@ GradList read_grads(const TensorList& grads, const Tensor& found_inf, const char
   for (size_t i = 0; i < grads.size(); ++i) {
     FO_CHECK(grads[i].is_cpu(), op, ": grads[", i, "] is not a CPU tensor");
     FO_CHECK(grads[i].is_contiguous(), op, ": grads[", i, "] is not contiguous");
-    g.dtypes.push_back(storage_dtype(grads[i], "grads"));
+    g.dtypes.push_back(storage_dtype(grads[i], "grads", i));
     g.data.push_back(grads[i].data_ptr());
     g.numels.push_back(grads[i].numel());
     g.total += grads[i].numel();
@@ -49,7 +49,7 @@ void grad_stats_(
   const GradList g = read_grads(grads, found_inf, "grad_stats_");
   FO_CHECK(sumsq.numel() == 1 && sumsq.scalar_type() == ScalarType::Float && sumsq.is_cpu(),
            "grad_stats_: sumsq must be a one-element float32 CPU tensor");
-  if (grad_scale.has_value()) check_scalar_tensor(grad_scale, found_inf, "grad_scale");
+  check_optional_scalar(grad_scale, Place{false, -1}, "grad_scale");
   const float inv = grad_scale.has_value() ? math::inv_scale_of(*scalar_ptr(grad_scale)) : 1.0f;
 
   const KernelTable& k = active_kernels();

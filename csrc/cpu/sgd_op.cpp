@@ -30,7 +30,7 @@ void sgd_(
     double max_norm) {
   if (params.empty()) return;
   const bool has_momentum = momentum != 0.0;
-  const ListDTypes d = check_sgd_args(params, grads, momentum_buffers, momentum_first, master_params,
+  const CallInfo d = check_sgd_args(params, grads, momentum_buffers, momentum_first, master_params,
                                       has_momentum, lr_tensor, grad_scale, found_inf, sumsq, /*cuda=*/false);
   const SgdRangeFn fn = active_kernels().sgd(d.param, d.grad, d.state, has_momentum, d.master);
   FO_CHECK(fn != nullptr, "no CPU SGD kernel for params ", dtype_name(d.param), ", grads ",
@@ -45,7 +45,6 @@ void sgd_(
       math::grad_factors(scalar_ptr(grad_scale), scalar_ptr(sumsq), max_norm, maximize);
 
   std::vector<SgdTensor> tensors(n);
-  std::vector<int64_t> numels(n);
   for (size_t i = 0; i < n; ++i) {
     tensors[i] = SgdTensor{
         params[i].mutable_data_ptr(),
@@ -53,10 +52,9 @@ void sgd_(
         has_momentum ? momentum_buffers[i].mutable_data_ptr() : nullptr,
         d.master ? static_cast<float*>(master_params[i].mutable_data_ptr()) : nullptr,
         has_momentum && *static_cast<const bool*>(momentum_first[i].data_ptr())};
-    numels[i] = params[i].numel();
   }
 
-  for_each_share(numels, [&](int64_t t, int64_t lo, int64_t hi) { fn(tensors[t], consts, factors, lo, hi); });
+  for_each_share(d.numels, [&](int64_t t, int64_t lo, int64_t hi) { fn(tensors[t], consts, factors, lo, hi); });
 
   if (has_momentum) {
     for (size_t i = 0; i < n; ++i) *static_cast<bool*>(momentum_first[i].mutable_data_ptr()) = false;

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import attrgetter, eq, is_, is_not
 from typing import Any
 
 import torch
@@ -36,12 +38,86 @@ _FUSEDOPT_ATTRS = ("max_grad_norm", "master_weights", "state_dtype")
 
 @dataclass
 class Bucket:
-    """Tensors one kernel call updates: one device, one dtype per list."""
+    """Tensors one kernel call updates: one device, one dtype per list.
 
-    native: bool
+    ``kind`` is "native" (the device's kernels), "reference" (plain torch, for
+    tensors the kernels do not take) or "sparse" (SGD's sparse grads)."""
+
+    kind: str
+    device: torch.device
     params: list[Tensor] = field(default_factory=list)
     grads: list[Tensor] = field(default_factory=list)
     lists: dict[str, list[Tensor]] = field(default_factory=lambda: defaultdict(list))
+    # for re-using the bucket on later steps (see GroupPlan)
+    index: list[int] = field(default_factory=list)
+    grad_dtype: torch.dtype | None = None
+    # the state tensors the lists hold, and the (state dict, key) each came from
+    check_dicts: list[dict] = field(default_factory=list)
+    check_keys: list[str] = field(default_factory=list)
+    check_tensors: list[Tensor] = field(default_factory=list)
+
+    @property
+    def native(self) -> bool:
+        return self.kind == "native"
+
+
+@dataclass
+class Route:
+    """Where one param goes this step, and the tensors its bucket lists take."""
+
+    key: tuple
+    kind: str
+    tensors: dict[str, Tensor]
+    # (state dict, key) pairs the tensors were read from, checked on reuse
+    sources: list[tuple[dict, str]]
+
+
+class GroupPlan:
+    """The buckets of one param group, kept between steps.
+
+    Re-bucketing every param every step costs microseconds per param in Python,
+    as much as the update itself for small tensors. A plan is reused while the
+    group's params, the set of params with grads, the state tensors and the
+    grads' dtype/device/layout are what it was built for; anything else
+    rebuilds it (and rebuilding re-checks everything before any tensor is
+    touched)."""
+
+    def __init__(self, signature, params, mask, buckets):
+        self.signature = signature
+        self.param_ids = [id(p) for p in params]
+        self.mask = mask
+        self.buckets = buckets
+
+    def reuse(self, signature, params, grads, mask) -> dict | None:
+        # The checks run as C-level map() passes: this is the per-step cost of
+        # every param, so no Python bytecode runs per tensor here.
+        if signature != self.signature or mask != self.mask or list(map(id, params)) != self.param_ids:
+            return None
+        out = {}
+        for key, b in self.buckets.items():
+            sel = list(map(grads.__getitem__, b.index))
+            dev = -1 if b.device.type == "cpu" else b.device.index
+            if not all(map(eq, map(_get_device, sel), repeat(dev))):
+                return None
+            if b.kind == "native":
+                if not (
+                    all(map(is_, map(type, sel), repeat(Tensor)))
+                    and all(map(is_, map(_dtype_of, sel), repeat(b.grad_dtype)))
+                    and all(map(_is_contiguous, sel))
+                ):
+                    return None
+            elif not all(map(is_, map(_is_sparse, sel), repeat(b.kind == "sparse"))):
+                return None
+            if not all(map(is_, map(dict.get, b.check_dicts, b.check_keys), b.check_tensors)):
+                return None
+            out[key] = Bucket(b.kind, b.device, b.params, sel, b.lists)
+        return out
+
+
+_get_device = Tensor.get_device
+_is_contiguous = Tensor.is_contiguous
+_dtype_of = attrgetter("dtype")
+_is_sparse = attrgetter("is_sparse")
 
 
 @dataclass
@@ -121,7 +197,12 @@ class FusedOptimizer(Optimizer):
 
     # -- what subclasses provide ----------------------------------------------------
 
-    def _bucket_group(self, group: dict) -> dict[tuple, Bucket]:
+    def _plan_signature(self, group: dict) -> tuple:
+        """Group settings that change the buckets (not lr and the like)."""
+        return (self.master_weights, self.state_dtype)
+
+    def _route(self, p: Tensor, g: Tensor, group: dict) -> Route:
+        """Creates p's state if needed and says which bucket p goes to."""
         raise NotImplementedError
 
     def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:
@@ -161,6 +242,47 @@ class FusedOptimizer(Optimizer):
                 "grads must live on their parameter's device"
             )
 
+    # -- bucketing ---------------------------------------------------------------------
+
+    def _bucket_group(self, group: dict) -> dict[tuple, Bucket]:
+        params = group["params"]
+        grads = [p.grad for p in params]
+        mask = list(map(is_not, grads, repeat(None)))
+        signature = self._plan_signature(group)
+        plans = self.__dict__.setdefault("_plans", {})
+        plan = plans.get(id(group))
+        if plan is not None and plan[0] is group:
+            buckets = plan[1].reuse(signature, params, grads, mask)
+            if buckets is not None:
+                return buckets
+        buckets = {}
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if g is None:
+                continue
+            self._check_grad_device(p, g)
+            r = self._route(p, g, group)
+            b = buckets.get(r.key)
+            if b is None:
+                b = buckets[r.key] = Bucket(r.kind, p.device, grad_dtype=g.dtype)
+            b.params.append(p)
+            b.grads.append(g)
+            b.index.append(i)
+            for name, t in r.tensors.items():
+                b.lists[name].append(t)
+            for st, k in r.sources:
+                b.check_dicts.append(st)
+                b.check_keys.append(k)
+                b.check_tensors.append(st[k])
+        plans[id(group)] = (group, GroupPlan(signature, params, mask, buckets))
+        return buckets
+
+    def _forget_plans(self) -> None:
+        self.__dict__["_plans"] = {}
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        self._forget_plans()
+
     # -- the step --------------------------------------------------------------------
 
     @torch.no_grad()
@@ -194,9 +316,9 @@ class FusedOptimizer(Optimizer):
 
         devices = []
         for _, buckets in work:
-            for key in buckets:
-                if key[0] not in devices:
-                    devices.append(key[0])
+            for b in buckets.values():
+                if b.device not in devices:
+                    devices.append(b.device)
 
         amp = {d: DeviceAmp() for d in devices}
         for d in devices:
@@ -215,10 +337,9 @@ class FusedOptimizer(Optimizer):
                     amp[d].found_inf = computed[d]
 
         for group, buckets in work:
-            for key, bucket in buckets.items():
-                device = key[0]
-                ops = _ops.ops_for(device) if bucket.native else _ops.reference
-                self._apply_bucket(ops, bucket, group, amp[device], device)
+            for bucket in buckets.values():
+                ops = _ops.ops_for(bucket.device) if bucket.native else _ops.reference
+                self._apply_bucket(ops, bucket, group, amp[bucket.device], bucket.device)
         return computed
 
     def _grad_stats(self, work, devices, grad_scale):
@@ -230,8 +351,8 @@ class FusedOptimizer(Optimizer):
             buf = torch.zeros(2, dtype=torch.float32, device=d)
             found[d], partial[d] = buf[0:1], buf[1:2]
         for _, buckets in work:
-            for key, bucket in buckets.items():
-                d = key[0]
+            for bucket in buckets.values():
+                d = bucket.device
                 ops = _ops.ops_for(d) if bucket.native else _ops.reference
                 ops.grad_stats_(bucket.grads, _on(grad_scale, d), found[d], partial[d], _ops.workspace_for(d))
         if len(devices) == 1:
@@ -279,6 +400,7 @@ class FusedOptimizer(Optimizer):
                 masters[pid] = st["master_param"]
                 st = {k: v for k, v in st.items() if k != "master_param"}
             stripped[pid] = st
+        self._forget_plans()
         super().load_state_dict({**state_dict, "state": stripped})
         for pid, master in masters.items():
             p = by_id.get(pid)

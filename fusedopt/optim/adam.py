@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from ._base import Bucket, DeviceAmp, FusedOptimizer, native_eligible, reject_unsupported_flags
+from ._base import Bucket, DeviceAmp, FusedOptimizer, Route, native_eligible, reject_unsupported_flags
 
 
 def _to_scalar(x):
@@ -114,6 +114,8 @@ class Adam(FusedOptimizer):
             group.setdefault("fused", None)
 
     def _init_state(self, p: Tensor, state: dict, amsgrad: bool) -> None:
+        # the step lives on the param's device as a float32 0-dim tensor, as in
+        # torch's fused/capturable mode: no host sync to advance it
         sd = self._state_dtype_for(p)
         state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
         state["exp_avg"] = torch.zeros_like(p, dtype=sd, memory_format=torch.preserve_format)
@@ -121,41 +123,33 @@ class Adam(FusedOptimizer):
         if amsgrad:
             state["max_exp_avg_sq"] = torch.zeros_like(p, dtype=sd, memory_format=torch.preserve_format)
 
-    def _bucket_group(self, group: dict) -> dict[tuple, Bucket]:
+    def _plan_signature(self, group: dict) -> tuple:
+        return super()._plan_signature(group) + (bool(group["amsgrad"]),)
+
+    def _route(self, p: Tensor, g: Tensor, group: dict) -> Route:
+        if g.is_sparse:
+            raise RuntimeError("Adam does not support sparse gradients, please consider SparseAdam instead")
         amsgrad = group["amsgrad"]
-        buckets: dict[tuple, Bucket] = {}
-        state_of = self.state
-        for p in group["params"]:
-            g = p.grad
-            if g is None:
-                continue
-            if g.is_sparse:
-                raise RuntimeError("Adam does not support sparse gradients, please consider SparseAdam instead")
-            self._check_grad_device(p, g)
-            state = state_of[p]
-            if not state:
-                self._init_state(p, state, amsgrad)
-            elif amsgrad and "max_exp_avg_sq" not in state:
-                # amsgrad switched on after the state was made: start its max at 0
-                state["max_exp_avg_sq"] = torch.zeros_like(state["exp_avg_sq"])
-            master = self._master_for(p, state)
-            states = (state["exp_avg"], state["exp_avg_sq"]) + ((state["max_exp_avg_sq"],) if amsgrad else ())
-            native = native_eligible(p, g, states) and (master is None or master.is_contiguous())
-            key = (p.device, native, p.dtype, g.dtype, states[0].dtype, master is not None) if native else (p.device, False)
-            bucket = buckets.get(key)
-            if bucket is None:
-                bucket = buckets[key] = Bucket(native)
-            bucket.params.append(p)
-            bucket.grads.append(g)
-            lists = bucket.lists
-            lists["exp_avgs"].append(states[0])
-            lists["exp_avg_sqs"].append(states[1])
-            if amsgrad:
-                lists["max_exp_avg_sqs"].append(states[2])
-            lists["steps"].append(state["step"])
-            if master is not None:
-                lists["masters"].append(master)
-        return buckets
+        state = self.state[p]
+        if not state:
+            self._init_state(p, state, amsgrad)
+        elif amsgrad and "max_exp_avg_sq" not in state:
+            # amsgrad switched on after the state was made: start its max at 0
+            state["max_exp_avg_sq"] = torch.zeros_like(state["exp_avg_sq"])
+        names = [("exp_avgs", "exp_avg"), ("exp_avg_sqs", "exp_avg_sq"), ("steps", "step")]
+        if amsgrad:
+            names.append(("max_exp_avg_sqs", "max_exp_avg_sq"))
+        master = self._master_for(p, state)
+        if master is not None:
+            names.append(("masters", "master_param"))
+        tensors = {name: state[k] for name, k in names}
+        moments = [tensors["exp_avgs"], tensors["exp_avg_sqs"]] + ([tensors["max_exp_avg_sqs"]] if amsgrad else [])
+        native = native_eligible(p, g, moments) and (master is None or master.is_contiguous())
+        if native:
+            key = (p.device, "native", p.dtype, g.dtype, moments[0].dtype, master is not None)
+        else:
+            key = (p.device, "reference")
+        return Route(key, "native" if native else "reference", tensors, [(state, k) for _, k in names])
 
     def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:
         lr, lr_tensor = self._lr_args(group["lr"], device)

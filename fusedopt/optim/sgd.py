@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .. import reference
-from ._base import Bucket, DeviceAmp, FusedOptimizer, native_eligible, reject_unsupported_flags
+from ._base import Bucket, DeviceAmp, FusedOptimizer, Route, native_eligible, reject_unsupported_flags
 
 
 class SGD(FusedOptimizer):
@@ -89,50 +89,36 @@ class SGD(FusedOptimizer):
             first = self._momentum_first[p] = torch.tensor(not loaded, device=p.device)
         return state["momentum_buffer"], first
 
-    def _bucket_group(self, group: dict) -> dict[tuple, Bucket]:
+    def _plan_signature(self, group: dict) -> tuple:
+        return super()._plan_signature(group) + (group["momentum"] != 0,)
+
+    def _route(self, p: Tensor, g: Tensor, group: dict) -> Route:
+        if g.is_sparse:
+            return Route((p.device, "sparse"), "sparse", {}, [])
         has_momentum = group["momentum"] != 0
-        buckets: dict[tuple, Bucket] = {}
-        state_of = self.state
-        for p in group["params"]:
-            g = p.grad
-            if g is None:
-                continue
-            self._check_grad_device(p, g)
-            if g.is_sparse:
-                key = (p.device, "sparse")
-                bucket = buckets.get(key)
-                if bucket is None:
-                    bucket = buckets[key] = Bucket(False)
-                bucket.params.append(p)
-                bucket.grads.append(g)
-                continue
-            # torch keeps no state at all for momentum-free SGD; neither do we
-            state = state_of[p] if has_momentum or self._has_master(p) else None
-            master = self._master_for(p, state) if state is not None else None
-            states: tuple[Tensor, ...] = ()
-            if has_momentum:
-                buf, first = self._momentum_buffer(p, state)
-                states = (buf,)
-            native = native_eligible(p, g, states) and (master is None or master.is_contiguous())
-            key = (
-                (p.device, native, p.dtype, g.dtype, states[0].dtype if states else None, master is not None)
-                if native
-                else (p.device, False)
-            )
-            bucket = buckets.get(key)
-            if bucket is None:
-                bucket = buckets[key] = Bucket(native)
-            bucket.params.append(p)
-            bucket.grads.append(g)
-            if has_momentum:
-                bucket.lists["buffers"].append(buf)
-                bucket.lists["first"].append(first)
-            if master is not None:
-                bucket.lists["masters"].append(master)
-        return buckets
+        # torch keeps no state at all for momentum-free SGD; neither do we
+        state = self.state[p] if has_momentum or self._has_master(p) else None
+        tensors: dict[str, Tensor] = {}
+        sources: list[tuple[dict, str]] = []
+        if has_momentum:
+            buf, first = self._momentum_buffer(p, state)
+            tensors["buffers"] = buf
+            tensors["first"] = first
+            sources.append((state, "momentum_buffer"))
+        master = self._master_for(p, state) if state is not None else None
+        if master is not None:
+            tensors["masters"] = master
+            sources.append((state, "master_param"))
+        moments = [tensors["buffers"]] if has_momentum else []
+        native = native_eligible(p, g, moments) and (master is None or master.is_contiguous())
+        if native:
+            key = (p.device, "native", p.dtype, g.dtype, moments[0].dtype if moments else None, master is not None)
+        else:
+            key = (p.device, "reference")
+        return Route(key, "native" if native else "reference", tensors, sources)
 
     def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:
-        if bucket.params and bucket.grads[0].is_sparse:
+        if bucket.kind == "sparse":
             self._sparse_step(bucket, group, amp)
             return
         lr, lr_tensor = self._lr_args(group["lr"], device)
@@ -212,6 +198,6 @@ class SGD(FusedOptimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict) -> None:
-        super().load_state_dict(state_dict)
         # loaded buffers have been applied; missing ones start fresh
         self._momentum_first = {}
+        super().load_state_dict(state_dict)
