@@ -189,9 +189,11 @@ class FusedOptimizer(Optimizer):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("max_grad_norm", None)
-        state.setdefault("master_weights", False)
-        state.setdefault("state_dtype", None)
+        # Also called by torch's load_state_dict with only state and param_groups:
+        # the options this optimizer already has must survive that.
+        for name, default in zip(_FUSEDOPT_ATTRS, (None, False, None)):
+            if name not in state and name not in self.__dict__:
+                state[name] = default
         super().__setstate__(state)
         self.__dict__.setdefault("last_grad_norm", None)
 
@@ -369,20 +371,13 @@ class FusedOptimizer(Optimizer):
     # -- checkpoints -------------------------------------------------------------------
 
     def _normalize_loaded_state(self) -> None:
-        """After load_state_dict: steps as float32 on the param's device, states
-        in the configured dtype (torch's loader casts them to the param's)."""
+        """After load_state_dict: steps as float32 0-dim tensors on the param's
+        device (torch keeps them on the CPU, in float64 under a float64 default)."""
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state.get(p)
-                if not state:
-                    continue
-                for key, value in list(state.items()):
-                    if key == "step":
-                        state[key] = torch.as_tensor(value, dtype=torch.float32).to(p.device).reshape(())
-                    elif key == "master_param":
-                        continue
-                    elif isinstance(value, Tensor) and value.is_floating_point() and p.is_floating_point():
-                        state[key] = value.to(dtype=self._state_dtype_for(p), device=p.device).contiguous()
+                if state and "step" in state:
+                    state["step"] = torch.as_tensor(state["step"], dtype=torch.float32).to(p.device).reshape(())
 
     def _params_by_saved_id(self, state_dict: dict) -> dict[Any, Tensor]:
         saved = [pid for g in state_dict["param_groups"] for pid in g["params"]]
@@ -390,22 +385,34 @@ class FusedOptimizer(Optimizer):
         return dict(zip(saved, mine))
 
     def load_state_dict(self, state_dict: dict) -> None:
-        # torch's loader casts every floating state tensor to its param's dtype;
-        # fp32 master weights must not go through that, so they are set aside.
+        # torch's loader casts every floating state tensor to its param's dtype,
+        # which would round fp32 masters and fp32 moments of bf16 params. Those
+        # tensors bypass it and are cast here to the dtype this optimizer keeps.
         by_id = self._params_by_saved_id(state_dict)
-        masters = {}
-        stripped = {}
+        kept: dict[Any, dict[str, Tensor]] = {}
+        passed = {}
         for pid, st in state_dict["state"].items():
-            if isinstance(st, dict) and "master_param" in st:
-                masters[pid] = st["master_param"]
-                st = {k: v for k, v in st.items() if k != "master_param"}
-            stripped[pid] = st
+            if isinstance(st, dict):
+                ours = {k: v for k, v in st.items() if k != "step" and isinstance(v, Tensor) and v.is_floating_point()}
+                kept[pid] = ours
+                st = {k: v for k, v in st.items() if k not in ours}
+            passed[pid] = st
         self._forget_plans()
-        super().load_state_dict({**state_dict, "state": stripped})
-        for pid, master in masters.items():
+        super().load_state_dict({**state_dict, "state": passed})
+        for pid, tensors in kept.items():
             p = by_id.get(pid)
-            if p is not None and self._has_master(p):
-                self.state[p]["master_param"] = master.to(device=p.device, dtype=torch.float32).contiguous()
+            if p is None:
+                continue
+            for key, value in tensors.items():
+                if key == "master_param":
+                    if not self._has_master(p):
+                        continue  # this optimizer keeps no master for p
+                    dtype = torch.float32
+                elif p.is_floating_point():
+                    dtype = self._state_dtype_for(p)
+                else:
+                    dtype = value.dtype
+                self.state[p][key] = value.to(device=p.device, dtype=dtype).contiguous()
         self._normalize_loaded_state()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.optim.sgd import sgd as torch_sgd
 
 from .. import reference
 from ._base import Bucket, DeviceAmp, FusedOptimizer, Route, native_eligible, reject_unsupported_flags
@@ -158,7 +159,7 @@ class SGD(FusedOptimizer):
             grads.append(g)
         momentum = group["momentum"]
         buffers = [self.state[p].get("momentum_buffer") if momentum != 0 else None for p in bucket.params]
-        torch.optim.sgd.sgd(
+        torch_sgd(
             bucket.params,
             grads,
             buffers,

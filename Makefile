@@ -1,0 +1,48 @@
+# Everything from a fresh clone, on a machine with Python >= 3.10 and a C++ compiler
+# (nvcc too, for the CUDA library). Each target sets up what it needs in .venv.
+#
+#   make bench   the comparison benchmark (CPU, or the GPU when there is one)
+#   make test    the test suite, once with the native kernels, once with the pure-torch fallback
+#   make wheel   an abi3 wheel in dist/
+#
+# FUSEDOPT_TORCH picks the torch to install (default: torch>=2.10), e.g.
+#   FUSEDOPT_TORCH="torch==2.13.0" make test
+
+PYTHON ?= python3
+VENV ?= .venv
+FUSEDOPT_TORCH ?= torch>=2.10
+PY := $(VENV)/bin/python
+SOURCES := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
+
+.PHONY: all build test bench wheel clean
+
+all: build
+
+# torch and the build tools: once per venv
+$(VENV)/.deps:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(FUSEDOPT_TORCH)" "setuptools>=69" wheel
+	touch $@
+
+# the native libraries, rebuilt when a source changes; --no-build-isolation so
+# they compile against the torch in this venv (see README, "Building")
+$(VENV)/.built: $(VENV)/.deps $(SOURCES)
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[test,bench]"
+	touch $@
+
+build: $(VENV)/.built
+
+test: build
+	$(PY) -m fusedopt info
+	FUSEDOPT_DISABLE_NATIVE= $(PY) -m pytest -q tests
+	FUSEDOPT_DISABLE_NATIVE=1 $(PY) -m pytest -q tests
+
+bench: build
+	$(PY) -m fusedopt bench --out bench/results/latest.json
+
+wheel: $(VENV)/.deps
+	$(PY) -m pip wheel --no-build-isolation --no-deps --wheel-dir dist .
+
+clean:
+	rm -rf build dist *.egg-info fusedopt/*.so fusedopt/_build_info.json

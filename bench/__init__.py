@@ -1,0 +1,1 @@
+"""fusedopt's benchmarks: pytest-benchmark suites and the comparison runner."""

@@ -1,0 +1,141 @@
+"""One AdamW step on the CPU, timed for each implementation on the same params.
+
+Implementations: fusedopt native, fusedopt reference (plain torch, the
+fallback), torch.optim.AdamW(foreach=True), torch.optim.AdamW(fused=True), and
+DeepSpeed's DeepSpeedCPUAdam when it can be imported.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+import fusedopt
+from fusedopt import _ops
+
+from .workloads import Workload
+
+# bytes an fp32 AdamW step must move per parameter: read p, g, m, v; write p, m, v
+ADAMW_BYTES_PER_PARAM = 28
+
+
+def _make_fusedopt_reference(params):
+    """fusedopt with every tensor routed to the plain-torch reference path."""
+    opt = fusedopt.AdamW(params, lr=1e-3, weight_decay=0.01)
+    original = _ops.ops_for
+
+    def step():
+        _ops.ops_for = lambda device: _ops.reference
+        try:
+            opt.step()
+        finally:
+            _ops.ops_for = original
+
+    return step
+
+
+def implementations() -> dict[str, Callable[[list], Callable[[], None]]]:
+    impls: dict[str, Callable[[list], Callable[[], None]]] = {
+        "torch-fused": lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01, fused=True).step,
+        "torch-foreach": lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01, foreach=True).step,
+    }
+    if _ops.CPU_LIB.loaded:
+        impls["fusedopt"] = lambda ps: fusedopt.AdamW(ps, lr=1e-3, weight_decay=0.01).step
+    impls["fusedopt-reference"] = _make_fusedopt_reference
+    try:  # optional: only where DeepSpeed is installed and its CPU Adam builds
+        from deepspeed.ops.adam import DeepSpeedCPUAdam  # type: ignore
+
+        impls["deepspeed-cpu-adam"] = lambda ps: DeepSpeedCPUAdam(ps, lr=1e-3, weight_decay=0.01, adamw_mode=True).step
+    except Exception:  # noqa: BLE001 - any failure means "not available here"
+        pass
+    return impls
+
+
+def median_seconds(fn: Callable[[], None], reps: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def bandwidth_probe_gbs(nbytes: int = 256 << 20, reps: int = 10) -> dict[str, float]:
+    """Memory bandwidth probes on buffers far larger than the caches.
+
+    "inplace_add" (a += b: read a and b, write a back) has the optimizer's access
+    pattern: in-place read-modify-write plus a read-only stream, so no write
+    allocation traffic; it is the reference the "% of probe" figures use.
+    "copy" (STREAM-style, counting read + write) is shown for comparison; its
+    write-allocate reads make it the lower of the two."""
+    a = torch.ones(nbytes // 4)
+    b = torch.ones_like(a)
+    t_add = median_seconds(lambda: a.add_(b), reps)
+    t_copy = median_seconds(lambda: a.copy_(b), reps)
+    return {"inplace_add": 3 * nbytes / t_add / 1e9, "copy": 2 * nbytes / t_copy / 1e9}
+
+
+def cpu_description() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
+
+
+def run(workloads: list[Workload], rounds: int = 5, reps: int = 15) -> dict:
+    """Times every implementation on every workload. Implementations alternate
+    within each round, so that a noisy machine slows them alike; ratios are
+    taken per round and their median reported."""
+    impls = implementations()
+    probe = []
+    results = {}
+    for wl in workloads:
+        steppers = {name: make(wl.params()) for name, make in impls.items()}
+        per_round: dict[str, list[float]] = {name: [] for name in impls}
+        for _ in range(rounds):
+            probe.append(bandwidth_probe_gbs())
+            for name, step in steppers.items():
+                per_round[name].append(median_seconds(step, reps))
+        entry = {}
+        for name, ts in per_round.items():
+            ratios = sorted(a / b for a, b in zip(per_round["torch-fused"], ts))
+            med = sorted(ts)[len(ts) // 2]
+            gbs = ADAMW_BYTES_PER_PARAM * wl.numel / med / 1e9
+            entry[name] = {
+                "median_ms": med * 1e3,
+                "speedup_vs_torch_fused": ratios[len(ratios) // 2],
+                "gbs": gbs,
+            }
+        results[wl.name] = entry
+        del steppers
+    add = sorted(p["inplace_add"] for p in probe)[len(probe) // 2]
+    copy = sorted(p["copy"] for p in probe)[len(probe) // 2]
+    for entry in results.values():
+        for r in entry.values():
+            r["pct_of_probe"] = 100 * r["gbs"] / add
+    return {
+        "device": cpu_description(),
+        "threads": torch.get_num_threads(),
+        "cpu_isa": _ops.cpu_isa(),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "probe_gbs": add,
+        "probe": "in-place add (a += b) on 256 MiB, read + read + write counted",
+        "copy_gbs": copy,
+        "bytes_per_param": ADAMW_BYTES_PER_PARAM,
+        "rounds": rounds,
+        "reps_per_round": reps,
+        "results": results,
+        "env": {k: v for k, v in os.environ.items() if k.startswith("FUSEDOPT_")},
+    }
