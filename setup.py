@@ -5,8 +5,10 @@ fusedopt/_C_cuda  CUDA kernels; built whenever nvcc is found (FUSEDOPT_CUDA=0
                   skips it, =1 makes a missing nvcc an error), also against a
                   CPU-only torch: the stable ABI needs no CUDA build of torch.
 
-Both are abi3 extension modules (CPython >= 3.10) that use only the stable C
-shims of torch >= 2.10, so one build serves every later torch and Python.
+Both use only the stable C shims of torch >= 2.10 and no Python API, so one
+build serves every later torch and every CPython >= 3.10 (an abi3 wheel). They
+are shared objects that torch.ops.load_library opens (fusedopt/_ops.py); their
+static initializers register the ops.
 torch.utils.cpp_extension is not used: its CUDAExtension refuses a CPU-only
 torch, and its flags pull in the unstable ATen headers.
 """
@@ -21,7 +23,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import sysconfig
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,7 +35,6 @@ CSRC = Path("csrc")
 # torch 2.10 is the ABI floor: nothing newer than its stable C shims is used.
 TORCH_TARGET_VERSION = "0x020a000000000000"
 TORCH_ABI_FLOOR = "2.10"
-PY_LIMITED_API = "0x030a0000"  # CPython 3.10
 DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
 
 IS_X86 = platform.machine().lower() in ("x86_64", "amd64")
@@ -63,7 +63,8 @@ COMMON_CXX_FLAGS = [
     "-Wall",
     "-Wno-unused-function",
     f"-DTORCH_TARGET_VERSION={TORCH_TARGET_VERSION}",
-    f"-DPy_LIMITED_API={PY_LIMITED_API}",
+    # the libraries use no Python API at all: the ops are registered through
+    # torch.library when torch.ops.load_library opens them
 ]
 
 
@@ -156,7 +157,7 @@ class BuildNative(build_ext):
         return d
 
     def _includes(self) -> list[str]:
-        return [f"-I{self.torch_include}", f"-I{sysconfig.get_paths()['include']}", f"-I{CSRC}"]
+        return [f"-I{self.torch_include}", f"-I{CSRC}"]
 
     def _compile_all(self, jobs: list[list[str]]) -> None:
         with ThreadPoolExecutor(self.jobs) as pool:
@@ -180,10 +181,7 @@ class BuildNative(build_ext):
             if src.name in ISA_FLAGS and not IS_X86:
                 continue
             obj = objdir / (src.stem + ".o")
-            extra = list(ISA_FLAGS.get(src.name, []))
-            if src.name == "pymodule.cpp":
-                extra.append("-DFO_MODULE_NAME=_C")
-            jobs.append(self._cxx_job(src, obj, extra))
+            jobs.append(self._cxx_job(src, obj, list(ISA_FLAGS.get(src.name, []))))
             objects.append(obj)
         self._compile_all(jobs)
         self._link(ext, objects, ["-ltorch_cpu"])
@@ -208,7 +206,6 @@ class BuildNative(build_ext):
             "--fmad=false",
             "-Xcompiler=-fPIC,-fvisibility=hidden,-fno-math-errno",
             f"-DTORCH_TARGET_VERSION={TORCH_TARGET_VERSION}",
-            f"-DPy_LIMITED_API={PY_LIMITED_API}",
             "-DUSE_CUDA",
             f"--threads={len(gencode) // 2}",
             *gencode,
@@ -219,16 +216,18 @@ class BuildNative(build_ext):
             if src.suffix == ".cu":
                 jobs.append([str(nvcc), *nvcc_flags, *self._includes(), "-c", str(src), "-o", str(obj)])
             else:
-                extra = ["-DUSE_CUDA", f"-I{cuda_home / 'include'}"]
-                if src.name == "pymodule.cpp":
-                    extra.append("-DFO_MODULE_NAME=_C_cuda")
-                jobs.append(self._cxx_job(src, obj, extra))
+                jobs.append(self._cxx_job(src, obj, ["-DUSE_CUDA", f"-I{cuda_home / 'include'}"]))
             objects.append(obj)
         self._compile_all(jobs)
         cudart_dir = next((d for d in (cuda_home / "lib64", cuda_home / "lib") if d.exists()), cuda_home / "lib64")
         # libtorch.so depends on libtorch_cuda.so in CUDA builds of torch, which
         # defines the current-stream shim; against a CPU torch it only satisfies ld.
-        self._link(ext, objects, ["-ltorch", "-ltorch_cpu", f"-L{cudart_dir}", "-lcudart"])
+        # Nothing is resolved from it at link time, so --as-needed (the default of
+        # some linkers) would drop it: keep it explicitly.
+        self._link(
+            ext, objects,
+            ["-Wl,--no-as-needed", "-ltorch", "-Wl,--as-needed", "-ltorch_cpu", f"-L{cudart_dir}", "-lcudart"],
+        )
         self.build_info["cuda"] = {
             "version": _nvcc_version(nvcc),
             "archs": [f"sm_{num}" for num, _ in archs],
@@ -254,7 +253,7 @@ def _extensions() -> list[Extension]:
     os.chdir(ROOT)  # sources are given relative to the project root
     cpu = Extension(
         "fusedopt._C",
-        sources=[str(CSRC / "ops.cpp"), str(CSRC / "pymodule.cpp"), *_sources("cpu", (".cpp",))],
+        sources=[str(CSRC / "ops.cpp"), *_sources("cpu", (".cpp",))],
         py_limited_api=True,
     )
     exts = [cpu]
@@ -271,7 +270,7 @@ def _extensions() -> list[Extension]:
         return exts
     cuda = Extension(
         "fusedopt._C_cuda",
-        sources=[str(CSRC / "pymodule.cpp"), *_sources("cuda", (".cpp", ".cu"))],
+        sources=_sources("cuda", (".cpp", ".cu")),
         py_limited_api=True,
     )
     cuda.nvcc = str(nvcc)  # type: ignore[attr-defined]

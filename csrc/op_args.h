@@ -10,9 +10,9 @@ namespace fusedopt {
 struct CallInfo {
   Place place;
   std::vector<int64_t> numels;
-  cpu::DType param;
-  cpu::DType grad;
-  cpu::DType state;  // F32 when there is no state list
+  DType param;
+  DType grad;
+  DType state;  // F32 when there is no state list
   bool master;       // fp32 master weights are present
 };
 
@@ -33,15 +33,15 @@ inline CallInfo check_common(
   for (const Tensor& p : params) c.numels.push_back(p.numel());
   c.param = check_list(params, c.numels, c.place, "params");
   c.grad = check_list(grads, c.numels, c.place, "grads");
-  FO_CHECK(c.grad == c.param || c.grad == cpu::DType::F32, "grads of ", cpu::dtype_name(c.param),
-           " params must be ", cpu::dtype_name(c.param), " or float32, got ", cpu::dtype_name(c.grad));
+  FO_CHECK(c.grad == c.param || c.grad == DType::F32, "grads of ", dtype_name(c.param),
+           " params must be ", dtype_name(c.param), " or float32, got ", dtype_name(c.grad));
   c.master = !masters.empty();
   if (c.master) {
-    FO_CHECK(check_list(masters, c.numels, c.place, "master_params") == cpu::DType::F32,
+    FO_CHECK(check_list(masters, c.numels, c.place, "master_params") == DType::F32,
              "master_params must be float32");
-    FO_CHECK(c.param != cpu::DType::F32, "master_params are for float16/bfloat16 params only");
+    FO_CHECK(c.param != DType::F32, "master_params are for float16/bfloat16 params only");
   }
-  c.state = cpu::DType::F32;
+  c.state = DType::F32;
   check_lr_tensor(lr_tensor, c.place);
   check_optional_scalar(grad_scale, c.place, "grad_scale");
   check_optional_scalar(found_inf, c.place, "found_inf");

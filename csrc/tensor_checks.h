@@ -46,39 +46,39 @@ inline void check_place(const Tensor& t, const Place& at, const char* what, size
   }
 }
 
-inline cpu::DType storage_dtype(const Tensor& t, const char* what, size_t i) {
+inline DType storage_dtype(const Tensor& t, const char* what, size_t i) {
   switch (t.scalar_type()) {
     case ScalarType::Float:
-      return cpu::DType::F32;
+      return DType::F32;
     case ScalarType::BFloat16:
-      return cpu::DType::BF16;
+      return DType::BF16;
     case ScalarType::Half:
-      return cpu::DType::F16;
+      return DType::F16;
     default:
       break;
   }
   FO_CHECK(false, what, "[", i, "] has dtype ", dtype_str(t.scalar_type()),
            "; the native kernels take float32, bfloat16 or float16");
-  return cpu::DType::F32;
+  return DType::F32;
 }
 
 // Checks one list of per-parameter tensors (params themselves, grads, a state)
 // against the params' element counts and device; returns the list's dtype, which
 // every tensor of the list shares (the Python side buckets tensors so).
-inline cpu::DType check_list(
+inline DType check_list(
     const TensorList& ts,
     const std::vector<int64_t>& numels,
     const Place& at,
     const char* what) {
   FO_CHECK(ts.size() == numels.size(), what, " has ", ts.size(), " tensors but params has ", numels.size());
-  cpu::DType d = cpu::DType::F32;
+  DType d = DType::F32;
   for (size_t i = 0; i < ts.size(); ++i) {
     const Tensor& t = ts[i];
     check_place(t, at, what, i);
     FO_CHECK(t.numel() == numels[i], what, "[", i, "] has ", t.numel(), " elements but params[", i, "] has ",
              numels[i]);
     FO_CHECK(t.is_contiguous(), what, "[", i, "] is not contiguous");
-    const cpu::DType di = storage_dtype(t, what, i);
+    const DType di = storage_dtype(t, what, i);
     if (i == 0) d = di;
     FO_CHECK(di == d, what, "[", i, "] has dtype ", dtype_str(t.scalar_type()), " unlike ", what,
              "[0]; one call takes one dtype per list");

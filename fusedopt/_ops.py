@@ -12,7 +12,6 @@ loaded after it, and only where torch itself was built with CUDA.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import platform
@@ -39,21 +38,22 @@ class LibraryStatus:
     reason: str
 
 
-def _import(module: str) -> LibraryStatus:
-    stem = module.rsplit(".", 1)[1]
-    if not any(_PACKAGE_DIR.glob(f"{stem}.*so")) and not any(_PACKAGE_DIR.glob(f"{stem}.*pyd")):
-        return LibraryStatus(False, f"{module} is not built in this installation")
+def _load(stem: str) -> LibraryStatus:
+    """Opens fusedopt/<stem>.*.so; its static initializers register the ops."""
+    found = sorted(_PACKAGE_DIR.glob(f"{stem}.*so")) + sorted(_PACKAGE_DIR.glob(f"{stem}.*pyd"))
+    if not found:
+        return LibraryStatus(False, f"fusedopt.{stem} is not built in this installation")
     try:
-        mod = importlib.import_module(module)
-    except (ImportError, OSError) as exc:
-        return LibraryStatus(False, f"{module} failed to load: {exc}")
-    return LibraryStatus(True, f"loaded {Path(mod.__file__).name}")
+        torch.ops.load_library(str(found[0]))
+    except (OSError, RuntimeError) as exc:
+        return LibraryStatus(False, f"fusedopt.{stem} failed to load: {exc}")
+    return LibraryStatus(True, f"loaded {found[0].name}")
 
 
 def _load_cpu() -> LibraryStatus:
     if _env_on("FUSEDOPT_DISABLE_NATIVE"):
         return LibraryStatus(False, "disabled by FUSEDOPT_DISABLE_NATIVE")
-    return _import("fusedopt._C")
+    return _load("_C")
 
 
 def _load_cuda(cpu: LibraryStatus) -> LibraryStatus:
@@ -74,7 +74,7 @@ def _load_cuda(cpu: LibraryStatus) -> LibraryStatus:
             f"built for CUDA {built['version']}, but torch uses CUDA {torch.version.cuda} "
             "(one wheel serves one CUDA major)",
         )
-    return _import("fusedopt._C_cuda")
+    return _load("_C_cuda")
 
 
 @lru_cache(maxsize=1)

@@ -1,35 +1,15 @@
-// Storage types the CPU kernels read and write, and their exact scalar
-// conversions to and from float (round to nearest even, as c10 rounds).
+// Exact scalar conversions of the storage types to and from float on the CPU
+// (round to nearest even, as c10 rounds).
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
 #include "../math/common.h"
+#include "../storage.h"
 
 namespace fusedopt {
 namespace cpu {
-
-enum class DType : uint8_t { F32 = 0, BF16 = 1, F16 = 2 };
-
-struct bf16_t {
-  uint16_t x;
-};
-struct fp16_t {
-  uint16_t x;
-};
-
-static inline const char* dtype_name(DType d) {
-  switch (d) {
-    case DType::F32:
-      return "float32";
-    case DType::BF16:
-      return "bfloat16";
-    case DType::F16:
-      return "float16";
-  }
-  return "?";
-}
 
 inline namespace FO_ISA_NS {
 

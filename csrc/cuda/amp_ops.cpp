@@ -1,0 +1,107 @@
+// fusedopt::grad_stats_ and fusedopt::unscale_ on CUDA. Grads may mix dtypes;
+// they are launched one dtype after another, always in the same order.
+#include <array>
+
+#include "device.h"
+#include "launch.h"
+#include "ops.h"
+
+namespace fusedopt {
+namespace cuda {
+namespace {
+
+// Grads split by dtype, keeping their order within each dtype.
+struct ByDType {
+  std::array<std::vector<void*>, 3> ptrs;
+  std::array<std::vector<int64_t>, 3> numels;
+};
+
+ByDType split_grads(const TensorList& grads, const Place& at, const char* op) {
+  ByDType out;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    check_place(grads[i], at, "grads", i);
+    FO_CHECK(grads[i].is_contiguous(), op, ": grads[", i, "] is not contiguous");
+    const auto k = static_cast<size_t>(storage_dtype(grads[i], "grads", i));
+    out.ptrs[k].push_back(grads[i].mutable_data_ptr());
+    out.numels[k].push_back(grads[i].numel());
+  }
+  return out;
+}
+
+bool any_elements(const std::vector<int64_t>& numels) {
+  for (int64_t n : numels) {
+    if (n > 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+void grad_stats_(
+    const TensorList& grads,
+    std::optional<Tensor> grad_scale,
+    Tensor found_inf,
+    Tensor sumsq,
+    std::optional<Tensor> workspace) {
+  const Place at = place_of(found_inf);
+  FO_CHECK(at.cuda, "grad_stats_: found_inf is not a CUDA tensor");
+  check_scalar(found_inf, at, ScalarType::Float, "found_inf");
+  check_scalar(sumsq, at, ScalarType::Float, "sumsq");
+  check_optional_scalar(grad_scale, at, "grad_scale");
+  FO_CHECK(workspace.has_value(), "grad_stats_ on CUDA needs a workspace (float64, ", kWorkspaceDoubles,
+           " elements, zero-initialised once; fusedopt._ops.workspace_for provides one)");
+  check_place(*workspace, at, "workspace", 0);
+  FO_CHECK(workspace->scalar_type() == ScalarType::Double && workspace->numel() >= kWorkspaceDoubles &&
+               workspace->is_contiguous(),
+           "workspace must be a contiguous float64 tensor of at least ", kWorkspaceDoubles, " elements");
+  const ByDType g = split_grads(grads, at, "grad_stats_");
+  torch::stable::accelerator::DeviceGuard guard(at.index);
+  void* stream = current_stream(at.index);
+
+  int first = -1, last = -1;
+  for (int k = 0; k < 3; ++k) {
+    if (any_elements(g.numels[k])) {
+      if (first < 0) first = k;
+      last = k;
+    }
+  }
+  for (int k = 0; k < 3; ++k) {
+    if (!any_elements(g.numels[k])) continue;
+    StatsLaunch a;
+    a.n = static_cast<int>(g.ptrs[k].size());
+    a.numel = g.numels[k].data();
+    a.grad = const_cast<const void* const*>(g.ptrs[k].data());
+    a.dtype = static_cast<DType>(k);
+    a.grad_scale = optional_ptr(grad_scale);
+    a.found_inf = static_cast<float*>(found_inf.mutable_data_ptr());
+    a.sumsq = static_cast<float*>(sumsq.mutable_data_ptr());
+    a.workspace = static_cast<double*>(workspace->mutable_data_ptr());
+    a.first = k == first;
+    a.last = k == last;
+    check_launch(launch_grad_stats(a, stream), "grad_stats_");
+  }
+}
+
+void unscale_(const TensorList& grads, Tensor found_inf, Tensor inv_scale) {
+  const Place at = place_of(found_inf);
+  FO_CHECK(at.cuda, "unscale_: found_inf is not a CUDA tensor");
+  check_scalar(found_inf, at, ScalarType::Float, "found_inf");
+  check_scalar(inv_scale, at, ScalarType::Float, "inv_scale");
+  const ByDType g = split_grads(grads, at, "unscale_");
+  torch::stable::accelerator::DeviceGuard guard(at.index);
+  void* stream = current_stream(at.index);
+  for (int k = 0; k < 3; ++k) {
+    if (!any_elements(g.numels[k])) continue;
+    UnscaleLaunch a;
+    a.n = static_cast<int>(g.ptrs[k].size());
+    a.numel = g.numels[k].data();
+    a.grad = g.ptrs[k].data();
+    a.dtype = static_cast<DType>(k);
+    a.found_inf = static_cast<float*>(found_inf.mutable_data_ptr());
+    a.inv_scale = static_cast<const float*>(inv_scale.const_data_ptr());
+    check_launch(launch_unscale(a, stream), "unscale_");
+  }
+}
+
+}  // namespace cuda
+}  // namespace fusedopt

@@ -1,0 +1,60 @@
+// Pieces shared by the CUDA kernels: dtype dispatch, the per-tensor scalar
+// kernels (step counters, momentum flags) and the step's device-side control
+// values.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "../math/clip.h"
+#include "launch.h"
+#include "multi_tensor_apply.cuh"
+
+namespace fusedopt {
+namespace cuda {
+
+// Calls fn(T{}) with T the storage type of `d`.
+template <class Fn>
+void dispatch_dtype(DType d, Fn fn) {
+  switch (d) {
+    case DType::F32:
+      fn(float{});
+      return;
+    case DType::BF16:
+      fn(bf16_t{});
+      return;
+    case DType::F16:
+      fn(fp16_t{});
+      return;
+  }
+}
+
+// Whether the step is skipped: GradScaler sums per-device flags, so any nonzero
+// value means "skip". Every block checks it before touching memory.
+__device__ __forceinline__ bool skip_step(const float* found_inf) {
+  return found_inf != nullptr && *found_inf != 0.0f;
+}
+
+__device__ __forceinline__ double lr_of(const StepControl& c) {
+  if (c.lr_ptr == nullptr) return c.lr;
+  return c.lr_is_double ? *static_cast<const double*>(c.lr_ptr)
+                        : static_cast<double>(*static_cast<const float*>(c.lr_ptr));
+}
+
+__device__ __forceinline__ math::GradFactors factors_of(const StepControl& c) {
+  return math::grad_factors(c.grad_scale, c.sumsq, c.max_norm, c.maximize);
+}
+
+// Per-tensor scalars advanced once per applied step, outside the update kernel
+// (whose blocks all read them): step += 1 before it, momentum_first = false after
+// it. Skipped on the device when found_inf is set. (scalars.cu)
+enum class ScalarOp : int { kIncrementFloat = 0, kClearBool = 1 };
+
+const char* advance_scalars(const TensorLists& t, const float* found_inf, ScalarOp op, cudaStream_t stream);
+
+inline const char* last_error() {
+  const cudaError_t err = cudaGetLastError();
+  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+}
+
+}  // namespace cuda
+}  // namespace fusedopt

@@ -1,0 +1,43 @@
+// The per-tensor scalar kernel: advances step counters and clears momentum flags
+// for a whole call in one launch (3072 tensors per launch).
+#include "kernel_common.cuh"
+
+namespace fusedopt {
+namespace cuda {
+namespace {
+
+constexpr int kMaxScalars = 3072;
+
+struct ScalarTable {
+  void* ptr[kMaxScalars];
+};
+
+__global__ void advance_scalars_kernel(const ScalarTable table, int n, const float* found_inf, ScalarOp op) {
+  if (skip_step(found_inf)) return;
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  if (op == ScalarOp::kIncrementFloat) {
+    *static_cast<float*>(table.ptr[i]) += 1.0f;
+  } else {
+    *static_cast<bool*>(table.ptr[i]) = false;
+  }
+}
+
+}  // namespace
+
+const char* advance_scalars(const TensorLists& t, const float* found_inf, ScalarOp op, cudaStream_t stream) {
+  ScalarTable table;
+  int n = 0;
+  for (int i = 0; i <= t.n; ++i) {
+    if (n == kMaxScalars || (i == t.n && n > 0)) {
+      advance_scalars_kernel<<<(n + 255) / 256, 256, 0, stream>>>(table, n, found_inf, op);
+      if (const char* err = last_error()) return err;
+      n = 0;
+    }
+    if (i < t.n) table.ptr[n++] = t.scalar[i];
+  }
+  return nullptr;
+}
+
+}  // namespace cuda
+}  // namespace fusedopt
