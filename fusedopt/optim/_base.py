@@ -201,7 +201,7 @@ class FusedOptimizer(Optimizer):
 
     def _plan_signature(self, group: dict) -> tuple:
         """Group settings that change the buckets (not lr and the like)."""
-        return (self.master_weights, self.state_dtype)
+        return (self.master_weights, self.state_dtype, self.max_grad_norm is None)
 
     def _route(self, p: Tensor, g: Tensor, group: dict) -> Route:
         """Creates p's state if needed and says which bucket p goes to."""
@@ -262,6 +262,12 @@ class FusedOptimizer(Optimizer):
             if g is None:
                 continue
             self._check_grad_device(p, g)
+            if self.max_grad_norm is not None and _is_dtensor(p):
+                raise ValueError(
+                    "fusedopt: max_grad_norm with DTensor (FSDP2) parameters would clip by each rank's local "
+                    "norm, not the global one. Until distributed clipping lands, construct the optimizer with "
+                    "max_grad_norm=None and call torch.nn.utils.clip_grad_norm_, which reduces across ranks."
+                )
             r = self._route(p, g, group)
             b = buckets.get(r.key)
             if b is None:
@@ -299,8 +305,29 @@ class FusedOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._fused_step(getattr(self, "grad_scale", None), getattr(self, "found_inf", None))
+        found = self._fused_step(
+            getattr(self, "grad_scale", None),
+            getattr(self, "found_inf", None),
+            find_infs=self.__dict__.get("_fusedopt_find_infs", False),
+        )
+        if found is not None:
+            self.__dict__["_fusedopt_found"] = found
         return loss
+
+    def _amp_step(self, grad_scale, found_inf) -> dict[torch.device, Tensor] | None:
+        """The step fusedopt.GradScaler runs: through step() (so step hooks and
+        lr-scheduler bookkeeping see it), with the scale and found_inf passed as
+        torch's AMP protocol passes them. Without a found_inf the optimizer finds
+        infs itself and returns its per-device flags."""
+        self.__dict__["grad_scale"] = grad_scale
+        self.__dict__["found_inf"] = found_inf
+        self.__dict__["_fusedopt_find_infs"] = found_inf is None
+        try:
+            self.step()
+            return self.__dict__.pop("_fusedopt_found", None)
+        finally:
+            for name in ("grad_scale", "found_inf", "_fusedopt_find_infs", "_fusedopt_found"):
+                self.__dict__.pop(name, None)
 
     def _fused_step(
         self,
@@ -330,7 +357,7 @@ class FusedOptimizer(Optimizer):
         computed = None
         if self.max_grad_norm is not None or find_infs:
             computed, sumsq = self._grad_stats(work, devices, grad_scale)
-            self.last_grad_norm = sumsq[devices[0]].sqrt()
+            self.last_grad_norm = sumsq[devices[0]].sqrt().reshape(())
             if self.max_grad_norm is not None:
                 for d in devices:
                     amp[d].sumsq = sumsq[d]
@@ -414,6 +441,14 @@ class FusedOptimizer(Optimizer):
                     dtype = value.dtype
                 self.state[p][key] = value.to(device=p.device, dtype=dtype).contiguous()
         self._normalize_loaded_state()
+
+
+def _is_dtensor(t: Tensor) -> bool:
+    if type(t) in _PLAIN_TENSOR_TYPES or not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
 
 
 def _on(t: Tensor | None, device: torch.device) -> Tensor | None:
