@@ -14,7 +14,7 @@ FUSEDOPT_TORCH ?= torch>=2.10
 PY := $(VENV)/bin/python
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: all build test bench wheel clean
+.PHONY: all build test bench sanitize wheel clean
 
 all: build
 
@@ -40,6 +40,11 @@ test: build
 
 bench: build
 	$(PY) -m fusedopt bench --out bench/results/latest.json
+
+# GPU only: compute-sanitizer over a small step through every CUDA kernel
+sanitize: build
+	compute-sanitizer --tool memcheck --error-exitcode 1 $(PY) tests/native/sanitize_step.py
+	compute-sanitizer --tool racecheck --error-exitcode 1 $(PY) tests/native/sanitize_step.py
 
 wheel: $(VENV)/.deps
 	$(PY) -m pip wheel --no-build-isolation --no-deps --wheel-dir dist .

@@ -23,11 +23,12 @@ class Workload:
         return total
 
     def params(self, dtype=torch.float32, device="cpu", seed=0) -> list[torch.nn.Parameter]:
-        gen = torch.Generator(device="cpu").manual_seed(seed)
+        """Random params with random grads, generated on `device` itself."""
+        gen = torch.Generator(device=device).manual_seed(seed)
         out = []
         for s in self.shapes:
-            p = torch.nn.Parameter(torch.randn(s, generator=gen).to(dtype=dtype, device=device))
-            p.grad = torch.randn(s, generator=gen).to(dtype=dtype, device=device)
+            p = torch.nn.Parameter(torch.randn(s, generator=gen, device=device).to(dtype))
+            p.grad = torch.randn(s, generator=gen, device=device).to(dtype)
             out.append(p)
         return out
 

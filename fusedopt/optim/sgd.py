@@ -87,7 +87,8 @@ class SGD(FusedOptimizer):
             if not loaded:
                 sd = self._state_dtype_for(p)
                 state["momentum_buffer"] = torch.zeros_like(p, dtype=sd, memory_format=torch.preserve_format)
-            first = self._momentum_first[p] = torch.tensor(not loaded, device=p.device)
+            # torch.full fills on the device; torch.tensor would copy from the host (a sync on CUDA)
+            first = self._momentum_first[p] = torch.full((), not loaded, dtype=torch.bool, device=p.device)
         return state["momentum_buffer"], first
 
     def _plan_signature(self, group: dict) -> tuple:

@@ -1,0 +1,153 @@
+"""The whole AMP + clip + AdamW step on a GPU, as users run it.
+
+Timed: unscale + inf check + clip-by-global-norm(1.0) + update + scale update.
+Not timed: the backward pass (grads are prepared once) and an L2 flush before
+every repetition.
+
+Pipelines:
+  torch-fused       scaler.unscale_(opt); clip_grad_norm_(params, 1.0);
+                    scaler.step(opt); scaler.update()  with AdamW(fused=True)
+  torch-foreach     the same with AdamW(foreach=True)
+  fusedopt          fusedopt.AdamW(max_grad_norm=1.0) + fusedopt.GradScaler:
+                    scaler.step(opt); scaler.update()   (two passes over grads)
+  fusedopt-idiom    torch's idiom with fusedopt's classes and clip_grad_norm_
+
+Bandwidth is reported on the floor bytes of the step (32 B per fp32 param:
+the stats pass reads g, the update reads p, g, m, v and writes p, m, v), for
+every pipeline alike, and as a percentage of a device-to-device copy measured
+in the same run.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+import fusedopt
+
+from .workloads import Workload
+
+FLOOR_BYTES_PER_PARAM = 32
+L2_FLUSH_BYTES = 256 << 20
+
+
+class Pipeline:
+    def __init__(self, name, params, opt, scaler, step):
+        self.name, self.params, self.opt, self.scaler, self._step = name, params, opt, scaler, step
+
+    def __call__(self):
+        self._step(self)
+
+
+def _torch_step(pl):
+    pl.scaler.unscale_(pl.opt)
+    torch.nn.utils.clip_grad_norm_(pl.params, 1.0)
+    pl.scaler.step(pl.opt)
+    pl.scaler.update()
+
+
+def _fused_step(pl):
+    pl.scaler.step(pl.opt)
+    pl.scaler.update()
+
+
+def _fusedopt_idiom_step(pl):
+    pl.scaler.unscale_(pl.opt)
+    fusedopt.clip_grad_norm_(pl.params, 1.0)
+    pl.scaler.step(pl.opt)
+    pl.scaler.update()
+
+
+def _make(name: str, wl: Workload) -> Pipeline:
+    params = wl.params(device="cuda")
+    # scale 1: unscaling leaves the grads as they are, so every repetition does
+    # the same work; the kernels move the same bytes whatever the scale is
+    if name == "torch-fused":
+        opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
+        return Pipeline(name, params, opt, torch.amp.GradScaler("cuda", init_scale=1.0), _torch_step)
+    if name == "torch-foreach":
+        opt = torch.optim.AdamW(params, lr=1e-4, foreach=True)
+        return Pipeline(name, params, opt, torch.amp.GradScaler("cuda", init_scale=1.0), _torch_step)
+    if name == "fusedopt":
+        opt = fusedopt.AdamW(params, lr=1e-4, max_grad_norm=1.0)
+        return Pipeline(name, params, opt, fusedopt.GradScaler("cuda", init_scale=1.0), _fused_step)
+    if name == "fusedopt-idiom":
+        opt = fusedopt.AdamW(params, lr=1e-4)
+        return Pipeline(name, params, opt, fusedopt.GradScaler("cuda", init_scale=1.0), _fusedopt_idiom_step)
+    raise ValueError(name)
+
+
+PIPELINES = ("torch-fused", "torch-foreach", "fusedopt", "fusedopt-idiom")
+
+
+def _time_ms(fn, reps: int, flush: torch.Tensor) -> list[float]:
+    out = []
+    for _ in range(reps):
+        flush.zero_()  # evict the L2 between repetitions
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        out.append(start.elapsed_time(end))
+    return out
+
+
+def copy_bandwidth_gbs(nbytes: int = 1 << 30, reps: int = 20) -> float:
+    """Device-to-device copy, counting read + write bytes."""
+    src = torch.empty(nbytes // 4, device="cuda")
+    dst = torch.empty_like(src)
+    flush = torch.empty(L2_FLUSH_BYTES // 4, device="cuda")
+    for _ in range(3):
+        dst.copy_(src)
+    times = sorted(_time_ms(lambda: dst.copy_(src), reps, flush))
+    return 2 * nbytes / (times[len(times) // 2] / 1e3) / 1e9
+
+
+def run(workloads: list[Workload], rounds: int = 5, reps: int = 15) -> dict:
+    flush = torch.empty(L2_FLUSH_BYTES // 4, device="cuda")
+    copy_bw = copy_bandwidth_gbs()
+    results = {}
+    for wl in workloads:
+        per_round: dict[str, list[float]] = {n: [] for n in PIPELINES}
+        for _ in range(rounds):
+            # one pipeline in memory at a time: the 1B-param sets need ~16 GB each
+            for name in PIPELINES:
+                pl = _make(name, wl)
+                for _ in range(3):
+                    pl()  # warm-up; creates the optimizer state
+                torch.cuda.synchronize()
+                t = sorted(_time_ms(pl, reps, flush))
+                per_round[name].append(t[len(t) // 2])
+                del pl
+                torch.cuda.empty_cache()
+        entry = {}
+        floor = FLOOR_BYTES_PER_PARAM * wl.numel
+        for name, ms in per_round.items():
+            med = sorted(ms)[len(ms) // 2]
+            ratios = sorted(a / b for a, b in zip(per_round["torch-fused"], ms))
+            gbs = floor / (med / 1e3) / 1e9
+            entry[name] = {
+                "median_ms": med,
+                "speedup_vs_torch_fused": ratios[len(ratios) // 2],
+                "gbs": gbs,
+                "pct_of_probe": 100 * gbs / copy_bw,
+            }
+        results[wl.name] = entry
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "device": props.name,
+        "capability": f"sm_{props.major}{props.minor}",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": sys.version.split()[0],
+        "fusedopt_backend": fusedopt.backend_info()["devices"]["cuda:0"]["backend"],
+        "probe_gbs": copy_bw,
+        "probe": "device-to-device copy of 1 GiB, read + write counted",
+        "bytes_per_param": FLOOR_BYTES_PER_PARAM,
+        "bytes_note": "GB/s of every pipeline is computed on the 32 B/param floor of the fused two-pass step",
+        "rounds": rounds,
+        "reps_per_round": reps,
+        "results": results,
+    }
