@@ -253,7 +253,7 @@ def _extensions() -> list[Extension]:
     os.chdir(ROOT)  # sources are given relative to the project root
     cpu = Extension(
         "fusedopt._C",
-        sources=[str(CSRC / "ops.cpp"), *_sources("cpu", (".cpp",))],
+        sources=[str(CSRC / "ops.cpp"), str(CSRC / "glibc_floor.cpp"), *_sources("cpu", (".cpp",))],
         py_limited_api=True,
     )
     exts = [cpu]
@@ -270,7 +270,7 @@ def _extensions() -> list[Extension]:
         return exts
     cuda = Extension(
         "fusedopt._C_cuda",
-        sources=_sources("cuda", (".cpp", ".cu")),
+        sources=[str(CSRC / "glibc_floor.cpp"), *_sources("cuda", (".cpp", ".cu"))],
         py_limited_api=True,
     )
     cuda.nvcc = str(nvcc)  # type: ignore[attr-defined]
@@ -278,8 +278,20 @@ def _extensions() -> list[Extension]:
     return exts
 
 
+def _wheel_options() -> dict:
+    # cp310-abi3: the libraries use no Python API, so any CPython >= 3.10 loads
+    # them. manylinux_2_28 (torch's own floor) on glibc Linux: the libraries need
+    # nothing newer than GLIBC_2.17 / GLIBCXX_3.4.21 (csrc/glibc_floor.cpp), which
+    # tests/test_wheel.py checks on every build.
+    opts = {"py_limited_api": "cp310"}
+    machine = platform.machine().lower()
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc" and machine in ("x86_64", "aarch64"):
+        opts["plat_name"] = f"manylinux_2_28_{machine}"
+    return {"bdist_wheel": opts}
+
+
 setup(
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildNative},
-    options={"bdist_wheel": {"py_limited_api": "cp310"}},
+    options=_wheel_options(),
 )

@@ -5,13 +5,13 @@ host-side chunking logic is correct."""
 
 import os
 import shutil
-import struct
 import subprocess
 from pathlib import Path
 
 import pytest
 
 import fusedopt
+from elf_tools import fatbin_entries, needed, undefined_symbols
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = Path(fusedopt.__file__).resolve().parent
@@ -33,35 +33,9 @@ def _cuda_library() -> Path:
     return found[0]
 
 
-def _fatbin_entries(lib: Path) -> list[tuple[int, int]]:
-    """(kind, arch) of every entry of the .nv_fatbin section: kind 2 is a cubin
-    (SASS for that sm), kind 1 is PTX for that compute capability."""
-    objcopy = shutil.which("objcopy")
-    if objcopy is None:
-        pytest.skip("objcopy (binutils) is needed to read the fatbin")
-    out = lib.parent / "fatbin.tmp" if os.access(lib.parent, os.W_OK) else Path("/tmp/fusedopt-fatbin.tmp")
-    subprocess.run([objcopy, "-O", "binary", "--only-section=.nv_fatbin", str(lib), str(out)], check=True)
-    data = out.read_bytes()
-    out.unlink()
-    entries, off = [], 0
-    while off + 16 <= len(data):
-        magic, _version, header, size = struct.unpack_from("<IHHQ", data, off)
-        assert magic == 0xBA55ED50, f"unexpected fatbin magic {magic:#x} at {off}"
-        e, end = off + header, off + header + size
-        while e < end:
-            kind, _flags, entry_header, payload = struct.unpack_from("<HHIQ", data, e)
-            arch = struct.unpack_from("<I", data, e + 28)[0]
-            if kind == 2:
-                assert data[e + entry_header : e + entry_header + 4] == b"\x7fELF", "cubin entry is not an ELF"
-            entries.append((kind, arch))
-            e += entry_header + payload
-        off = (end + 7) // 8 * 8
-    return entries
-
-
 def test_cuda_library_carries_sm80_sm90_and_ptx():
     lib = _cuda_library()
-    entries = _fatbin_entries(lib)
+    entries = fatbin_entries(lib)
     assert entries, "no device code in the CUDA library"
     sass = {arch for kind, arch in entries if kind == 2}
     ptx = {arch for kind, arch in entries if kind == 1}
@@ -76,37 +50,31 @@ def test_cuda_library_carries_sm80_sm90_and_ptx():
 
 def test_cuda_library_needs_only_torch_shims_and_the_cuda_runtime():
     lib = _cuda_library()
-    nm = shutil.which("nm")
-    if nm is None:
-        pytest.skip("nm (binutils) is needed to list the undefined symbols")
-    out = subprocess.run([nm, "-D", "--undefined-only", str(lib)], capture_output=True, text=True, check=True).stdout
     foreign = []
-    for line in out.splitlines():
-        parts = line.split()
-        kind, name = parts[-2], parts[-1]
+    for kind, name, version in undefined_symbols(lib):
         if kind == "w":
             continue  # weak: optional, resolved or not
-        base, _, version = name.partition("@")
         if version.startswith(("GLIBC_", "GLIBCXX_", "CXXABI_", "GCC_")):
             continue  # the C and C++ runtimes every extension uses
         if version.startswith("libcudart"):
             continue
-        if base.startswith(("aoti_torch_", "torch_")):
+        if name.startswith(("aoti_torch_", "torch_")):
             continue  # torch's stable C shims
-        foreign.append(name)
+        foreign.append(f"{name}@{version}" if version else name)
     assert not foreign, f"symbols from outside torch's shims and the CUDA runtime: {foreign}"
-    assert "aoti_torch_get_current_cuda_stream" in out  # the stream comes through the shim
-    needed = subprocess.run(["readelf", "-d", str(lib)], capture_output=True, text=True, check=True).stdout
+    # the stream comes through the shim
+    assert any(name == "aoti_torch_get_current_cuda_stream" for _, name, _ in undefined_symbols(lib))
+    deps = needed(lib)
     # libtorch.so brings libtorch_cuda.so (which defines the stream shim) in CUDA builds of torch
-    assert "[libtorch.so]" in needed and "[libcudart.so." in needed
+    assert "libtorch.so" in deps and any(d.startswith("libcudart.so.") for d in deps)
 
 
 def test_cpu_library_has_no_cuda_dependency():
     found = sorted(PACKAGE.glob("_C.*so"))
     if not found:
         pytest.skip("the CPU library is not built in this installation")
-    needed = subprocess.run(["readelf", "-d", str(found[0])], capture_output=True, text=True, check=True).stdout
-    assert "cudart" not in needed and "torch_cuda" not in needed
+    deps = needed(found[0])
+    assert not any("cudart" in d or "torch_cuda" in d for d in deps), deps
 
 
 def test_chunk_tables_cover_every_chunk_once(tmp_path):

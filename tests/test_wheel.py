@@ -1,0 +1,110 @@
+"""The wheel, end to end without a GPU: build it as `make wheel` does, check its
+tag and contents, check that its libraries ask the environment for nothing but
+torch's shared objects, the CUDA runtime and a manylinux_2_28 system (the check
+auditwheel's `show` makes), then install it into a fresh venv and use it there,
+away from the source tree.
+
+The fresh venv gets torch from FUSEDOPT_WHEEL_TEST_TORCH (a pip requirement, as
+CI sets it); without it, the venv sees the running interpreter's torch through a
+.pth entry, so the test needs no network."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from elf_tools import external_dependencies, fatbin_entries, policy_violations
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-build-isolation", "--no-deps", "--wheel-dir", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    wheels = list(out.glob("fusedopt-*.whl"))
+    assert len(wheels) == 1, wheels
+    return wheels[0]
+
+
+@pytest.fixture(scope="module")
+def unpacked(wheel, tmp_path_factory) -> Path:
+    dest = tmp_path_factory.mktemp("unpacked")
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(dest)
+    return dest
+
+
+def test_one_abi3_manylinux_wheel(wheel):
+    name = wheel.name
+    assert re.fullmatch(r"fusedopt-[\w.]+-cp310-abi3-manylinux_2_28_(x86_64|aarch64)\.whl", name), name
+
+
+def test_wheel_holds_both_libraries_and_its_build_record(unpacked):
+    info = json.loads((unpacked / "fusedopt" / "_build_info.json").read_text())
+    assert info["torch_abi_floor"] == "2.10"
+    assert list((unpacked / "fusedopt").glob("_C.abi3.so"))
+    cuda_lib = list((unpacked / "fusedopt").glob("_C_cuda.abi3.so"))
+    if os.environ.get("FUSEDOPT_CUDA") == "0":
+        assert not cuda_lib and info["cuda"] is None
+        return
+    if info["cuda"] is None:
+        pytest.skip("no nvcc on this machine: a CPU-only wheel")
+    assert cuda_lib
+    entries = fatbin_entries(cuda_lib[0])
+    sass = {arch for kind, arch in entries if kind == 2}
+    ptx = {arch for kind, arch in entries if kind == 1}
+    if "TORCH_CUDA_ARCH_LIST" not in os.environ:
+        assert sass == {80, 90} and ptx == {90}
+    assert info["cuda"]["archs"] == [f"sm_{a}" for a in sorted(sass)]
+
+
+def test_libraries_expect_only_torch_cuda_runtime_and_manylinux_2_28(unpacked):
+    libs = sorted((unpacked / "fusedopt").glob("*.so"))
+    assert libs
+    for lib in libs:
+        assert external_dependencies(lib) == [], lib.name
+        assert policy_violations(lib) == [], lib.name
+
+
+def _fresh_venv(tmp: Path) -> Path:
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    spec = os.environ.get("FUSEDOPT_WHEEL_TEST_TORCH")
+    if spec:
+        subprocess.run([str(py), "-m", "pip", "install", "--quiet", spec], check=True)
+    else:
+        site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        torch_site = str(Path(torch.__file__).resolve().parent.parent)
+        Path(site, "_torch_from_parent.pth").write_text(torch_site + "\n")
+    return py
+
+
+def test_wheel_installs_and_runs_in_a_fresh_venv(wheel, tmp_path):
+    py = _fresh_venv(tmp_path)
+    subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)], check=True)
+    run = dict(cwd=tmp_path, capture_output=True, text=True)  # away from the source tree
+    where = subprocess.run([str(py), "-c", "import fusedopt; print(fusedopt.__file__)"], **run, check=True).stdout
+    assert str(tmp_path / "venv") in where and str(ROOT) not in where
+    info = json.loads(subprocess.run([str(py), "-m", "fusedopt", "info", "--json"], **run, check=True).stdout)
+    assert info["devices"]["cpu"]["backend"] == "cpu-native", info["libraries"]
+    assert info["build"]["torch_abi_floor"] == "2.10"
+    check = subprocess.run([str(py), "-m", "fusedopt", "check"], **run)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.strip().endswith("OK")
