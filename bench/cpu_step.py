@@ -94,6 +94,34 @@ def cpu_description() -> str:
 
 
 def run(workloads: list[Workload], rounds: int = 5, reps: int = 15) -> dict:
+    """Each workload in a fresh process: what one workload leaves behind in the
+    allocator (freed blocks, a fragmented heap) changes where the next one's
+    tensors land, and with them how fast every implementation streams memory."""
+    import json
+    import tempfile
+
+    reports = []
+    for wl in workloads:
+        with tempfile.NamedTemporaryFile(suffix=".json") as f:
+            subprocess.run(
+                [sys.executable, "-m", "bench.cpu_step", wl.name, str(rounds), str(reps), f.name],
+                check=True,
+                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            )
+            reports.append(json.load(open(f.name)))
+    merged = reports[0]
+    for r in reports[1:]:
+        merged["results"].update(r["results"])
+    merged["probe_gbs_per_workload"] = {name: r["probe_gbs"] for r in reports for name in r["results"]}
+    for r in reports:
+        for name, entry in r["results"].items():
+            for impl in entry.values():
+                impl["pct_of_probe"] = 100 * impl["gbs"] / r["probe_gbs"]
+    merged["probe_gbs"] = sorted(r["probe_gbs"] for r in reports)[len(reports) // 2]
+    return merged
+
+
+def run_in_process(workloads: list[Workload], rounds: int = 5, reps: int = 15) -> dict:
     """Times every implementation on every workload. Implementations alternate
     within each round, so that a noisy machine slows them alike; ratios are
     taken per round and their median reported."""
@@ -139,3 +167,15 @@ def run(workloads: list[Workload], rounds: int = 5, reps: int = 15) -> dict:
         "results": results,
         "env": {k: v for k, v in os.environ.items() if k.startswith("FUSEDOPT_")},
     }
+
+
+if __name__ == "__main__":
+    # python -m bench.cpu_step WORKLOAD ROUNDS REPS OUT.json (used by run())
+    import json
+
+    from .workloads import CPU_WORKLOADS
+
+    name, rounds_arg, reps_arg, out = sys.argv[1:5]
+    report = run_in_process([CPU_WORKLOADS[name]], rounds=int(rounds_arg), reps=int(reps_arg))
+    with open(out, "w") as fh:
+        json.dump(report, fh)
