@@ -22,7 +22,7 @@ all: build
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(FUSEDOPT_TORCH)" "setuptools>=69" wheel
+	$(PY) -m pip install --quiet "$(FUSEDOPT_TORCH)" "setuptools>=77" wheel
 	touch $@
 
 # the native libraries, rebuilt when a source changes; --no-build-isolation so

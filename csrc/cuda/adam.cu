@@ -41,38 +41,22 @@ __global__ void __launch_bounds__(kThreads)
   for_chunk(s.n, aligned, [&](int i, bool pack) {
     const int width = pack ? kILP : 1;
     float pv[kILP], gv[kILP], mv[kILP], vv[kILP], vmv[kILP];
-    if (pack) {
-      if (kMaster) load_pack(pv, w + i); else load_pack(pv, p + i);
-      load_pack(gv, g + i);
-      load_pack(mv, m + i);
-      load_pack(vv, v + i);
-      if (kAmsgrad) load_pack(vmv, vm + i);
-    } else {
-      pv[0] = kMaster ? w[i] : to_float(p[i]);
-      gv[0] = to_float(g[i]);
-      mv[0] = to_float(m[i]);
-      vv[0] = to_float(v[i]);
-      if (kAmsgrad) vmv[0] = to_float(vm[i]);
-    }
+    if (kMaster) load_elems(pv, w, i, pack); else load_elems(pv, p, i, pack);
+    load_elems(gv, g, i, pack);
+    load_elems(mv, m, i, pack);
+    load_elems(vv, v, i, pack);
+    if (kAmsgrad) load_elems(vmv, vm, i, pack);
 #pragma unroll
     for (int k = 0; k < kILP; ++k) {
       if (k < width) {
         math::adam_update<kAmsgrad>(pv[k], math::grad_prep(gv[k], f), mv[k], vv[k], vmv[k], c);
       }
     }
-    if (pack) {
-      store_pack(p + i, pv);
-      if (kMaster) store_pack(w + i, pv);
-      store_pack(m + i, mv);
-      store_pack(v + i, vv);
-      if (kAmsgrad) store_pack(vm + i, vmv);
-    } else {
-      p[i] = from_float<P>(pv[0]);
-      if (kMaster) w[i] = pv[0];
-      m[i] = from_float<S>(mv[0]);
-      v[i] = from_float<S>(vv[0]);
-      if (kAmsgrad) vm[i] = from_float<S>(vmv[0]);
-    }
+    store_elems(p, i, pv, pack);
+    if (kMaster) store_elems(w, i, pv, pack);
+    store_elems(m, i, mv, pack);
+    store_elems(v, i, vv, pack);
+    if (kAmsgrad) store_elems(vm, i, vmv, pack);
   });
 }
 
@@ -115,19 +99,13 @@ const char* pick_flags(const AdamLaunch& a, cudaStream_t stream) {
 
 const char* launch_adam(const AdamLaunch& a, void* raw_stream) {
   auto stream = static_cast<cudaStream_t>(raw_stream);
+  if (a.grad_dtype != a.param_dtype && a.grad_dtype != DType::F32) return "unsupported dtype combination";
   if (const char* err = advance_scalars(a.t, a.ctl.found_inf, ScalarOp::kIncrementFloat, stream)) return err;
-  const char* err = "unsupported dtype combination";
-  dispatch_dtype(a.param_dtype, [&](auto p) {
-    using P = decltype(p);
-    dispatch_dtype(a.state_dtype, [&](auto s) {
-      using S = decltype(s);
-      if (a.grad_dtype == a.param_dtype) {
-        err = pick_flags<P, P, S>(a, stream);
-      } else if (a.grad_dtype == DType::F32) {
-        err = pick_flags<P, float, S>(a, stream);
-      }
-    });
+  const char* err = nullptr;
+  const bool ok = dispatch_param_grad_state(a.param_dtype, a.grad_dtype, a.state_dtype, [&](auto p, auto g, auto s) {
+    err = pick_flags<decltype(p), decltype(g), decltype(s)>(a, stream);
   });
+  if (!ok) return "unsupported dtype combination";
   return err;
 }
 

@@ -48,11 +48,7 @@ __global__ void __launch_bounds__(kThreads) grad_stats_kernel(
   double acc = 0.0;
   for_chunk(s.n, pack_aligned(g), [&](int i, bool pack) {
     float x[kILP];
-    if (pack) {
-      load_pack(x, g + i);
-    } else {
-      x[0] = to_float(g[i]);
-    }
+    load_elems(x, g, i, pack);
 #pragma unroll
     for (int k = 0; k < kILP; ++k) {
       if (pack || k == 0) {
@@ -101,11 +97,7 @@ __global__ void __launch_bounds__(kThreads)
   bool bad = false;
   for_chunk(s.n, pack_aligned(g), [&](int i, bool pack) {
     float x[kILP];
-    if (pack) {
-      load_pack(x, g + i);
-    } else {
-      x[0] = to_float(g[i]);
-    }
+    load_elems(x, g, i, pack);
 #pragma unroll
     for (int k = 0; k < kILP; ++k) {
       if (pack || k == 0) {
@@ -113,13 +105,7 @@ __global__ void __launch_bounds__(kThreads)
         x[k] = inv == 1.0f ? x[k] : x[k] * inv;
       }
     }
-    if (inv != 1.0f) {
-      if (pack) {
-        store_pack(g + i, x);
-      } else {
-        g[i] = from_float<G>(x[0]);
-      }
-    }
+    if (inv != 1.0f) store_elems(g, i, x, pack);
   });
   // every writer stores the same value: a benign race, as in torch's kernel
   if (__syncthreads_or(bad) && threadIdx.x == 0) *found_inf = 1.0f;

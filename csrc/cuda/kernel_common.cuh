@@ -28,6 +28,28 @@ void dispatch_dtype(DType d, Fn fn) {
   }
 }
 
+// Calls fn(P{}, G{}, S{}) for the storage types of a param, grad and state
+// list; grads come in the param's dtype or in fp32. Returns false for any other
+// combination (the entry points refuse those before launching).
+template <class Fn>
+bool dispatch_param_grad_state(DType param, DType grad, DType state, Fn fn) {
+  bool ok = false;
+  dispatch_dtype(param, [&](auto p) {
+    using P = decltype(p);
+    dispatch_dtype(state, [&](auto s) {
+      using S = decltype(s);
+      if (grad == param) {
+        fn(P{}, P{}, S{});
+        ok = true;
+      } else if (grad == DType::F32) {
+        fn(P{}, float{}, S{});
+        ok = true;
+      }
+    });
+  });
+  return ok;
+}
+
 // Whether the step is skipped: GradScaler sums per-device flags, so any nonzero
 // value means "skip". Every block checks it before touching memory.
 __device__ __forceinline__ bool skip_step(const float* found_inf) {

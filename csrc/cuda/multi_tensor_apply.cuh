@@ -89,6 +89,25 @@ __device__ __forceinline__ bool pack_aligned(const T* p) {
   return p == nullptr || reinterpret_cast<uintptr_t>(p) % (sizeof(T) * kILP) == 0;
 }
 
+// Elements i.. of a stream as floats: a whole pack, or element i alone.
+template <class T>
+__device__ __forceinline__ void load_elems(float (&out)[kILP], const T* p, int i, bool pack) {
+  if (pack) {
+    load_pack(out, p + i);
+  } else {
+    out[0] = to_float(p[i]);
+  }
+}
+
+template <class T>
+__device__ __forceinline__ void store_elems(T* p, int i, const float (&in)[kILP], bool pack) {
+  if (pack) {
+    store_pack(p + i, in);
+  } else {
+    p[i] = from_float<T>(in[0]);
+  }
+}
+
 // Runs body(i, vector) over a chunk: whole aligned packs of kILP elements when
 // `aligned`, then the remaining elements one by one. Element i is always
 // handled by the same arithmetic, so the two paths agree bit for bit.

@@ -45,28 +45,16 @@ __global__ void __launch_bounds__(kThreads) sgd_kernel(
   for_chunk(s.n, aligned, [&](int i, bool pack) {
     const int width = pack ? kILP : 1;
     float pv[kILP], gv[kILP], bv[kILP] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (pack) {
-      if (kMaster) load_pack(pv, w + i); else load_pack(pv, p + i);
-      load_pack(gv, g + i);
-      if (kMomentum && !first) load_pack(bv, b + i);
-    } else {
-      pv[0] = kMaster ? w[i] : to_float(p[i]);
-      gv[0] = to_float(g[i]);
-      if (kMomentum && !first) bv[0] = to_float(b[i]);
-    }
+    if (kMaster) load_elems(pv, w, i, pack); else load_elems(pv, p, i, pack);
+    load_elems(gv, g, i, pack);
+    if (kMomentum && !first) load_elems(bv, b, i, pack);
 #pragma unroll
     for (int k = 0; k < kILP; ++k) {
       if (k < width) math::sgd_update(pv[k], math::grad_prep(gv[k], f), bv[k], first, c);
     }
-    if (pack) {
-      store_pack(p + i, pv);
-      if (kMaster) store_pack(w + i, pv);
-      if (kMomentum) store_pack(b + i, bv);
-    } else {
-      p[i] = from_float<P>(pv[0]);
-      if (kMaster) w[i] = pv[0];
-      if (kMomentum) b[i] = from_float<S>(bv[0]);
-    }
+    store_elems(p, i, pv, pack);
+    if (kMaster) store_elems(w, i, pv, pack);
+    if (kMomentum) store_elems(b, i, bv, pack);
   });
 }
 
@@ -107,18 +95,11 @@ const char* pick_flags(const SgdLaunch& a, cudaStream_t stream) {
 
 const char* launch_sgd(const SgdLaunch& a, void* raw_stream) {
   auto stream = static_cast<cudaStream_t>(raw_stream);
-  const char* err = "unsupported dtype combination";
-  dispatch_dtype(a.param_dtype, [&](auto p) {
-    using P = decltype(p);
-    dispatch_dtype(a.state_dtype, [&](auto s) {
-      using S = decltype(s);
-      if (a.grad_dtype == a.param_dtype) {
-        err = pick_flags<P, P, S>(a, stream);
-      } else if (a.grad_dtype == DType::F32) {
-        err = pick_flags<P, float, S>(a, stream);
-      }
-    });
+  const char* err = nullptr;
+  const bool ok = dispatch_param_grad_state(a.param_dtype, a.grad_dtype, a.state_dtype, [&](auto p, auto g, auto s) {
+    err = pick_flags<decltype(p), decltype(g), decltype(s)>(a, stream);
   });
+  if (!ok) return "unsupported dtype combination";
   if (err == nullptr && a.has_momentum) err = advance_scalars(a.t, a.ctl.found_inf, ScalarOp::kClearBool, stream);
   return err;
 }
