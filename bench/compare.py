@@ -1,9 +1,12 @@
 """The comparison runner behind `python -m fusedopt bench` and `make bench`.
 
-    python -m fusedopt bench [--device cpu|cuda] [--workloads NAMES] [--out FILE] [--plot FILE]
+    python -m fusedopt bench [--device cpu|cuda] [--step adamw|amp] [--workloads NAMES]
+                             [--out FILE] [--plot FILE]
 
-CPU: one AdamW step per implementation on 10x1M, 1000x10K and 100x1K params.
-CUDA: the whole AMP + clip + AdamW step (see bench/cuda_step.py).
+CPU, --step adamw (default): one AdamW step per implementation on 10x1M,
+  1000x10K and 100x1K params (bench/cpu_step.py).
+CPU, --step amp: the whole AMP + clip + AdamW step (bench/cpu_amp_step.py).
+CUDA: the whole AMP + clip + AdamW step on model-shaped sets (bench/cuda_step.py).
 Prints a table; writes JSON (and a PNG plot when matplotlib is installed).
 """
 
@@ -71,6 +74,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fusedopt bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--step", choices=["adamw", "amp"], default="adamw",
+                        help="CPU only: the optimizer step alone, or the whole AMP step")
     parser.add_argument("--workloads", help="comma-separated names (default: all for the device)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--reps", type=int, default=15)
@@ -85,7 +90,12 @@ def main(argv=None) -> int:
         parser.error(f"unknown workloads {unknown}; choose from {list(table)}")
     wls = [table[n] for n in names]
 
-    if args.device == "cpu":
+    if args.device == "cpu" and args.step == "amp":
+        from .cpu_amp_step import run
+
+        report = run(wls, rounds=args.rounds, reps=args.reps)
+        baseline = "torch-fused"
+    elif args.device == "cpu":
         from .cpu_step import run
 
         report = run(wls, rounds=args.rounds, reps=args.reps)

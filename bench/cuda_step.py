@@ -4,13 +4,7 @@ Timed: unscale + inf check + clip-by-global-norm(1.0) + update + scale update.
 Not timed: the backward pass (grads are prepared once) and an L2 flush before
 every repetition.
 
-Pipelines:
-  torch-fused       scaler.unscale_(opt); clip_grad_norm_(params, 1.0);
-                    scaler.step(opt); scaler.update()  with AdamW(fused=True)
-  torch-foreach     the same with AdamW(foreach=True)
-  fusedopt          fusedopt.AdamW(max_grad_norm=1.0) + fusedopt.GradScaler:
-                    scaler.step(opt); scaler.update()   (two passes over grads)
-  fusedopt-idiom    torch's idiom with fusedopt's classes and clip_grad_norm_
+Pipelines: see amp_pipelines.py.
 
 Bandwidth is reported on the floor bytes of the step (32 B per fp32 param:
 the stats pass reads g, the update reads p, g, m, v and writes p, m, v), for
@@ -26,59 +20,11 @@ import torch
 
 import fusedopt
 
+from .amp_pipelines import PIPELINES, make
 from .workloads import Workload
 
 FLOOR_BYTES_PER_PARAM = 32
 L2_FLUSH_BYTES = 256 << 20
-
-
-class Pipeline:
-    def __init__(self, name, params, opt, scaler, step):
-        self.name, self.params, self.opt, self.scaler, self._step = name, params, opt, scaler, step
-
-    def __call__(self):
-        self._step(self)
-
-
-def _torch_step(pl):
-    pl.scaler.unscale_(pl.opt)
-    torch.nn.utils.clip_grad_norm_(pl.params, 1.0)
-    pl.scaler.step(pl.opt)
-    pl.scaler.update()
-
-
-def _fused_step(pl):
-    pl.scaler.step(pl.opt)
-    pl.scaler.update()
-
-
-def _fusedopt_idiom_step(pl):
-    pl.scaler.unscale_(pl.opt)
-    fusedopt.clip_grad_norm_(pl.params, 1.0)
-    pl.scaler.step(pl.opt)
-    pl.scaler.update()
-
-
-def _make(name: str, wl: Workload) -> Pipeline:
-    params = wl.params(device="cuda")
-    # scale 1: unscaling leaves the grads as they are, so every repetition does
-    # the same work; the kernels move the same bytes whatever the scale is
-    if name == "torch-fused":
-        opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
-        return Pipeline(name, params, opt, torch.amp.GradScaler("cuda", init_scale=1.0), _torch_step)
-    if name == "torch-foreach":
-        opt = torch.optim.AdamW(params, lr=1e-4, foreach=True)
-        return Pipeline(name, params, opt, torch.amp.GradScaler("cuda", init_scale=1.0), _torch_step)
-    if name == "fusedopt":
-        opt = fusedopt.AdamW(params, lr=1e-4, max_grad_norm=1.0)
-        return Pipeline(name, params, opt, fusedopt.GradScaler("cuda", init_scale=1.0), _fused_step)
-    if name == "fusedopt-idiom":
-        opt = fusedopt.AdamW(params, lr=1e-4)
-        return Pipeline(name, params, opt, fusedopt.GradScaler("cuda", init_scale=1.0), _fusedopt_idiom_step)
-    raise ValueError(name)
-
-
-PIPELINES = ("torch-fused", "torch-foreach", "fusedopt", "fusedopt-idiom")
 
 
 def _time_ms(fn, reps: int, flush: torch.Tensor) -> list[float]:
@@ -114,7 +60,7 @@ def run(workloads: list[Workload], rounds: int = 5, reps: int = 15) -> dict:
         for _ in range(rounds):
             # one pipeline in memory at a time: the 1B-param sets need ~16 GB each
             for name in PIPELINES:
-                pl = _make(name, wl)
+                pl = make(name, wl, "cuda")
                 for _ in range(3):
                     pl()  # warm-up; creates the optimizer state
                 torch.cuda.synchronize()

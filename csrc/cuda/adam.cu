@@ -17,12 +17,13 @@ __global__ void __launch_bounds__(kThreads)
     adam_kernel(const AdamTable table, const math::AdamHyper hyper, const StepControl ctl) {
   if (skip_step(ctl.found_inf)) return;
   const ChunkSpan s = chunk_span(table);
-  // One thread derives the tensor's constants (double-precision pow) for all.
-  // The step counter was advanced by the launch before this one.
+  // One thread derives the tensor's constants (double-precision pow) for all,
+  // from the step this update completes; the counters themselves advance after
+  // every block of every launch has read them.
   __shared__ math::AdamConsts shared_c;
   __shared__ math::GradFactors shared_f;
   if (threadIdx.x == 0) {
-    shared_c = math::adam_consts(hyper, lr_of(ctl), *static_cast<const float*>(table.scalar[s.tensor]));
+    shared_c = math::adam_consts(hyper, lr_of(ctl), *static_cast<const float*>(table.scalar[s.tensor]) + 1.0f);
     shared_f = factors_of(ctl);
   }
   __syncthreads();
@@ -99,13 +100,12 @@ const char* pick_flags(const AdamLaunch& a, cudaStream_t stream) {
 
 const char* launch_adam(const AdamLaunch& a, void* raw_stream) {
   auto stream = static_cast<cudaStream_t>(raw_stream);
-  if (a.grad_dtype != a.param_dtype && a.grad_dtype != DType::F32) return "unsupported dtype combination";
-  if (const char* err = advance_scalars(a.t, a.ctl.found_inf, ScalarOp::kIncrementFloat, stream)) return err;
   const char* err = nullptr;
   const bool ok = dispatch_param_grad_state(a.param_dtype, a.grad_dtype, a.state_dtype, [&](auto p, auto g, auto s) {
     err = pick_flags<decltype(p), decltype(g), decltype(s)>(a, stream);
   });
   if (!ok) return "unsupported dtype combination";
+  if (err == nullptr) err = advance_scalars(a.t, a.ctl.found_inf, ScalarOp::kIncrementFloat, stream);
   return err;
 }
 

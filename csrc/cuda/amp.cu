@@ -32,7 +32,9 @@ __device__ double block_sum(double x) {
 // block that finishes last adds the launch's partials, in block order, to the
 // running total (workspace[kStatsMaxBlocks]). No float atomics anywhere, so the
 // result does not depend on scheduling. workspace[kStatsMaxBlocks + 1] holds the
-// block counter; the last block resets it for the next launch.
+// block counter, zeroed before a call's first launch; the last block resets it
+// for the next launch. A workspace serves one stream at a time (fusedopt/_ops.py
+// keeps one per stream).
 template <class G>
 __global__ void __launch_bounds__(kThreads) grad_stats_kernel(
     const GradTable table,
@@ -121,6 +123,15 @@ void for_each_grad_table(int n, const int64_t* numel, void* const* grads, Launch
 
 const char* launch_grad_stats(const StatsLaunch& a, void* raw_stream) {
   auto stream = static_cast<cudaStream_t>(raw_stream);
+  // The block counter must start at zero whatever the workspace held (a fresh
+  // allocation, an interrupted call): reset it on the stream, which a CUDA graph
+  // captures like a kernel. The partials and the running total need no reset:
+  // each is written before it is read.
+  if (a.first) {
+    if (cudaMemsetAsync(a.workspace + kStatsMaxBlocks + 1, 0, sizeof(double), stream) != cudaSuccess) {
+      return last_error();
+    }
+  }
   // Count the launches first, so that `first` and `last` mark the call's ends.
   int launches = 0;
   for_each_grad_table(a.n, a.numel, const_cast<void* const*>(a.grad), [&](const GradTable&, int) { ++launches; });

@@ -16,13 +16,15 @@ struct ByDType {
   std::array<std::vector<int64_t>, 3> numels;
 };
 
-ByDType split_grads(const TensorList& grads, const Place& at, const char* op) {
+// `writable`: unscale_ writes the grads; grad_stats_ only reads them, and asking
+// for a mutable pointer would copy a copy-on-write tensor.
+ByDType split_grads(const TensorList& grads, const Place& at, const char* op, bool writable) {
   ByDType out;
   for (size_t i = 0; i < grads.size(); ++i) {
     check_place(grads[i], at, "grads", i);
     FO_CHECK(grads[i].is_contiguous(), op, ": grads[", i, "] is not contiguous");
     const auto k = static_cast<size_t>(storage_dtype(grads[i], "grads", i));
-    out.ptrs[k].push_back(grads[i].mutable_data_ptr());
+    out.ptrs[k].push_back(writable ? grads[i].mutable_data_ptr() : const_cast<void*>(grads[i].const_data_ptr()));
     out.numels[k].push_back(grads[i].numel());
   }
   return out;
@@ -54,7 +56,7 @@ void grad_stats_(
   FO_CHECK(workspace->scalar_type() == ScalarType::Double && workspace->numel() >= kWorkspaceDoubles &&
                workspace->is_contiguous(),
            "workspace must be a contiguous float64 tensor of at least ", kWorkspaceDoubles, " elements");
-  const ByDType g = split_grads(grads, at, "grad_stats_");
+  const ByDType g = split_grads(grads, at, "grad_stats_", /*writable=*/false);
   torch::stable::accelerator::DeviceGuard guard(at.index);
   void* stream = current_stream(at.index);
 
@@ -87,7 +89,7 @@ void unscale_(const TensorList& grads, Tensor found_inf, Tensor inv_scale) {
   FO_CHECK(at.cuda, "unscale_: found_inf is not a CUDA tensor");
   check_scalar(found_inf, at, ScalarType::Float, "found_inf");
   check_scalar(inv_scale, at, ScalarType::Float, "inv_scale");
-  const ByDType g = split_grads(grads, at, "unscale_");
+  const ByDType g = split_grads(grads, at, "unscale_", /*writable=*/true);
   torch::stable::accelerator::DeviceGuard guard(at.index);
   void* stream = current_stream(at.index);
   for (int k = 0; k < 3; ++k) {

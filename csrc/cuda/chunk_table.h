@@ -30,7 +30,7 @@ static_assert(sizeof(ChunkTable<6>) + 512 <= kMaxParamBytes, "chunk table exceed
 // returns list `l`'s pointer for tensor `t`; tensors with no elements are skipped.
 template <int kLists, class GetPtr, class GetScalar, class Launch>
 void for_each_table(int n, const int64_t* numel, GetPtr get, GetScalar get_scalar, Launch launch) {
-  ChunkTable<kLists> table;
+  ChunkTable<kLists> table{};  // zeroed: unused slots are passed to the kernel too
   int nt = 0;
   int nb = 0;
   for (int t = 0; t < n; ++t) {

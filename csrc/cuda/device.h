@@ -23,7 +23,7 @@ inline void* current_stream(int32_t device) {
 }
 
 inline void check_launch(const char* err, const char* op) {
-  FO_CHECK(err == nullptr, op, ": CUDA launch failed: ", err ? err : "");
+  FO_CHECK(err == nullptr, op, ": CUDA error at or before this op's launch: ", err ? err : "");
 }
 
 // Data pointers of a tensor list, gathered once.

@@ -66,13 +66,15 @@ __device__ __forceinline__ math::GradFactors factors_of(const StepControl& c) {
   return math::grad_factors(c.grad_scale, c.sumsq, c.max_norm, c.maximize);
 }
 
-// Per-tensor scalars advanced once per applied step, outside the update kernel
-// (whose blocks all read them): step += 1 before it, momentum_first = false after
-// it. Skipped on the device when found_inf is set. (scalars.cu)
+// Per-tensor scalars advanced once per applied step, after the update kernels
+// (whose blocks all read them): step += 1, momentum_first = false. Skipped on the
+// device when found_inf is set. (scalars.cu)
 enum class ScalarOp : int { kIncrementFloat = 0, kClearBool = 1 };
 
 const char* advance_scalars(const TensorLists& t, const float* found_inf, ScalarOp op, cudaStream_t stream);
 
+// The launch's error, or one an earlier kernel left behind (CUDA errors are
+// sticky), which is why device.h's message says "or before it".
 inline const char* last_error() {
   const cudaError_t err = cudaGetLastError();
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);

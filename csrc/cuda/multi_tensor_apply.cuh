@@ -40,8 +40,9 @@ __device__ __forceinline__ ChunkSpan chunk_span(const ChunkTable<kLists>& table)
   return s;
 }
 
-// Conversions to and from float: exact widening, round-to-nearest-even narrowing
-// (the same bits as the CPU kernels and c10).
+// Conversions to and from float: exact widening, round-to-nearest-even narrowing:
+// the same bits as the CPU kernels for every number; an fp16 NaN comes out as
+// CUDA's canonical 0x7fff (the CPU, like c10 on the CPU, keeps the sign: 0x7e00).
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(bf16_t x) { return __uint_as_float(static_cast<uint32_t>(x.x) << 16); }
 __device__ __forceinline__ float to_float(fp16_t x) { return __half2float(__ushort_as_half(x.x)); }

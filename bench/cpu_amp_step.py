@@ -1,0 +1,60 @@
+"""The whole AMP + clip + AdamW step on the CPU (torch.amp.GradScaler("cpu")
+against fusedopt's fused loop and idiom): the CPU side of the step comparison
+whose GPU figures come from cuda_step.py."""
+
+from __future__ import annotations
+
+from .amp_pipelines import PIPELINES, make
+from .cpu_step import bandwidth_probe_gbs, cpu_description, median_seconds
+from .workloads import Workload
+
+# per fp32 param: fusedopt's floor (read g once for inf + norm; update reads p,g,m,v, writes p,m,v)
+FLOOR_BYTES_PER_PARAM = 32
+
+
+def run(workloads: list[Workload], rounds: int = 5, reps: int = 15) -> dict:
+    import sys
+
+    import torch
+
+    from fusedopt import _ops
+
+    probes, results = [], {}
+    for wl in workloads:
+        pipes = {name: make(name, wl, "cpu") for name in PIPELINES}
+        for pl in pipes.values():
+            pl()  # state is created on the first step
+        per_round: dict[str, list[float]] = {n: [] for n in pipes}
+        for _ in range(rounds):
+            probes.append(bandwidth_probe_gbs()["inplace_add"])
+            for name, pl in pipes.items():
+                per_round[name].append(median_seconds(pl, reps))
+        entry = {}
+        for name, ts in per_round.items():
+            med = sorted(ts)[len(ts) // 2]
+            ratios = sorted(a / b for a, b in zip(per_round["torch-fused"], ts))
+            entry[name] = {
+                "median_ms": med * 1e3,
+                "speedup_vs_torch_fused": ratios[len(ratios) // 2],
+                "gbs": FLOOR_BYTES_PER_PARAM * wl.numel / med / 1e9,
+            }
+        results[wl.name] = entry
+        del pipes
+    probe = sorted(probes)[len(probes) // 2]
+    for entry in results.values():
+        for r in entry.values():
+            r["pct_of_probe"] = 100 * r["gbs"] / probe
+    return {
+        "device": cpu_description(),
+        "threads": torch.get_num_threads(),
+        "cpu_isa": _ops.cpu_isa(),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "step": "unscale + inf check + clip(1.0) + AdamW + scale update",
+        "probe_gbs": probe,
+        "probe": "in-place add (a += b) on 256 MiB, read + read + write counted",
+        "bytes_per_param": FLOOR_BYTES_PER_PARAM,
+        "rounds": rounds,
+        "reps_per_round": reps,
+        "results": results,
+    }
