@@ -14,6 +14,7 @@ struct CallInfo {
   DType grad;
   DType state;  // F32 when there is no state list
   bool master;       // fp32 master weights are present
+  Layout layout;     // the params' memory layout, which every list shares
 };
 
 inline CallInfo check_common(
@@ -31,13 +32,13 @@ inline CallInfo check_common(
   FO_CHECK(c.place.cuda == cuda, "params[0] is not a ", cuda ? "CUDA" : "CPU", " tensor");
   c.numels.reserve(params.size());
   for (const Tensor& p : params) c.numels.push_back(p.numel());
-  c.param = check_list(params, c.numels, c.place, "params");
-  c.grad = check_list(grads, c.numels, c.place, "grads");
+  c.param = check_list(params, c.numels, c.place, "params", nullptr, &c.layout);
+  c.grad = check_list(grads, c.numels, c.place, "grads", &c.layout);
   FO_CHECK(c.grad == c.param || c.grad == DType::F32, "grads of ", dtype_name(c.param),
            " params must be ", dtype_name(c.param), " or float32, got ", dtype_name(c.grad));
   c.master = !masters.empty();
   if (c.master) {
-    FO_CHECK(check_list(masters, c.numels, c.place, "master_params") == DType::F32,
+    FO_CHECK(check_list(masters, c.numels, c.place, "master_params", &c.layout) == DType::F32,
              "master_params must be float32");
     FO_CHECK(c.param != DType::F32, "master_params are for float16/bfloat16 params only");
   }
@@ -64,11 +65,11 @@ inline CallInfo check_adam_args(
     const std::optional<Tensor>& sumsq,
     bool cuda) {
   CallInfo c = check_common(params, grads, masters, lr_tensor, grad_scale, found_inf, sumsq, cuda);
-  c.state = check_list(exp_avgs, c.numels, c.place, "exp_avgs");
-  FO_CHECK(check_list(exp_avg_sqs, c.numels, c.place, "exp_avg_sqs") == c.state,
+  c.state = check_list(exp_avgs, c.numels, c.place, "exp_avgs", &c.layout);
+  FO_CHECK(check_list(exp_avg_sqs, c.numels, c.place, "exp_avg_sqs", &c.layout) == c.state,
            "exp_avg_sqs and exp_avgs differ in dtype");
   if (amsgrad) {
-    FO_CHECK(check_list(max_exp_avg_sqs, c.numels, c.place, "max_exp_avg_sqs") == c.state,
+    FO_CHECK(check_list(max_exp_avg_sqs, c.numels, c.place, "max_exp_avg_sqs", &c.layout) == c.state,
              "max_exp_avg_sqs and exp_avgs differ in dtype");
   } else {
     FO_CHECK(max_exp_avg_sqs.empty(), "max_exp_avg_sqs must be empty when amsgrad is false");
@@ -91,7 +92,7 @@ inline CallInfo check_sgd_args(
     bool cuda) {
   CallInfo c = check_common(params, grads, masters, lr_tensor, grad_scale, found_inf, sumsq, cuda);
   if (has_momentum) {
-    c.state = check_list(momentum_buffers, c.numels, c.place, "momentum_buffers");
+    c.state = check_list(momentum_buffers, c.numels, c.place, "momentum_buffers", &c.layout);
     check_per_param_scalars(momentum_first, params.size(), c.place, ScalarType::Bool, "momentum_first");
   } else {
     FO_CHECK(momentum_buffers.empty() && momentum_first.empty(),

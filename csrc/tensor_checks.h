@@ -9,7 +9,9 @@
 #include <torch/headeronly/core/ScalarType.h>
 #include <torch/headeronly/util/Exception.h>
 
+#include <algorithm>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "cpu/dtypes.h"
@@ -62,22 +64,72 @@ inline DType storage_dtype(const Tensor& t, const char* what, size_t i) {
   return DType::F32;
 }
 
+// Whether a tensor's elements fill exactly numel consecutive slots of memory,
+// in any dimension order (contiguous, channels_last, ...). The kernels treat
+// such tensors as flat arrays; companions must then share the param's strides.
+inline bool dense(const Tensor& t) {
+  const auto sizes = t.sizes();
+  const auto strides = t.strides();
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of dims longer than 1
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    if (sizes[d] != 1) dims.emplace_back(strides[d], sizes[d]);
+  }
+  std::sort(dims.begin(), dims.end());
+  int64_t expected = 1;
+  for (const auto& [stride, size] : dims) {
+    if (stride != expected) return false;
+    expected *= size;
+  }
+  return true;
+}
+
+inline bool same_strides(const Tensor& a, const Tensor& b) {
+  const auto sa = a.strides();
+  const auto sb = b.strides();
+  if (sa.size() != sb.size()) return false;
+  for (size_t d = 0; d < sa.size(); ++d) {
+    if (sa[d] != sb[d] && a.size(static_cast<int64_t>(d)) != 1) return false;
+  }
+  return true;
+}
+
+// The params of a call, whose layout every companion list must share.
+struct Layout {
+  const TensorList* params = nullptr;
+  std::vector<char> contiguous;  // params[i].is_contiguous()
+};
+
 // Checks one list of per-parameter tensors (params themselves, grads, a state)
-// against the params' element counts and device; returns the list's dtype, which
-// every tensor of the list shares (the Python side buckets tensors so).
+// against the params' element counts, device and memory layout; returns the
+// list's dtype, which every tensor of the list shares (the Python side buckets
+// tensors so). With `layout` null the list is the params: each must be dense,
+// and its contiguity is recorded in `record`.
 inline DType check_list(
     const TensorList& ts,
     const std::vector<int64_t>& numels,
     const Place& at,
-    const char* what) {
+    const char* what,
+    const Layout* layout = nullptr,
+    Layout* record = nullptr) {
   FO_CHECK(ts.size() == numels.size(), what, " has ", ts.size(), " tensors but params has ", numels.size());
   DType d = DType::F32;
+  if (record != nullptr) {
+    record->params = &ts;
+    record->contiguous.assign(ts.size(), 0);
+  }
   for (size_t i = 0; i < ts.size(); ++i) {
     const Tensor& t = ts[i];
     check_place(t, at, what, i);
     FO_CHECK(t.numel() == numels[i], what, "[", i, "] has ", t.numel(), " elements but params[", i, "] has ",
              numels[i]);
-    FO_CHECK(t.is_contiguous(), what, "[", i, "] is not contiguous");
+    const bool contiguous = t.is_contiguous();
+    if (layout == nullptr) {
+      FO_CHECK(contiguous || dense(t), what, "[", i, "] is neither contiguous nor densely laid out");
+      if (record != nullptr) record->contiguous[i] = contiguous;
+    } else if (!(contiguous && layout->contiguous[i])) {
+      FO_CHECK(dense(t) && same_strides(t, (*layout->params)[i]), what, "[", i, "] is not laid out like params[",
+               i, "] (both must be contiguous, or dense with the same strides)");
+    }
     const DType di = storage_dtype(t, what, i);
     if (i == 0) d = di;
     FO_CHECK(di == d, what, "[", i, "] has dtype ", dtype_str(t.scalar_type()), " unlike ", what,

@@ -1,10 +1,10 @@
 """fusedopt.clip_grad_norm_: a drop-in for torch.nn.utils.clip_grad_norm_.
 
-For the L2 norm it reads every grad once for the global sum of squares (one
-multi-tensor launch per device, any mix of fp32/fp16/bf16) and scales them in a
-second multi-tensor pass, never reading a device value on the host. Other norm
-types, and tensor subclasses such as DTensor, go to torch's own implementation,
-which already handles them.
+For the L2 norm of float32/bf16/fp16 grads it reads every grad once for the
+global sum of squares (one multi-tensor launch per device, any mix of those
+dtypes) and scales them in a second multi-tensor pass, never reading a device
+value on the host. Other norm types, other dtypes and tensor subclasses such as
+DTensor go to torch's own implementation, which already handles them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _PLAIN = (Tensor, torch.nn.Parameter)
 
 
 def _global_sumsq(grads: list[Tensor]) -> tuple[Tensor, dict[torch.device, list[Tensor]]]:
-    """Sum of squares of all grads, on the first grad's device."""
+    """Sum of squares of all grads (float32/bf16/fp16, dense), on the first grad's device."""
     by_device: dict[torch.device, list[Tensor]] = defaultdict(list)
     for g in grads:
         by_device[g.device].append(g)
@@ -30,13 +30,7 @@ def _global_sumsq(grads: list[Tensor]) -> tuple[Tensor, dict[torch.device, list[
     total = None
     for device, gs in by_device.items():
         found = torch.zeros(2, dtype=torch.float32, device=device)
-        serve = _ops.backend(device) != "reference"
-        native = [g for g in gs if serve and native_eligible(g, g, ())]
-        rest = [g for g in gs if not (serve and native_eligible(g, g, ()))]
-        if native:
-            _ops.ops_for(device).grad_stats_(native, None, found[0:1], found[1:2], _ops.workspace_for(device))
-        if rest:
-            _ops.reference.grad_stats_(rest, None, found[0:1], found[1:2])
+        _ops.ops_for(device).grad_stats_(gs, None, found[0:1], found[1:2], _ops.workspace_for(device))
         part = found[1].to(first, non_blocking=True)
         total = part if total is None else total + part
     return total, by_device
@@ -61,11 +55,8 @@ def clip_grad_norm_(
         parameters = list(parameters)
     grads = [p.grad for p in parameters if p.grad is not None]
     norm_type = float(norm_type)
-    if (
-        norm_type != 2.0
-        or not grads
-        or any(type(g) not in _PLAIN or g.is_sparse or g.is_complex() for g in grads)
-    ):
+    if norm_type != 2.0 or not grads or not all(type(g) in _PLAIN and native_eligible(g, g, ()) for g in grads):
+        # other norms, float64/complex/sparse grads, tensor subclasses: torch's own
         return torch.nn.utils.clip_grad_norm_(
             parameters, max_norm, norm_type=norm_type, error_if_nonfinite=error_if_nonfinite, foreach=foreach
         )
@@ -83,12 +74,9 @@ def clip_grad_norm_(
         coef = torch.clamp(float(max_norm) / (total_norm + 1e-6), max=1.0)
         for device, gs in by_device.items():
             c = coef.to(device, non_blocking=True).reshape(1)
-            serve = _ops.backend(device) != "reference"
-            native = [g for g in gs if serve and native_eligible(g, g, ())]
-            rest = [g for g in gs if not (serve and native_eligible(g, g, ()))]
-            if native:
-                # unscale_ is a multi-tensor "grads *= factor"; its inf flag is discarded
-                _ops.ops_for(device).unscale_(native, torch.zeros(1, device=device), c)
-            for g in rest:
-                g.mul_(c.to(g.dtype))
-    return total_norm
+            # unscale_ is a multi-tensor "grads *= factor"; its inf flag is discarded
+            _ops.ops_for(device).unscale_(gs, torch.zeros(1, device=device), c)
+    # torch returns the norm in the grads' dtype (computing it in that dtype too;
+    # fusedopt computes in fp32 and only rounds the result)
+    dtypes = {g.dtype for g in grads}
+    return total_norm.to(dtypes.pop()) if len(dtypes) == 1 else total_norm

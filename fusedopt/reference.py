@@ -12,7 +12,9 @@ name (see csrc/ops.cpp), so callers can use either interchangeably:
 * grads are read, never written (except by ``unscale_``, whose job that is).
 
 The arithmetic follows torch.optim's single-tensor code operation by operation,
-so for float32 and float64 tensors the results are torch's. Half-precision
+so for float32 and float64 tensors and a float lr the results are torch's (a
+tensor lr is read as a Python float, where torch keeps it a tensor: the last
+bits may differ). Half-precision
 params or states are computed in float32 and rounded once at the end, as
 torch's fused kernels do. Reading ``found_inf``, a tensor ``lr`` or the step
 counters needs their values on the host; on a GPU that is a sync, which only

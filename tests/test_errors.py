@@ -119,7 +119,8 @@ def _adam_args(params, grads, m=None, v=None, steps=None):
     [
         (lambda a: a[1].pop(), "grads has 1 tensors but params has 2"),
         (lambda a: a[1].__setitem__(0, torch.randn(4)), r"grads\[0\] has 4 elements but params\[0\] has 3"),
-        (lambda a: a[2].__setitem__(1, torch.zeros(20, 2).t()), r"exp_avgs\[1\] is not contiguous"),
+        (lambda a: a[2].__setitem__(1, torch.zeros(20, 2).t()), r"exp_avgs\[1\] is not laid out like params\[1\]"),
+        (lambda a: a[0].__setitem__(1, torch.zeros(80)[::2]), r"params\[1\] is neither contiguous nor densely laid out"),
         (lambda a: a[1].__setitem__(1, torch.randn(40, dtype=torch.float64)), r"grads\[1\] has dtype Double"),
         (lambda a: a[5].__setitem__(0, torch.zeros((), dtype=torch.float64)), r"steps\[0\] must be Float"),
         (lambda a: a[2].__setitem__(1, torch.zeros(40, dtype=torch.bfloat16)), r"exp_avgs\[1\] has dtype BFloat16 unlike"),
@@ -136,6 +137,12 @@ def test_op_refuses_bad_lists_and_changes_nothing(mutate, match):
     for lst, snap in zip(args[:6], snapshot):
         for t, s in zip(lst, snap):
             assert torch.equal(t, s)
+
+
+def test_state_dtype_float16_is_refused_for_adam():
+    with pytest.raises(ValueError, match="underflow float16"):
+        fusedopt.AdamW(_params(), state_dtype=torch.float16)
+    fusedopt.SGD(_params(), momentum=0.9, state_dtype=torch.float16)  # a momentum buffer is fine
 
 
 @requires_native_cpu

@@ -27,7 +27,7 @@ GradList read_grads(const TensorList& grads, const Tensor& found_inf, const char
   GradList g;
   for (size_t i = 0; i < grads.size(); ++i) {
     FO_CHECK(grads[i].is_cpu(), op, ": grads[", i, "] is not a CPU tensor");
-    FO_CHECK(grads[i].is_contiguous(), op, ": grads[", i, "] is not contiguous");
+    FO_CHECK(grads[i].is_contiguous() || dense(grads[i]), op, ": grads[", i, "] is neither contiguous nor dense");
     g.dtypes.push_back(storage_dtype(grads[i], "grads", i));
     g.data.push_back(grads[i].data_ptr());
     g.numels.push_back(grads[i].numel());

@@ -22,7 +22,7 @@ ByDType split_grads(const TensorList& grads, const Place& at, const char* op, bo
   ByDType out;
   for (size_t i = 0; i < grads.size(); ++i) {
     check_place(grads[i], at, "grads", i);
-    FO_CHECK(grads[i].is_contiguous(), op, ": grads[", i, "] is not contiguous");
+    FO_CHECK(grads[i].is_contiguous() || dense(grads[i]), op, ": grads[", i, "] is neither contiguous nor dense");
     const auto k = static_cast<size_t>(storage_dtype(grads[i], "grads", i));
     out.ptrs[k].push_back(writable ? grads[i].mutable_data_ptr() : const_cast<void*>(grads[i].const_data_ptr()));
     out.numels[k].push_back(grads[i].numel());

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import repeat
 from operator import attrgetter, eq, is_, is_not
 from typing import Any
@@ -51,6 +52,11 @@ class Bucket:
     # for re-using the bucket on later steps (see GroupPlan)
     index: list[int] = field(default_factory=list)
     grad_dtype: torch.dtype | None = None
+    param_dtype: torch.dtype | None = None
+    layout: str | None = None
+    # each param's state dict as it was: a reset state (state.clear(), del
+    # state[p], a new opt.state) must rebuild the plan
+    states: list[dict | None] = field(default_factory=list)
     # the state tensors the lists hold, and the (state dict, key) each came from
     check_dicts: list[dict] = field(default_factory=list)
     check_keys: list[str] = field(default_factory=list)
@@ -88,7 +94,7 @@ class GroupPlan:
         self.mask = mask
         self.buckets = buckets
 
-    def reuse(self, signature, params, grads, mask) -> dict | None:
+    def reuse(self, signature, params, grads, mask, state) -> dict | None:
         # The checks run as C-level map() passes: this is the per-step cost of
         # every param, so no Python bytecode runs per tensor here.
         if signature != self.signature or mask != self.mask or list(map(id, params)) != self.param_ids:
@@ -99,11 +105,18 @@ class GroupPlan:
             dev = -1 if b.device.type == "cpu" else b.device.index
             if not all(map(eq, map(_get_device, sel), repeat(dev))):
                 return None
+            if not all(map(is_, map(state.get, b.params), b.states)):
+                return None
             if b.kind == "native":
+                laid_out = _LAYOUT_CHECKS[b.layout]
                 if not (
                     all(map(is_, map(type, sel), repeat(Tensor)))
                     and all(map(is_, map(_dtype_of, sel), repeat(b.grad_dtype)))
-                    and all(map(_is_contiguous, sel))
+                    and all(map(laid_out, sel))
+                    # the params themselves (p.data can be replaced)
+                    and all(map(is_, map(_dtype_of, b.params), repeat(b.param_dtype)))
+                    and all(map(eq, map(_get_device, b.params), repeat(dev)))
+                    and all(map(laid_out, b.params))
                 ):
                     return None
             elif not all(map(is_, map(_is_sparse, sel), repeat(b.kind == "sparse"))):
@@ -115,7 +128,6 @@ class GroupPlan:
 
 
 _get_device = Tensor.get_device
-_is_contiguous = Tensor.is_contiguous
 _dtype_of = attrgetter("dtype")
 _is_sparse = attrgetter("is_sparse")
 
@@ -149,17 +161,38 @@ def reject_unsupported_flags(name: str, differentiable: bool) -> None:
         )
 
 
+# Memory layouts the kernels take: any in which a tensor's elements fill numel
+# consecutive slots, shared by a param and all its companions (the kernels see
+# flat arrays). Each has a cheap check that the step plan repeats every step.
+_LAYOUT_CHECKS = {
+    "contiguous": Tensor.is_contiguous,
+    "channels_last": partial(Tensor.is_contiguous, memory_format=torch.channels_last),
+    "channels_last_3d": partial(Tensor.is_contiguous, memory_format=torch.channels_last_3d),
+}
+
+
+def layout_of(t: Tensor) -> str | None:
+    if t.is_contiguous():
+        return "contiguous"
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return "channels_last"
+    if t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d):
+        return "channels_last_3d"
+    return None
+
+
 def native_eligible(p: Tensor, g: Tensor, states: tuple[Tensor, ...]) -> bool:
     """Whether the native kernels can take this param (else: the reference path)."""
     if type(p) not in _PLAIN_TENSOR_TYPES or type(g) is not Tensor:
         return False  # tensor subclasses (e.g. DTensor) dispatch their own ops
     if p.dtype not in NATIVE_DTYPES or (g.dtype is not p.dtype and g.dtype is not torch.float32):
         return False
-    if not (p.is_contiguous() and g.is_contiguous()):
+    layout = layout_of(p)
+    if layout is None or layout_of(g) != layout:
         return False
     first = states[0].dtype if states else None
     for s in states:
-        if s.dtype is not first or not s.is_contiguous() or type(s) is not Tensor:
+        if s.dtype is not first or type(s) is not Tensor or layout_of(s) != layout:
             return False
     return first is None or first in NATIVE_DTYPES
 
@@ -227,13 +260,16 @@ class FusedOptimizer(Optimizer):
             return None
         master = state.get("master_param")
         if master is None:
-            master = state["master_param"] = p.detach().float().contiguous()
+            # float() keeps a dense param's strides, so the master shares its layout
+            master = state["master_param"] = p.detach().float()
         return master
 
     @staticmethod
     def _lr_args(lr, device: torch.device) -> tuple[float, Tensor | None]:
         if isinstance(lr, Tensor):
-            return 0.0, lr.detach().to(device, non_blocking=True)
+            # the kernels read a float32 or float64 lr; torch accepts any dtype
+            dtype = lr.dtype if lr.dtype in (torch.float32, torch.float64) else torch.float32
+            return 0.0, lr.detach().to(device=device, dtype=dtype, non_blocking=True)
         return float(lr), None
 
     @staticmethod
@@ -254,7 +290,7 @@ class FusedOptimizer(Optimizer):
         plans = self.__dict__.setdefault("_plans", {})
         plan = plans.get(id(group))
         if plan is not None and plan[0] is group:
-            buckets = plan[1].reuse(signature, params, grads, mask)
+            buckets = plan[1].reuse(signature, params, grads, mask, self.state)
             if buckets is not None:
                 return buckets
         buckets = {}
@@ -271,8 +307,11 @@ class FusedOptimizer(Optimizer):
             r = self._route(p, g, group)
             b = buckets.get(r.key)
             if b is None:
-                b = buckets[r.key] = Bucket(r.kind, p.device, grad_dtype=g.dtype)
+                b = buckets[r.key] = Bucket(
+                    r.kind, p.device, grad_dtype=g.dtype, param_dtype=p.dtype, layout=layout_of(p)
+                )
             b.params.append(p)
+            b.states.append(self.state.get(p))
             b.grads.append(g)
             b.index.append(i)
             for name, t in r.tensors.items():
@@ -412,35 +451,52 @@ class FusedOptimizer(Optimizer):
         return dict(zip(saved, mine))
 
     def load_state_dict(self, state_dict: dict) -> None:
-        # torch's loader casts every floating state tensor to its param's dtype,
-        # which would round fp32 masters and fp32 moments of bf16 params. Those
-        # tensors bypass it and are cast here to the dtype this optimizer keeps.
-        by_id = self._params_by_saved_id(state_dict)
-        kept: dict[Any, dict[str, Tensor]] = {}
-        passed = {}
-        for pid, st in state_dict["state"].items():
-            if isinstance(st, dict):
-                ours = {k: v for k, v in st.items() if k != "step" and isinstance(v, Tensor) and v.is_floating_point()}
-                kept[pid] = ours
-                st = {k: v for k, v in st.items() if k not in ours}
-            passed[pid] = st
+        """torch's load_state_dict, hooks and all, except that the floating state
+        tensors keep the dtype this optimizer keeps them in: torch's loader casts
+        them to their param's dtype, which would round fp32 masters and fp32
+        moments of bf16 params. They bypass that cast between the user's
+        pre-hooks (which see and may change everything) and post-hooks (which see
+        the finished state)."""
+        kept: dict[Tensor, dict[str, Tensor]] = {}
+
+        def set_aside(optimizer, sd):
+            by_id = self._params_by_saved_id(sd)
+            passed = {}
+            for pid, st in sd["state"].items():
+                p = by_id.get(pid)
+                if isinstance(st, dict) and p is not None:
+                    ours = {k: v for k, v in st.items() if k != "step" and isinstance(v, Tensor) and v.is_floating_point()}
+                    kept[p] = ours
+                    st = {k: v for k, v in st.items() if k not in ours}
+                passed[pid] = st
+            return {**sd, "state": passed}
+
+        def restore(optimizer):
+            for p, tensors in kept.items():
+                for key, value in tensors.items():
+                    if key == "master_param":
+                        if not self._has_master(p):
+                            continue  # this optimizer keeps no master for p
+                        dtype = torch.float32
+                    elif p.is_floating_point():
+                        dtype = self._state_dtype_for(p)
+                    else:
+                        dtype = value.dtype
+                    self.state[p][key] = value.to(device=p.device, dtype=dtype)
+            self._normalize_loaded_state()
+            self._after_load()
+
         self._forget_plans()
-        super().load_state_dict({**state_dict, "state": passed})
-        for pid, tensors in kept.items():
-            p = by_id.get(pid)
-            if p is None:
-                continue
-            for key, value in tensors.items():
-                if key == "master_param":
-                    if not self._has_master(p):
-                        continue  # this optimizer keeps no master for p
-                    dtype = torch.float32
-                elif p.is_floating_point():
-                    dtype = self._state_dtype_for(p)
-                else:
-                    dtype = value.dtype
-                self.state[p][key] = value.to(device=p.device, dtype=dtype).contiguous()
-        self._normalize_loaded_state()
+        pre = self.register_load_state_dict_pre_hook(set_aside)
+        post = self.register_load_state_dict_post_hook(restore, prepend=True)
+        try:
+            super().load_state_dict(state_dict)
+        finally:
+            pre.remove()
+            post.remove()
+
+    def _after_load(self) -> None:
+        """Subclass hook: reset what a loaded state invalidates."""
 
 
 def _is_dtensor(t: Tensor) -> bool:

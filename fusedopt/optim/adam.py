@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from ._base import Bucket, DeviceAmp, FusedOptimizer, Route, native_eligible, reject_unsupported_flags
+from ._base import Bucket, DeviceAmp, FusedOptimizer, Route, layout_of, native_eligible, reject_unsupported_flags
 
 
 def _to_scalar(x):
@@ -81,6 +81,11 @@ class Adam(FusedOptimizer):
         state_dtype: torch.dtype | None = None,
     ) -> None:
         _check_adam_args(lr, betas, eps, weight_decay, foreach, capturable)
+        if state_dtype is torch.float16:
+            raise ValueError(
+                "state_dtype=torch.float16 is refused for Adam: exp_avg_sq holds squared gradients, which "
+                "underflow float16 (|g| < 2.4e-4 squares to 0). Use torch.bfloat16 to halve the state's traffic."
+            )
         betas = tuple(map(_to_scalar, betas))
         reject_unsupported_flags(type(self).__name__, differentiable)
         if fused and foreach:
@@ -146,9 +151,10 @@ class Adam(FusedOptimizer):
         moments = [tensors["exp_avgs"], tensors["exp_avg_sqs"]] + ([tensors["max_exp_avg_sqs"]] if amsgrad else [])
         native = native_eligible(p, g, moments) and (master is None or master.is_contiguous())
         if native:
-            key = (p.device, "native", p.dtype, g.dtype, moments[0].dtype, master is not None)
+            key = (p.device, "native", p.dtype, g.dtype, moments[0].dtype, master is not None, layout_of(p))
         else:
-            key = (p.device, "reference")
+            # one reference bucket per device and master-or-not, so its lists align
+            key = (p.device, "reference", master is not None)
         return Route(key, "native" if native else "reference", tensors, [(state, k) for _, k in names])
 
     def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:

@@ -7,7 +7,7 @@ from torch import Tensor
 from torch.optim.sgd import sgd as torch_sgd
 
 from .. import reference
-from ._base import Bucket, DeviceAmp, FusedOptimizer, Route, native_eligible, reject_unsupported_flags
+from ._base import Bucket, DeviceAmp, FusedOptimizer, Route, layout_of, native_eligible, reject_unsupported_flags
 
 
 class SGD(FusedOptimizer):
@@ -70,6 +70,11 @@ class SGD(FusedOptimizer):
             params, defaults, max_grad_norm=max_grad_norm, master_weights=master_weights, state_dtype=state_dtype
         )
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_momentum_first"] = self._momentum_first  # not-yet-applied buffers stay so in a copy
+        return state
+
     def __setstate__(self, state):
         super().__setstate__(state)
         self.__dict__.setdefault("_momentum_first", {})
@@ -81,15 +86,18 @@ class SGD(FusedOptimizer):
             group.setdefault("fused", False)
 
     def _momentum_buffer(self, p: Tensor, state: dict) -> tuple[Tensor, Tensor]:
+        buf = state.get("momentum_buffer")
         first = self._momentum_first.get(p)
-        if first is None:
-            loaded = "momentum_buffer" in state
-            if not loaded:
+        if buf is None or first is None:
+            # no buffer (new param, or state reset): start one, applied on the
+            # first step that is not skipped; a loaded buffer has been applied
+            fresh = buf is None
+            if fresh:
                 sd = self._state_dtype_for(p)
-                state["momentum_buffer"] = torch.zeros_like(p, dtype=sd, memory_format=torch.preserve_format)
+                buf = state["momentum_buffer"] = torch.zeros_like(p, dtype=sd, memory_format=torch.preserve_format)
             # torch.full fills on the device; torch.tensor would copy from the host (a sync on CUDA)
-            first = self._momentum_first[p] = torch.full((), not loaded, dtype=torch.bool, device=p.device)
-        return state["momentum_buffer"], first
+            first = self._momentum_first[p] = torch.full((), fresh, dtype=torch.bool, device=p.device)
+        return buf, first
 
     def _plan_signature(self, group: dict) -> tuple:
         return super()._plan_signature(group) + (group["momentum"] != 0,)
@@ -114,9 +122,13 @@ class SGD(FusedOptimizer):
         moments = [tensors["buffers"]] if has_momentum else []
         native = native_eligible(p, g, moments) and (master is None or master.is_contiguous())
         if native:
-            key = (p.device, "native", p.dtype, g.dtype, moments[0].dtype if moments else None, master is not None)
+            key = (
+                p.device, "native", p.dtype, g.dtype, moments[0].dtype if moments else None, master is not None,
+                layout_of(p),
+            )
         else:
-            key = (p.device, "reference")
+            # one reference bucket per device and master-or-not, so its lists align
+            key = (p.device, "reference", master is not None)
         return Route(key, "native" if native else "reference", tensors, sources)
 
     def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:
@@ -181,12 +193,15 @@ class SGD(FusedOptimizer):
 
     def state_dict(self):
         """torch's state_dict, less the momentum buffers no step has applied yet
-        (torch has none for such params). Reading those flags syncs, once."""
-        sd = super().state_dict()
-        flags = list(self._momentum_first.items())
-        values = torch.stack([f.cpu() for _, f in flags]).tolist() if flags else []
-        pending = {p for (p, _), first in zip(flags, values) if first}
-        if pending:
+        (torch has none for such params), removed before the user's post-hooks
+        run. Reading those flags syncs, once."""
+
+        def drop_unapplied(optimizer, sd):
+            flags = list(self._momentum_first.items())
+            values = torch.stack([f.cpu() for _, f in flags]).tolist() if flags else []
+            pending = {p for (p, _), first in zip(flags, values) if first}
+            if not pending:
+                return sd
             index = 0
             for group in self.param_groups:
                 for p in group["params"]:
@@ -197,9 +212,14 @@ class SGD(FusedOptimizer):
                         else:
                             del sd["state"][index]
                     index += 1
-        return sd
+            return sd
 
-    def load_state_dict(self, state_dict: dict) -> None:
+        hook = self.register_state_dict_post_hook(drop_unapplied, prepend=True)
+        try:
+            return super().state_dict()
+        finally:
+            hook.remove()
+
+    def _after_load(self) -> None:
         # loaded buffers have been applied; missing ones start fresh
         self._momentum_first = {}
-        super().load_state_dict(state_dict)
