@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .amp_pipelines import PIPELINES, make
 from .cpu_step import bandwidth_probe_gbs, cpu_description, median_seconds
+from .summary import median, summarize
 from .workloads import Workload
 
 # per fp32 param: fusedopt's floor (read g once for inf + norm; update reads p,g,m,v, writes p,m,v)
@@ -29,21 +30,10 @@ def run(workloads: list[Workload], rounds: int = 5, reps: int = 15) -> dict:
             probes.append(bandwidth_probe_gbs()["inplace_add"])
             for name, pl in pipes.items():
                 per_round[name].append(median_seconds(pl, reps))
-        entry = {}
-        for name, ts in per_round.items():
-            med = sorted(ts)[len(ts) // 2]
-            ratios = sorted(a / b for a, b in zip(per_round["torch-fused"], ts))
-            entry[name] = {
-                "median_ms": med * 1e3,
-                "speedup_vs_torch_fused": ratios[len(ratios) // 2],
-                "gbs": FLOOR_BYTES_PER_PARAM * wl.numel / med / 1e9,
-            }
+        entry = summarize(per_round, FLOOR_BYTES_PER_PARAM * wl.numel, median(probes[-rounds:]))
         results[wl.name] = entry
         del pipes
-    probe = sorted(probes)[len(probes) // 2]
-    for entry in results.values():
-        for r in entry.values():
-            r["pct_of_probe"] = 100 * r["gbs"] / probe
+    probe = median(probes)
     return {
         "device": cpu_description(),
         "threads": torch.get_num_threads(),

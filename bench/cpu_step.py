@@ -18,6 +18,7 @@ import torch
 import fusedopt
 from fusedopt import _ops
 
+from .summary import median, summarize
 from .workloads import Workload
 
 # bytes an fp32 AdamW step must move per parameter: read p, g, m, v; write p, m, v
@@ -135,23 +136,12 @@ def run_in_process(workloads: list[Workload], rounds: int = 5, reps: int = 15) -
             probe.append(bandwidth_probe_gbs())
             for name, step in steppers.items():
                 per_round[name].append(median_seconds(step, reps))
-        entry = {}
-        for name, ts in per_round.items():
-            ratios = sorted(a / b for a, b in zip(per_round["torch-fused"], ts))
-            med = sorted(ts)[len(ts) // 2]
-            gbs = ADAMW_BYTES_PER_PARAM * wl.numel / med / 1e9
-            entry[name] = {
-                "median_ms": med * 1e3,
-                "speedup_vs_torch_fused": ratios[len(ratios) // 2],
-                "gbs": gbs,
-            }
+        probe_now = median(p["inplace_add"] for p in probe[-rounds:])
+        entry = summarize(per_round, ADAMW_BYTES_PER_PARAM * wl.numel, probe_now)
         results[wl.name] = entry
         del steppers
-    add = sorted(p["inplace_add"] for p in probe)[len(probe) // 2]
-    copy = sorted(p["copy"] for p in probe)[len(probe) // 2]
-    for entry in results.values():
-        for r in entry.values():
-            r["pct_of_probe"] = 100 * r["gbs"] / add
+    add = median(p["inplace_add"] for p in probe)
+    copy = median(p["copy"] for p in probe)
     return {
         "device": cpu_description(),
         "threads": torch.get_num_threads(),

@@ -21,6 +21,7 @@ import torch
 import fusedopt
 
 from .amp_pipelines import PIPELINES, make
+from .summary import summarize
 from .workloads import Workload
 
 FLOOR_BYTES_PER_PARAM = 32
@@ -68,18 +69,7 @@ def run(workloads: list[Workload], rounds: int = 5, reps: int = 15) -> dict:
                 per_round[name].append(t[len(t) // 2])
                 del pl
                 torch.cuda.empty_cache()
-        entry = {}
-        floor = FLOOR_BYTES_PER_PARAM * wl.numel
-        for name, ms in per_round.items():
-            med = sorted(ms)[len(ms) // 2]
-            ratios = sorted(a / b for a, b in zip(per_round["torch-fused"], ms))
-            gbs = floor / (med / 1e3) / 1e9
-            entry[name] = {
-                "median_ms": med,
-                "speedup_vs_torch_fused": ratios[len(ratios) // 2],
-                "gbs": gbs,
-                "pct_of_probe": 100 * gbs / copy_bw,
-            }
+        entry = summarize(per_round, FLOOR_BYTES_PER_PARAM * wl.numel, copy_bw, unit_s=1e-3)
         results[wl.name] = entry
     props = torch.cuda.get_device_properties(0)
     return {
