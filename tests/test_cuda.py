@@ -117,7 +117,7 @@ def test_mixed_dtype_groups_and_fp32_grads_for_bf16_params():
     cpu = [torch.nn.Parameter(p.detach().cpu()) for p in all_params]
     og = fusedopt.AdamW([{"params": p32}, {"params": pbf + pbf_g32, "lr": 0.02}, {"params": ph}], lr=0.01,
                         max_grad_norm=1.0)
-    n1, n2, n3 = len(p32), len(p32) + len(pbf), len(p32) + len(pbf) + len(pbf_g32)
+    n1, n3 = len(p32), len(p32) + len(pbf) + len(pbf_g32)
     oc = fusedopt.AdamW([{"params": cpu[:n1]}, {"params": cpu[n1:n3], "lr": 0.02}, {"params": cpu[n3:]}], lr=0.01,
                         max_grad_norm=1.0)
     for step in range(3):
