@@ -5,7 +5,7 @@ whose GPU figures come from cuda_step.py."""
 from __future__ import annotations
 
 from .amp_pipelines import PIPELINES, make
-from .cpu_step import bandwidth_probe_gbs, cpu_description, median_seconds
+from .cpu_step import bandwidth_probe_gbs, cpu_environment, median_seconds
 from .summary import median, summarize
 from .workloads import Workload
 
@@ -14,12 +14,6 @@ FLOOR_BYTES_PER_PARAM = 32
 
 
 def run(workloads: list[Workload], rounds: int = 5, reps: int = 15) -> dict:
-    import sys
-
-    import torch
-
-    from fusedopt import _ops
-
     probes, results = [], {}
     for wl in workloads:
         pipes = {name: make(name, wl, "cpu") for name in PIPELINES}
@@ -33,16 +27,10 @@ def run(workloads: list[Workload], rounds: int = 5, reps: int = 15) -> dict:
         entry = summarize(per_round, FLOOR_BYTES_PER_PARAM * wl.numel, median(probes[-rounds:]))
         results[wl.name] = entry
         del pipes
-    probe = median(probes)
     return {
-        "device": cpu_description(),
-        "threads": torch.get_num_threads(),
-        "cpu_isa": _ops.cpu_isa(),
-        "torch": torch.__version__,
-        "python": sys.version.split()[0],
+        **cpu_environment(),
         "step": "unscale + inf check + clip(1.0) + AdamW + scale update",
-        "probe_gbs": probe,
-        "probe": "in-place add (a += b) on 256 MiB, read + read + write counted",
+        "probe_gbs": median(probes),
         "bytes_per_param": FLOOR_BYTES_PER_PARAM,
         "rounds": rounds,
         "reps_per_round": reps,

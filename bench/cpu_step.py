@@ -94,6 +94,18 @@ def cpu_description() -> str:
     return subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
 
 
+def cpu_environment() -> dict:
+    """What every CPU report records about the machine and the software."""
+    return {
+        "device": cpu_description(),
+        "threads": torch.get_num_threads(),
+        "cpu_isa": _ops.cpu_isa(),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "probe": "in-place add (a += b) on 256 MiB, read + read + write counted",
+    }
+
+
 def run(workloads: list[Workload], rounds: int = 5, reps: int = 15) -> dict:
     """Each workload in a fresh process: what one workload leaves behind in the
     allocator (freed blocks, a fragmented heap) changes where the next one's
@@ -110,15 +122,12 @@ def run(workloads: list[Workload], rounds: int = 5, reps: int = 15) -> dict:
                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
             )
             reports.append(json.load(open(f.name)))
+    # each workload's "% of probe" is against the probe of its own process
     merged = reports[0]
     for r in reports[1:]:
         merged["results"].update(r["results"])
     merged["probe_gbs_per_workload"] = {name: r["probe_gbs"] for r in reports for name in r["results"]}
-    for r in reports:
-        for name, entry in r["results"].items():
-            for impl in entry.values():
-                impl["pct_of_probe"] = 100 * impl["gbs"] / r["probe_gbs"]
-    merged["probe_gbs"] = sorted(r["probe_gbs"] for r in reports)[len(reports) // 2]
+    merged["probe_gbs"] = median(r["probe_gbs"] for r in reports)
     return merged
 
 
@@ -140,17 +149,10 @@ def run_in_process(workloads: list[Workload], rounds: int = 5, reps: int = 15) -
         entry = summarize(per_round, ADAMW_BYTES_PER_PARAM * wl.numel, probe_now)
         results[wl.name] = entry
         del steppers
-    add = median(p["inplace_add"] for p in probe)
-    copy = median(p["copy"] for p in probe)
     return {
-        "device": cpu_description(),
-        "threads": torch.get_num_threads(),
-        "cpu_isa": _ops.cpu_isa(),
-        "torch": torch.__version__,
-        "python": sys.version.split()[0],
-        "probe_gbs": add,
-        "probe": "in-place add (a += b) on 256 MiB, read + read + write counted",
-        "copy_gbs": copy,
+        **cpu_environment(),
+        "probe_gbs": median(p["inplace_add"] for p in probe),
+        "copy_gbs": median(p["copy"] for p in probe),
         "bytes_per_param": ADAMW_BYTES_PER_PARAM,
         "rounds": rounds,
         "reps_per_round": reps,

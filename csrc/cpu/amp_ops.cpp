@@ -16,20 +16,22 @@ namespace cpu {
 namespace {
 
 struct GradList {
-  std::vector<const void*> data;
+  std::vector<void*> data;
   std::vector<DType> dtypes;
   std::vector<int64_t> numels;
   int64_t total = 0;
 };
 
 // Grads may mix dtypes within one call; each must be a dense CPU tensor.
-GradList read_grads(const TensorList& grads, const Tensor& found_inf, const char* op) {
+// `writable`: unscale_ writes the grads; grad_stats_ only reads them, and asking
+// for a mutable pointer would copy a copy-on-write tensor.
+GradList read_grads(const TensorList& grads, const Tensor& found_inf, const char* op, bool writable) {
   GradList g;
   for (size_t i = 0; i < grads.size(); ++i) {
     FO_CHECK(grads[i].is_cpu(), op, ": grads[", i, "] is not a CPU tensor");
     FO_CHECK(grads[i].is_contiguous() || dense(grads[i]), op, ": grads[", i, "] is neither contiguous nor dense");
     g.dtypes.push_back(storage_dtype(grads[i], "grads", i));
-    g.data.push_back(grads[i].data_ptr());
+    g.data.push_back(writable ? grads[i].mutable_data_ptr() : const_cast<void*>(grads[i].const_data_ptr()));
     g.numels.push_back(grads[i].numel());
     g.total += grads[i].numel();
   }
@@ -46,7 +48,7 @@ void grad_stats_(
     Tensor found_inf,
     Tensor sumsq,
     std::optional<Tensor> /*workspace: only the CUDA kernels need one*/) {
-  const GradList g = read_grads(grads, found_inf, "grad_stats_");
+  const GradList g = read_grads(grads, found_inf, "grad_stats_", /*writable=*/false);
   FO_CHECK(sumsq.numel() == 1 && sumsq.scalar_type() == ScalarType::Float && sumsq.is_cpu(),
            "grad_stats_: sumsq must be a one-element float32 CPU tensor");
   check_optional_scalar(grad_scale, Place{false, -1}, "grad_scale");
@@ -69,17 +71,15 @@ void grad_stats_(
 }
 
 void unscale_(const TensorList& grads, Tensor found_inf, Tensor inv_scale) {
-  const GradList g = read_grads(grads, found_inf, "unscale_");
+  const GradList g = read_grads(grads, found_inf, "unscale_", /*writable=*/true);
   FO_CHECK(inv_scale.numel() == 1 && inv_scale.scalar_type() == ScalarType::Float && inv_scale.is_cpu(),
            "unscale_: inv_scale must be a one-element float32 CPU tensor");
   const float inv = *static_cast<const float*>(inv_scale.data_ptr());
 
   const KernelTable& k = active_kernels();
-  std::vector<void*> data(grads.size());
-  for (size_t i = 0; i < grads.size(); ++i) data[i] = grads[i].mutable_data_ptr();
   std::atomic<bool> any_bad{false};
   for_each_share(g.numels, [&](int64_t t, int64_t lo, int64_t hi) {
-    if (k.unscale(g.dtypes[t])(data[t], inv, lo, hi)) any_bad.store(true, std::memory_order_relaxed);
+    if (k.unscale(g.dtypes[t])(g.data[t], inv, lo, hi)) any_bad.store(true, std::memory_order_relaxed);
   });
   if (any_bad.load()) *static_cast<float*>(found_inf.mutable_data_ptr()) = 1.0f;
 }
