@@ -20,11 +20,8 @@ STABLE_TORCH_LIBRARY(fusedopt, m) {
       "float momentum, float dampening, float weight_decay, bool nesterov, bool maximize, "
       "Tensor? grad_scale, Tensor? found_inf, Tensor? sumsq, float max_norm) -> ()");
   // One read of every grad (dtypes may mix): found_inf := 1 on any inf/nan, and
-  // sumsq += sum((g / grad_scale)^2). Deterministic. Writes no grad. The CUDA
-  // kernel needs `workspace` (see fusedopt/_ops.py); the CPU ignores it.
-  m.def(
-      "grad_stats_(Tensor[] grads, Tensor? grad_scale, Tensor(a!) found_inf, Tensor(b!) sumsq, "
-      "Tensor(c!)? workspace) -> ()");
+  // sumsq += sum((g / grad_scale)^2). Deterministic. Writes no grad.
+  m.def("grad_stats_(Tensor[] grads, Tensor? grad_scale, Tensor(a!) found_inf, Tensor(b!) sumsq) -> ()");
   // GradScaler.unscale_: grads *= inv_scale, found_inf := 1 on any inf/nan.
   m.def("unscale_(Tensor(a!)[] grads, Tensor(b!) found_inf, Tensor inv_scale) -> ()");
   m.def("cpu_isa() -> str");

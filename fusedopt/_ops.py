@@ -192,28 +192,6 @@ def backend_info() -> dict:
     }
 
 
-# -- CUDA grad_stats workspace --------------------------------------------------
-
-# The CUDA grad_stats_ kernel writes one partial sum per block into this buffer
-# and reduces them in a fixed order (deterministic, no float atomics); it zeroes
-# the buffer's block counter itself at the start of every call, so the contents
-# need no initialisation. One buffer per (device, stream): two streams running
-# grad_stats_ at once must not share one. Created once, then reused, also by
-# CUDA graphs captured on that stream.
-GRAD_STATS_WORKSPACE_DOUBLES = 2048 + 2
-
-
-@lru_cache(maxsize=None)
-def _workspace(device: torch.device, stream: int) -> torch.Tensor:
-    return torch.empty(GRAD_STATS_WORKSPACE_DOUBLES, dtype=torch.float64, device=device)
-
-
-def workspace_for(device: torch.device) -> torch.Tensor | None:
-    if backend(device) != "cuda":
-        return None
-    return _workspace(device, torch.cuda.current_stream(device).cuda_stream)
-
-
 # -- fake kernels: let torch.compile and opcheck trace through the ops -----------
 
 if CPU_LIB.loaded:

@@ -30,7 +30,7 @@ def _global_sumsq(grads: list[Tensor]) -> tuple[Tensor, dict[torch.device, list[
     total = None
     for device, gs in by_device.items():
         found = torch.zeros(2, dtype=torch.float32, device=device)
-        _ops.ops_for(device).grad_stats_(gs, None, found[0:1], found[1:2], _ops.workspace_for(device))
+        _ops.ops_for(device).grad_stats_(gs, None, found[0:1], found[1:2])
         part = found[1].to(first, non_blocking=True)
         total = part if total is None else total + part
     return total, by_device

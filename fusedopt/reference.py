@@ -204,7 +204,6 @@ def grad_stats_(
     grad_scale: Tensor | None,
     found_inf: Tensor,
     sumsq: Tensor,
-    workspace: Tensor | None = None,
 ) -> None:
     """found_inf := 1 if any grad holds inf/nan; sumsq += sum((g * inv_scale)^2)."""
     if not grads:

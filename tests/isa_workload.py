@@ -51,7 +51,7 @@ def main(out):
     torch.manual_seed(7)
     mixed = [torch.randn(n).to(dt) * 1000 for n, dt in zip(SIZES, [torch.float32, torch.bfloat16, torch.float16] * 3)]
     found, sumsq = torch.zeros(1), torch.zeros(1)
-    torch.ops.fusedopt.grad_stats_(mixed, torch.tensor(1024.0), found, sumsq, None)
+    torch.ops.fusedopt.grad_stats_(mixed, torch.tensor(1024.0), found, sumsq)
     torch.ops.fusedopt.unscale_(mixed, found, torch.tensor(1 / 1024.0))
     results["stats"] = (found.clone(), sumsq.clone(), [m.clone() for m in mixed])
     torch.save(results, out)

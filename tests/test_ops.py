@@ -80,7 +80,7 @@ def _sgd_sample():
         ("adam_", _adam_sample()),
         ("adam_", _adam_sample(torch.bfloat16, amsgrad=True)),
         ("sgd_", _sgd_sample()),
-        ("grad_stats_", ([torch.randn(5), torch.randn(7, dtype=torch.bfloat16)], torch.tensor(8.0), torch.zeros(1), torch.zeros(1), None)),
+        ("grad_stats_", ([torch.randn(5), torch.randn(7, dtype=torch.bfloat16)], torch.tensor(8.0), torch.zeros(1), torch.zeros(1))),
         ("unscale_", ([torch.randn(5), torch.randn(7, dtype=torch.float16)], torch.zeros(1), torch.tensor(0.5))),
     ],
 )
@@ -97,12 +97,12 @@ def test_grad_stats_matches_torch():
     grads = [torch.randn(n).to(dt) for n, dt in ((5, torch.float32), (300, torch.bfloat16), (70001, torch.float16))]
     scale = torch.tensor(64.0)
     found, sumsq = torch.zeros(1), torch.full((1,), 2.0)
-    torch.ops.fusedopt.grad_stats_(grads, scale, found, sumsq, None)
+    torch.ops.fusedopt.grad_stats_(grads, scale, found, sumsq)
     expected = 2.0 + sum(((g.double() * (1 / 64.0)) ** 2).sum() for g in grads)
     assert found.item() == 0.0
     torch.testing.assert_close(sumsq.double(), expected.reshape(1), rtol=1e-6, atol=0)
     grads[1][17] = float("nan")
-    torch.ops.fusedopt.grad_stats_(grads, scale, found, sumsq, None)
+    torch.ops.fusedopt.grad_stats_(grads, scale, found, sumsq)
     assert found.item() == 1.0
 
 
@@ -115,7 +115,7 @@ def test_grad_stats_is_deterministic_across_thread_counts():
         torch.set_num_threads(threads)
         try:
             found, sumsq = torch.zeros(1), torch.zeros(1)
-            torch.ops.fusedopt.grad_stats_(grads, None, found, sumsq, None)
+            torch.ops.fusedopt.grad_stats_(grads, None, found, sumsq)
             out.append(sumsq)
         finally:
             torch.set_num_threads(prev)

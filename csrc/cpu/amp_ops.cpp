@@ -42,12 +42,7 @@ GradList read_grads(const TensorList& grads, const Tensor& found_inf, const char
 
 }  // namespace
 
-void grad_stats_(
-    const TensorList& grads,
-    std::optional<Tensor> grad_scale,
-    Tensor found_inf,
-    Tensor sumsq,
-    std::optional<Tensor> /*workspace: only the CUDA kernels need one*/) {
+void grad_stats_(const TensorList& grads, std::optional<Tensor> grad_scale, Tensor found_inf, Tensor sumsq) {
   const GradList g = read_grads(grads, found_inf, "grad_stats_", /*writable=*/false);
   FO_CHECK(sumsq.numel() == 1 && sumsq.scalar_type() == ScalarType::Float && sumsq.is_cpu(),
            "grad_stats_: sumsq must be a one-element float32 CPU tensor");

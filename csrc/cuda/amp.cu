@@ -28,13 +28,73 @@ __device__ double block_sum(double x) {
   return total;     // valid in thread 0
 }
 
+// One thread's share of a chunk's sum of squares, (g * inv)^2 summed.
+//
+// Why fp32: fp64 arithmetic runs at 1/64 of the fp32 rate on the GPUs that run
+// the sm_80 code outside the data centre (A10, A40, L4, L40S, RTX 30/40), where
+// three fp64 operations per element (widen, multiply, add) would make this pass
+// compute-bound. So each element costs one fp32 multiply (the unscale, rounded
+// as unscale_ rounds it) and one fp32 FMA, into kILP accumulators per thread,
+// which are widened to fp64 once, at the end.
+//
+// Accuracy: a thread covers one block's chunk strided by kThreads, so each
+// accumulator sums at most kChunk / (kThreads * kILP) + 1 = 33 squares, all
+// non-negative: its relative error is at most 33 * 2^-24 ~ 2e-6, and that bounds
+// the relative error of the total too (every level above adds in fp64).
+// Rounding errors of random data cancel, so in practice the total is off by
+// ~1e-8 relative, below the 6e-8 of the fp32 result itself. (The CPU kernels sum
+// exact products in fp64, so the two can differ in the last bit of sumsq.)
+//
+// Range: a sum above FLT_MAX overflows fp32 where fp64 would not. The thread
+// then redoes its elements in fp64 (exact products, as the CPU does), so that
+// finite grads never set found_inf: an overflowing sum only makes sumsq inf, as
+// on the CPU. At the other end, an accumulator below fp32's normal range (~1e-38)
+// keeps fewer digits, as the fp32 sumsq it ends in does.
+constexpr int kSquaresPerAccumulator = kChunk / (kThreads * kILP) + 1;
+static_assert(kSquaresPerAccumulator <= 33, "fp32 partial sums of squares would grow longer than their bound");
+
+__device__ __forceinline__ float add_square(float acc, float u) { return __fmaf_rn(u, u, acc); }
+// exact: the product of two floats fits a double, so only the addition rounds
+__device__ __forceinline__ double add_square(double acc, float u) {
+  return __fma_rn(static_cast<double>(u), static_cast<double>(u), acc);
+}
+
+template <class Acc, class G>
+__device__ __forceinline__ double thread_sumsq(const G* g, int n, bool aligned, float inv) {
+  Acc acc[kILP] = {};
+  int done = 0;
+  if (aligned) {
+    const int packs = n / kILP;
+    for (int k = threadIdx.x; k < packs; k += blockDim.x) {
+      float x[kILP];
+      load_pack(x, g + k * kILP);
+#pragma unroll
+      for (int j = 0; j < kILP; ++j) acc[j] = add_square(acc[j], x[j] * inv);
+    }
+    done = packs * kILP;
+  }
+  // element by element (unaligned grads, and the tail): kILP strides of the
+  // block at a time, so that each accumulator keeps to its bound
+  for (int i = done + threadIdx.x; i < n; i += kILP * blockDim.x) {
+#pragma unroll
+    for (int j = 0; j < kILP; ++j) {
+      const int e = i + j * static_cast<int>(blockDim.x);
+      if (e < n) acc[j] = add_square(acc[j], to_float(g[e]) * inv);
+    }
+  }
+  double total = 0.0;
+#pragma unroll
+  for (int j = 0; j < kILP; ++j) total += static_cast<double>(acc[j]);
+  return total;
+}
+
 // Each block writes the sum of squares of its chunk to workspace[block]; the
 // block that finishes last adds the launch's partials, in block order, to the
 // running total (workspace[kStatsMaxBlocks]). No float atomics anywhere, so the
 // result does not depend on scheduling. workspace[kStatsMaxBlocks + 1] holds the
 // block counter, zeroed before a call's first launch; the last block resets it
-// for the next launch. A workspace serves one stream at a time (fusedopt/_ops.py
-// keeps one per stream).
+// for the next launch. Each call allocates its own workspace (amp_ops.cpp), so
+// no two calls, streams or CUDA graphs ever share one.
 template <class G>
 __global__ void __launch_bounds__(kThreads) grad_stats_kernel(
     const GradTable table,
@@ -47,18 +107,9 @@ __global__ void __launch_bounds__(kThreads) grad_stats_kernel(
   const ChunkSpan s = chunk_span(table);
   const G* g = static_cast<const G*>(table.ptr[0][s.tensor]) + s.start;
   const float inv = grad_scale ? math::inv_scale_of(*grad_scale) : 1.0f;
-  double acc = 0.0;
-  for_chunk(s.n, pack_aligned(g), [&](int i, bool pack) {
-    float x[kILP];
-    load_elems(x, g, i, pack);
-#pragma unroll
-    for (int k = 0; k < kILP; ++k) {
-      if (pack || k == 0) {
-        const double u = static_cast<double>(x[k] * inv);  // unscaled as unscale_ would, in fp32
-        acc += u * u;                                       // exact product in double
-      }
-    }
-  });
+  const bool aligned = pack_aligned(g);
+  double acc = thread_sumsq<float>(g, s.n, aligned, inv);
+  if (!isfinite(acc)) acc = thread_sumsq<double>(g, s.n, aligned, inv);  // inf/nan or fp32 overflow: see above
   const double block_total = block_sum(acc);
 
   __shared__ bool is_last;
@@ -123,10 +174,10 @@ void for_each_grad_table(int n, const int64_t* numel, void* const* grads, Launch
 
 const char* launch_grad_stats(const StatsLaunch& a, void* raw_stream) {
   auto stream = static_cast<cudaStream_t>(raw_stream);
-  // The block counter must start at zero whatever the workspace held (a fresh
-  // allocation, an interrupted call): reset it on the stream, which a CUDA graph
-  // captures like a kernel. The partials and the running total need no reset:
-  // each is written before it is read.
+  // The block counter must start at zero, and a fresh allocation holds whatever
+  // the memory held before: reset it on the stream, which a CUDA graph captures
+  // like a kernel. The partials and the running total need no reset: each is
+  // written before it is read.
   if (a.first) {
     if (cudaMemsetAsync(a.workspace + kStatsMaxBlocks + 1, 0, sizeof(double), stream) != cudaSuccess) {
       return last_error();

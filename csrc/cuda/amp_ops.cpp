@@ -1,5 +1,7 @@
 // fusedopt::grad_stats_ and fusedopt::unscale_ on CUDA. Grads may mix dtypes;
 // they are launched one dtype after another, always in the same order.
+#include <torch/csrc/stable/ops.h>
+
 #include <array>
 
 #include "device.h"
@@ -39,27 +41,13 @@ bool any_elements(const std::vector<int64_t>& numels) {
 
 }  // namespace
 
-void grad_stats_(
-    const TensorList& grads,
-    std::optional<Tensor> grad_scale,
-    Tensor found_inf,
-    Tensor sumsq,
-    std::optional<Tensor> workspace) {
+void grad_stats_(const TensorList& grads, std::optional<Tensor> grad_scale, Tensor found_inf, Tensor sumsq) {
   const Place at = place_of(found_inf);
   FO_CHECK(at.cuda, "grad_stats_: found_inf is not a CUDA tensor");
   check_scalar(found_inf, at, ScalarType::Float, "found_inf");
   check_scalar(sumsq, at, ScalarType::Float, "sumsq");
   check_optional_scalar(grad_scale, at, "grad_scale");
-  FO_CHECK(workspace.has_value(), "grad_stats_ on CUDA needs a workspace (float64, ", kWorkspaceDoubles,
-           " elements, zero-initialised once; fusedopt._ops.workspace_for provides one)");
-  check_place(*workspace, at, "workspace", 0);
-  FO_CHECK(workspace->scalar_type() == ScalarType::Double && workspace->numel() >= kWorkspaceDoubles &&
-               workspace->is_contiguous(),
-           "workspace must be a contiguous float64 tensor of at least ", kWorkspaceDoubles, " elements");
   const ByDType g = split_grads(grads, at, "grad_stats_", /*writable=*/false);
-  torch::stable::accelerator::DeviceGuard guard(at.index);
-  void* stream = current_stream(at.index);
-
   int first = -1, last = -1;
   for (int k = 0; k < 3; ++k) {
     if (any_elements(g.numels[k])) {
@@ -67,6 +55,16 @@ void grad_stats_(
       last = k;
     }
   }
+  if (first < 0) return;  // no elements: nothing to add, nothing can be inf
+  torch::stable::accelerator::DeviceGuard guard(at.index);
+  void* stream = current_stream(at.index);
+  // The kernels' partial sums and block counter, allocated per call from torch's
+  // allocator on the current stream: cheap (a cached block), ordered with the
+  // kernels, and under CUDA-graph capture taken from that graph's own pool, so
+  // no two calls, streams or captured graphs ever share one. Freed on return,
+  // which the allocator orders after the kernels on this stream.
+  const Tensor workspace = torch::stable::new_empty(found_inf, {kWorkspaceDoubles}, ScalarType::Double);
+  double* const ws = static_cast<double*>(workspace.mutable_data_ptr());
   for (int k = 0; k < 3; ++k) {
     if (!any_elements(g.numels[k])) continue;
     StatsLaunch a;
@@ -77,7 +75,7 @@ void grad_stats_(
     a.grad_scale = optional_ptr(grad_scale);
     a.found_inf = static_cast<float*>(found_inf.mutable_data_ptr());
     a.sumsq = static_cast<float*>(sumsq.mutable_data_ptr());
-    a.workspace = static_cast<double*>(workspace->mutable_data_ptr());
+    a.workspace = ws;
     a.first = k == first;
     a.last = k == last;
     check_launch(launch_grad_stats(a, stream), "grad_stats_");

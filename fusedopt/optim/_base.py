@@ -422,7 +422,7 @@ class FusedOptimizer(Optimizer):
             for bucket in buckets.values():
                 d = bucket.device
                 ops = _ops.ops_for(d) if bucket.native else _ops.reference
-                ops.grad_stats_(bucket.grads, _on(grad_scale, d), found[d], partial[d], _ops.workspace_for(d))
+                ops.grad_stats_(bucket.grads, _on(grad_scale, d), found[d], partial[d])
         if len(devices) == 1:
             return found, partial
         # Several devices: every device sees the total, and any device's inf.
