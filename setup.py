@@ -193,6 +193,8 @@ class BuildNative(build_ext):
         cuda_home = _cuda_home(nvcc)
         archs = _cuda_archs()
         objdir = self._obj_dir(ext)
+        # for measuring kernel variants, e.g. -DFUSEDOPT_ADAM_MIN_BLOCKS=0 (csrc/cuda/adam.cu)
+        extra = shlex.split(_env_flag("FUSEDOPT_NVCC_FLAGS") or "")
         gencode = []
         for num, ptx in archs:
             gencode += ["-gencode", f"arch=compute_{num},code=sm_{num}"]
@@ -209,6 +211,7 @@ class BuildNative(build_ext):
             "-DUSE_CUDA",
             f"--threads={len(gencode) // 2}",
             *gencode,
+            *extra,
         ]
         jobs, objects = [], []
         for src in map(Path, ext.sources):
@@ -233,6 +236,8 @@ class BuildNative(build_ext):
             "archs": [f"sm_{num}" for num, _ in archs],
             "ptx": [f"compute_{num}" for num, ptx in archs if ptx],
         }
+        if extra:
+            self.build_info["cuda"]["nvcc_flags"] = extra
 
     def _write_build_info(self) -> None:
         # What this build targets; `python -m fusedopt info` prints it beside the

@@ -12,8 +12,32 @@ namespace {
 // Lists: 0 param, 1 grad, 2 exp_avg, 3 exp_avg_sq, 4 max_exp_avg_sq, 5 master.
 using AdamTable = ChunkTable<6>;
 
+// Occupancy. An SM holds 64K registers, so a 512-thread block of this kernel
+// fits 4 times per SM at <= 32 registers a thread, 3 times at <= 40, twice at
+// <= 64. With __launch_bounds__(512) alone, ptxas (CUDA 13.0, `nvcc
+// --resource-usage`) gave the Adam kernels 37-40 registers for sm_80 but 36-45
+// for sm_90, the common fp32 AdamW one 42: 2 blocks (50% occupancy) on an
+// H100/H200 where 3 fit if it kept to 40. Asking for 3 blocks per SM caps every
+// instantiation at 40 registers on both architectures with no spills (fp32 AdamW:
+// 40); asking for 4 (32 registers) makes the fp32 kernels spill. So 3 it is.
+// The gain to expect is modest: at 2 blocks an SM already has 64 KiB of fp32
+// AdamW loads in flight (96 KiB at 3), more than HBM3e's bandwidth x latency
+// asks of it (~25 KiB); the third block mostly hides each block's prologue
+// (thread 0 derives the constants in fp64 while the others wait), which counts
+// on sets of many small tensors. Not yet measured on a GPU: bench/gpu_session.sh
+// times both when ADAM_BOUNDS_AB=1 (-DFUSEDOPT_ADAM_MIN_BLOCKS=0 builds the
+// __launch_bounds__(512)-only variant).
+#ifndef FUSEDOPT_ADAM_MIN_BLOCKS
+#define FUSEDOPT_ADAM_MIN_BLOCKS 3
+#endif
+#if FUSEDOPT_ADAM_MIN_BLOCKS > 0
+#define FO_ADAM_LAUNCH_BOUNDS __launch_bounds__(kThreads, FUSEDOPT_ADAM_MIN_BLOCKS)
+#else
+#define FO_ADAM_LAUNCH_BOUNDS __launch_bounds__(kThreads)
+#endif
+
 template <class P, class G, class S, bool kAmsgrad, bool kMaster>
-__global__ void __launch_bounds__(kThreads)
+__global__ void FO_ADAM_LAUNCH_BOUNDS
     adam_kernel(const AdamTable table, const math::AdamHyper hyper, const StepControl ctl) {
   if (skip_step(ctl.found_inf)) return;
   const ChunkSpan s = chunk_span(table);
