@@ -57,11 +57,17 @@ def implementations() -> dict[str, Callable[[list], Callable[[], None]]]:
     return impls
 
 
-def median_seconds(fn: Callable[[], None], reps: int, warmup: int = 3) -> float:
+def median_seconds(fn: Callable[[], None], reps: int, warmup: int = 3,
+                   setup: Callable[[], None] | None = None) -> float:
+    """Median wall time of fn(); `setup`, when given, runs untimed before every call."""
     for _ in range(warmup):
+        if setup is not None:
+            setup()
         fn()
     times = []
     for _ in range(reps):
+        if setup is not None:
+            setup()
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)

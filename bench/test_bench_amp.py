@@ -14,6 +14,7 @@ from bench.workloads import CPU_WORKLOADS, GPU_WORKLOADS
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 WORKLOADS = GPU_WORKLOADS if DEVICE == "cuda" else CPU_WORKLOADS
+ROUNDS = 30
 
 
 @pytest.mark.parametrize("workload", list(WORKLOADS))
@@ -25,7 +26,12 @@ def test_amp_step(benchmark, pipeline, workload):
         def step():
             pl()
             torch.cuda.synchronize()
+
+        def setup():
+            pl.reset()
+            torch.cuda.synchronize()
     else:
-        step = pl
+        step, setup = pl, pl.reset
     benchmark.extra_info["params"] = WORKLOADS[workload].numel
-    benchmark(step)
+    # the scaled grads are put back before every round, untimed (amp_pipelines.py)
+    benchmark.pedantic(step, setup=setup, rounds=ROUNDS, warmup_rounds=3)
