@@ -27,3 +27,47 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# -- the CUDA kernel tests --------------------------------------------------------
+
+# Runs that send cuda:0 to the plain-torch reference on purpose.
+CUDA_KERNELS_OFF = NATIVE_DISABLED or ops._env_on("FUSEDOPT_DISABLE_CUDA")
+
+# Tests that compare the CUDA kernels with the CPU kernels, or probe the CUDA
+# harness itself: meaningless on the fallback.
+requires_cuda_kernels = pytest.mark.skipif(
+    CUDA_KERNELS_OFF, reason="the CUDA kernels are disabled in this run (FUSEDOPT_DISABLE_NATIVE/_CUDA)"
+)
+
+
+@pytest.fixture
+def cuda_backend():
+    """cuda:0 is served by the backend this run asks for: the CUDA kernels,
+    unless FUSEDOPT_DISABLE_NATIVE/FUSEDOPT_DISABLE_CUDA sends it to the
+    reference. Without this check a CUDA library that failed to load (or a GPU
+    the build carries no code for) would let every CUDA test pass on the
+    fallback. The tests of the CUDA kernels use it for every test."""
+    import fusedopt
+
+    expected = "reference" if CUDA_KERNELS_OFF else "cuda"
+    info = fusedopt.backend_info()
+    dev = info["devices"]["cuda:0"]
+    assert dev["backend"] == expected, (dev, info["libraries"])
+    return expected
+
+
+@pytest.fixture
+def kernels_only(monkeypatch):
+    """Fails the test if any step of it falls back to the reference ops (a
+    param the native kernels should take but do not)."""
+    import fusedopt.reference as reference
+
+    def refuse(name):
+        def call(*args, **kwargs):
+            raise AssertionError(f"fusedopt fell back to reference.{name}")
+
+        return call
+
+    for name in ("adam_", "sgd_", "grad_stats_", "unscale_"):
+        monkeypatch.setattr(reference, name, refuse(name))

@@ -1,5 +1,6 @@
 """The CUDA kernels on a GPU: parity with torch's fused CUDA optimizers and with
 an fp64 reference, skipped steps, huge tensors, CUDA graphs, no host syncs.
+(More, by topic, in test_cuda_*.py.)
 
 Every test here carries the `cuda` marker and is skipped without a GPU."""
 
@@ -9,13 +10,13 @@ import pytest
 import torch
 
 import fusedopt
-from fusedopt import _ops, reference
+from conftest import requires_cuda_kernels
+from cuda_common import DEV, DTYPES, ULP, adam_op
+from fusedopt import reference
 
-pytestmark = pytest.mark.cuda
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("cuda_backend")]
 
-DEV = "cuda"
 SIZES = (1, 3, 17, 1000, 65536, 65537, 300_001)
-DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _params(dtype=torch.float32, sizes=SIZES, seed=0):
@@ -39,18 +40,9 @@ def _set(params, grads):
         p.grad = g.clone()
 
 
-ULP = {torch.float32: 2.0**-23, torch.bfloat16: 2.0**-7, torch.float16: 2.0**-10}
-
-
 def _close(a, b, dtype, ulps):
     tol = ulps * ULP[dtype]
     torch.testing.assert_close(a.float(), b.float(), rtol=tol, atol=tol)
-
-
-def test_the_cuda_backend_serves_this_gpu():
-    info = fusedopt.backend_info()
-    dev = info["devices"]["cuda:0"]
-    assert dev["backend"] == "cuda", (dev, info["libraries"])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -79,6 +71,7 @@ def test_matches_torch_fused_cuda(dtype, ours, theirs, kwargs):
         _close(x.detach(), y.detach(), dtype, 4 if dtype == torch.float32 else 2)
 
 
+@requires_cuda_kernels
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("amsgrad", [False, True])
 def test_adamw_matches_fp64_and_the_cpu_kernels(dtype, amsgrad):
@@ -107,7 +100,7 @@ def test_adamw_matches_fp64_and_the_cpu_kernels(dtype, amsgrad):
         _close(x.detach().cpu(), c.detach(), dtype, 1)  # same rule, same order: at most a rounding apart
         _close(x.detach().cpu(), r, dtype, 16 if dtype == torch.float32 else 2)
 
-
+@requires_cuda_kernels
 def test_mixed_dtype_groups_and_fp32_grads_for_bf16_params():
     p32 = _params(torch.float32, seed=1)
     pbf = _params(torch.bfloat16, seed=2)
@@ -157,7 +150,7 @@ def test_skipped_step_is_bit_identical(cls, kwargs, dtype):
                 for k in b:
                     assert torch.equal(opt.state[p][k], b[k]), k
 
-
+@requires_cuda_kernels
 def test_a_tensor_over_2_to_31_elements():
     n = 2**31 + 4099
     free, _ = torch.cuda.mem_get_info()
@@ -172,8 +165,7 @@ def test_a_tensor_over_2_to_31_elements():
     # the same update on the probed elements alone
     q = [p0.clone()]
     m, v, s = [torch.zeros_like(p0)], [torch.zeros_like(p0)], [torch.zeros((), device=DEV)]
-    torch.ops.fusedopt.adam_(q, [g0], m, v, [], s, [], 0.01, None, 0.9, 0.999, 1e-8, 0.1, True, False, False,
-                             None, None, None, 0.0)
+    adam_op(q, [g0], m, v, [], s, lr=0.01, weight_decay=0.1)
     assert torch.equal(p.detach()[probe], q[0])
     assert torch.equal(opt.state[p]["exp_avg"][probe], m[0])
 
@@ -187,7 +179,7 @@ def test_cuda_graph_capture_and_replay_match_eager():
     static = [torch.zeros_like(p) for p in graphed]
     for p, g in zip(graphed, static):
         p.grad = g
-    # warm up on a side stream (state and workspace are created here, outside the graph)
+    # warm up on a side stream (the state is created here, outside the graph)
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
@@ -244,35 +236,6 @@ def test_no_host_sync_in_the_step(idiom):
     step()  # state is created on the first step
     step()
     step()
-
-
-def test_grad_stats_is_deterministic_and_accurate():
-    grads = [torch.randn(n, device=DEV).to(dt) * 7 for n, dt in zip((5, 1 << 20, 300_001, 4096 * 3000), DTYPES * 2)]
-    scale = torch.tensor(128.0, device=DEV)
-    ws = _ops.workspace_for(torch.device(DEV))
-    results = []
-    for _ in range(5):
-        found, sumsq = torch.zeros(1, device=DEV), torch.zeros(1, device=DEV)
-        torch.ops.fusedopt.grad_stats_(grads, scale, found, sumsq, ws)
-        results.append(sumsq.clone())
-        assert found.item() == 0.0
-    assert all(torch.equal(r, results[0]) for r in results)
-    expected = sum(((g.double() / 128.0) ** 2).sum() for g in grads)
-    torch.testing.assert_close(results[0].double().reshape(()), expected, rtol=1e-6, atol=0)
-    grads[2][777] = float("nan")
-    found, sumsq = torch.zeros(1, device=DEV), torch.zeros(1, device=DEV)
-    torch.ops.fusedopt.grad_stats_(grads, scale, found, sumsq, ws)
-    assert found.item() == 1.0
-
-
-def test_unscale_handles_bf16():
-    g = [torch.randn(n, device=DEV).to(dt) * 1000 for n, dt in zip((3, 70001, 65536), DTYPES)]
-    ref = [x.float() / 1024.0 for x in g]
-    found = torch.zeros(1, device=DEV)
-    torch.ops.fusedopt.unscale_(g, found, torch.tensor(1 / 1024.0, device=DEV))
-    for a, b in zip(g, ref):
-        assert torch.equal(a, b.to(a.dtype))
-    assert found.item() == 0.0
 
 
 def _transformer():
