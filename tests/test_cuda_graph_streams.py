@@ -11,9 +11,12 @@ import pytest
 import torch
 
 import fusedopt
+from conftest import requires_cuda_kernels
 from cuda_common import DEV, cpu_values
 
-pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("cuda_backend")]
+# the kernels' workspace is what is under test (the reference path's own
+# capturability is another matter)
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("cuda_backend"), requires_cuda_kernels]
 
 # enough blocks (64 KiB of grads each) for the two graphs' stats passes to overlap
 SIZES = ((1 << 22) + 3, 65537, 1000)
