@@ -20,7 +20,7 @@ from collections import defaultdict
 import torch
 from torch.amp.grad_scaler import OptState
 
-from . import _ops
+from . import _collectives, _dtensor, _ops
 from .optim._base import FusedOptimizer, native_eligible
 
 
@@ -29,8 +29,12 @@ class GradScaler(torch.amp.GradScaler):
 
     def _unscale_grads_(self, optimizer, inv_scale, found_inf, allow_fp16):
         """grads *= inv_scale and per-device found_inf, as torch's method, in one
-        fused launch per device (native ops where they serve the grads)."""
+        fused launch per device (native ops where they serve the grads). DTensor
+        grads are unscaled as their local shards, and found_inf is then maxed over
+        the ranks that hold their other shards, as torch's DTensor handler of the
+        unscale op does, so every rank skips and backs off alike."""
         per_device: dict[torch.device, list[torch.Tensor]] = defaultdict(list)
+        shared_with: dict[torch.device, list] = defaultdict(list)
         with torch.no_grad():
             for group in optimizer.param_groups:
                 for param in group["params"]:
@@ -45,6 +49,9 @@ class GradScaler(torch.amp.GradScaler):
                         to_unscale = param.grad._values()
                     else:
                         to_unscale = param.grad
+                    if _dtensor.is_dtensor(to_unscale):
+                        shared_with[to_unscale.device].append(_collectives.of_dtensor(to_unscale, partial_ok=True))
+                        to_unscale = to_unscale._local_tensor
                     per_device[to_unscale.device].append(to_unscale)
 
             found_per_device: dict[torch.device, torch.Tensor] = {}
@@ -59,6 +66,7 @@ class GradScaler(torch.amp.GradScaler):
                     _ops.ops_for(device).unscale_(native, found, inv)
                 if rest:
                     _ops.reference.unscale_(rest, found, inv)
+                _collectives.max_found_(found, _collectives.ordered_groups(shared_with[device]))
                 found_per_device[device] = found
         return found_per_device
 

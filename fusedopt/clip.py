@@ -3,8 +3,10 @@
 For the L2 norm of float32/bf16/fp16 grads it reads every grad once for the
 global sum of squares (one multi-tensor launch per device, any mix of those
 dtypes) and scales them in a second multi-tensor pass, never reading a device
-value on the host. Other norm types, other dtypes and tensor subclasses such as
-DTensor go to torch's own implementation, which already handles them.
+value on the host. DTensor grads (FSDP2, TP) are read as their local shards, and
+one all-reduce per reduction group (see _collectives.py) makes the sum global.
+Other norm types, other dtypes, Partial DTensor grads and other tensor
+subclasses go to torch's own implementation, which already handles them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from . import _ops
+from . import _collectives, _dtensor, _ops
 from .optim._base import native_eligible
 
 _PLAIN = (Tensor, torch.nn.Parameter)
@@ -55,6 +57,9 @@ def clip_grad_norm_(
         parameters = list(parameters)
     grads = [p.grad for p in parameters if p.grad is not None]
     norm_type = float(norm_type)
+    if grads and norm_type == 2.0 and all(map(_dtensor.is_dtensor, grads)):
+        if all(native_eligible(g, g, ()) and not any(p.is_partial() for p in g.placements) for g in grads):
+            return _clip_dtensor_grads(grads, max_norm, error_if_nonfinite)
     if norm_type != 2.0 or not grads or not all(type(g) in _PLAIN and native_eligible(g, g, ()) for g in grads):
         # other norms, float64/complex/sparse grads, tensor subclasses: torch's own
         return torch.nn.utils.clip_grad_norm_(
@@ -63,20 +68,56 @@ def clip_grad_norm_(
     with torch.no_grad():
         sumsq, by_device = _global_sumsq(grads)
         total_norm = sumsq.sqrt()
-        if error_if_nonfinite and torch.logical_or(total_norm.isnan(), total_norm.isinf()):
-            raise RuntimeError(
-                f"The total norm of order {norm_type} for gradients from "
-                "`parameters` is non-finite, so it cannot be clipped. To disable "
-                "this error and scale the gradients by the non-finite norm anyway, "
-                "set `error_if_nonfinite=False`"
-            )
-        # as torch: coef = clamp(max_norm / (norm + 1e-6), max=1), applied unconditionally (no sync)
-        coef = torch.clamp(float(max_norm) / (total_norm + 1e-6), max=1.0)
-        for device, gs in by_device.items():
-            c = coef.to(device, non_blocking=True).reshape(1)
-            # unscale_ is a multi-tensor "grads *= factor"; its inf flag is discarded
-            _ops.ops_for(device).unscale_(gs, torch.zeros(1, device=device), c)
+        _scale_by_norm_(by_device, total_norm, max_norm, error_if_nonfinite)
+    return _in_grad_dtype(total_norm, grads)
+
+
+def _scale_by_norm_(by_device, total_norm: Tensor, max_norm: float, error_if_nonfinite: bool) -> None:
+    if error_if_nonfinite and torch.logical_or(total_norm.isnan(), total_norm.isinf()):
+        raise RuntimeError(
+            "The total norm of order 2.0 for gradients from "
+            "`parameters` is non-finite, so it cannot be clipped. To disable "
+            "this error and scale the gradients by the non-finite norm anyway, "
+            "set `error_if_nonfinite=False`"
+        )
+    # as torch: coef = clamp(max_norm / (norm + 1e-6), max=1), applied unconditionally (no sync)
+    coef = torch.clamp(float(max_norm) / (total_norm + 1e-6), max=1.0)
+    for device, gs in by_device.items():
+        c = coef.to(device, non_blocking=True).reshape(1)
+        # unscale_ is a multi-tensor "grads *= factor"; its inf flag is discarded
+        _ops.ops_for(device).unscale_(gs, torch.zeros(1, device=device), c)
+
+
+def _in_grad_dtype(total_norm: Tensor, grads: list[Tensor]) -> Tensor:
     # torch returns the norm in the grads' dtype (computing it in that dtype too;
     # fusedopt computes in fp32 and only rounds the result)
     dtypes = {g.dtype for g in grads}
     return total_norm.to(dtypes.pop()) if len(dtypes) == 1 else total_norm
+
+
+def _clip_dtensor_grads(grads: list[Tensor], max_norm: float, error_if_nonfinite: bool) -> Tensor:
+    """The global L2 norm of DTensor grads from their local shards (one stats
+    launch per device and reduction group, one all-reduce per group), then the
+    local shards scaled. Returns what torch returns: the norm as a DTensor
+    replicated on the first grad's mesh."""
+    from torch.distributed.tensor import DTensor, Replicate
+
+    by_part: dict[tuple, list[Tensor]] = defaultdict(list)
+    by_device: dict[torch.device, list[Tensor]] = defaultdict(list)
+    reduce_groups = []
+    with torch.no_grad():
+        for g in grads:
+            rg = _collectives.of_dtensor(g)
+            lg = g._local_tensor
+            by_part[(lg.device, rg)].append(lg)
+            by_device[lg.device].append(lg)
+            reduce_groups.append(rg)
+        parts = [(d, rg, gs, _ops.ops_for(d)) for (d, rg), gs in by_part.items()]
+        home = grads[0]._local_tensor.device
+        groups = _collectives.ordered_groups(reduce_groups)
+        _, sumsq = _collectives.global_stats(parts, groups, None, None, home, True)
+        total_norm = sumsq.sqrt().reshape(())
+        _scale_by_norm_(by_device, total_norm, max_norm, error_if_nonfinite)
+        mesh = grads[0].device_mesh
+        norm = _in_grad_dtype(total_norm, grads)
+        return DTensor.from_local(norm, mesh, [Replicate()] * mesh.ndim, run_check=False)

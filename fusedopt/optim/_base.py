@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .. import _ops
+from .. import _collectives, _dtensor, _ops
 
 NATIVE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _STATE_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16)
@@ -34,7 +34,7 @@ _PLAIN_TENSOR_TYPES = (Tensor, torch.nn.Parameter)
 
 # fusedopt's own options; kept as optimizer attributes, never as param_group
 # keys, so that state_dicts stay exactly torch's.
-_FUSEDOPT_ATTRS = ("max_grad_norm", "master_weights", "state_dtype")
+_FUSEDOPT_ATTRS = ("max_grad_norm", "master_weights", "state_dtype", "norm_group")
 
 
 @dataclass
@@ -61,6 +61,13 @@ class Bucket:
     check_dicts: list[dict] = field(default_factory=list)
     check_keys: list[str] = field(default_factory=list)
     check_tensors: list[Tensor] = field(default_factory=list)
+    # the params as self.state keys: ``params`` itself, except for DTensor params,
+    # whose ``params``/``grads``/``lists`` hold the local shards the kernels take
+    keys: list[Tensor] = field(default_factory=list)
+    sharded: bool = False
+    specs: list = field(default_factory=list)  # DTensor grads' specs at build, checked on reuse
+    # the ranks the bucket's grads' sum of squares is summed over (see _collectives)
+    reduce: Any = None
 
     @property
     def native(self) -> bool:
@@ -88,11 +95,14 @@ class GroupPlan:
     rebuilds it (and rebuilding re-checks everything before any tensor is
     touched)."""
 
-    def __init__(self, signature, params, mask, buckets):
+    def __init__(self, signature, params, mask, buckets, reduce_groups, has_dtensor):
         self.signature = signature
         self.param_ids = [id(p) for p in params]
         self.mask = mask
         self.buckets = buckets
+        # every param's reduction group, with a grad or not (see _collectives)
+        self.reduce_groups = reduce_groups
+        self.has_dtensor = has_dtensor
 
     def reuse(self, signature, params, grads, mask, state) -> dict | None:
         # The checks run as C-level map() passes: this is the per-step cost of
@@ -102,10 +112,14 @@ class GroupPlan:
         out = {}
         for key, b in self.buckets.items():
             sel = list(map(grads.__getitem__, b.index))
+            if b.sharded:
+                sel = _dtensor.local_grads(sel, b.specs)
+                if sel is None or not all(map(is_, map(_dtensor.local_of, b.keys), b.params)):
+                    return None
             dev = -1 if b.device.type == "cpu" else b.device.index
             if not all(map(eq, map(_get_device, sel), repeat(dev))):
                 return None
-            if not all(map(is_, map(state.get, b.params), b.states)):
+            if not all(map(is_, map(state.get, b.keys), b.states)):
                 return None
             if b.kind == "native":
                 laid_out = _LAYOUT_CHECKS[b.layout]
@@ -123,7 +137,7 @@ class GroupPlan:
                 return None
             if not all(map(is_, map(dict.get, b.check_dicts, b.check_keys), b.check_tensors)):
                 return None
-            out[key] = Bucket(b.kind, b.device, b.params, sel, b.lists)
+            out[key] = Bucket(b.kind, b.device, b.params, sel, b.lists, keys=b.keys, reduce=b.reduce)
         return out
 
 
@@ -182,7 +196,10 @@ def layout_of(t: Tensor) -> str | None:
 
 
 def native_eligible(p: Tensor, g: Tensor, states: tuple[Tensor, ...]) -> bool:
-    """Whether the native kernels can take this param (else: the reference path)."""
+    """Whether the native kernels can take this param (else: the reference path).
+    A DTensor param is judged by its local shards (see fusedopt/_dtensor.py)."""
+    if _dtensor.is_dtensor(p):
+        p, g, states = p._local_tensor, _dtensor.local(g), tuple(map(_dtensor.local, states))
     if type(p) not in _PLAIN_TENSOR_TYPES or type(g) is not Tensor:
         return False  # tensor subclasses (e.g. DTensor) dispatch their own ops
     if p.dtype not in NATIVE_DTYPES or (g.dtype is not p.dtype and g.dtype is not torch.float32):
@@ -203,9 +220,12 @@ class FusedOptimizer(Optimizer):
     # torch.amp.GradScaler hands us the scale and found_inf instead of unscaling.
     _step_supports_amp_scaling = True
 
-    def __init__(self, params, defaults, *, max_grad_norm, master_weights, state_dtype):
+    def __init__(self, params, defaults, *, max_grad_norm, master_weights, state_dtype, norm_group=None):
         check_fusedopt_options(max_grad_norm, master_weights, state_dtype)
+        _collectives.check_norm_group(norm_group)
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        # the ranks plain-tensor params' norm is global over (DTensors: their mesh)
+        self.norm_group = norm_group
         self.master_weights = master_weights
         self.state_dtype = state_dtype
         # Pre-clip global norm of the unscaled grads of the last step that
@@ -224,7 +244,7 @@ class FusedOptimizer(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Also called by torch's load_state_dict with only state and param_groups:
         # the options this optimizer already has must survive that.
-        for name, default in zip(_FUSEDOPT_ATTRS, (None, False, None)):
+        for name, default in zip(_FUSEDOPT_ATTRS, (None, False, None, None)):
             if name not in state and name not in self.__dict__:
                 state[name] = default
         super().__setstate__(state)
@@ -234,7 +254,7 @@ class FusedOptimizer(Optimizer):
 
     def _plan_signature(self, group: dict) -> tuple:
         """Group settings that change the buckets (not lr and the like)."""
-        return (self.master_weights, self.state_dtype, self.max_grad_norm is None)
+        return (self.master_weights, self.state_dtype, self.max_grad_norm is None, self.norm_group)
 
     def _route(self, p: Tensor, g: Tensor, group: dict) -> Route:
         """Creates p's state if needed and says which bucket p goes to."""
@@ -294,33 +314,39 @@ class FusedOptimizer(Optimizer):
             if buckets is not None:
                 return buckets
         buckets = {}
+        norm = _collectives.of_norm_group(self.norm_group)
         for i, (p, g) in enumerate(zip(params, grads)):
             if g is None:
                 continue
             self._check_grad_device(p, g)
-            if self.max_grad_norm is not None and _is_dtensor(p):
-                raise ValueError(
-                    "fusedopt: max_grad_norm with DTensor (FSDP2) parameters would clip by each rank's local "
-                    "norm, not the global one. Until distributed clipping lands, construct the optimizer with "
-                    "max_grad_norm=None and call torch.nn.utils.clip_grad_norm_, which reduces across ranks."
-                )
+            sharded = _dtensor.check_grad(p, g)
             r = self._route(p, g, group)
-            b = buckets.get(r.key)
+            reduce = _collectives.of_dtensor(p) if sharded else norm
+            key = r.key + (reduce, sharded)
+            lp, lg = (p._local_tensor, g._local_tensor) if sharded else (p, g)
+            b = buckets.get(key)
             if b is None:
-                b = buckets[r.key] = Bucket(
-                    r.kind, p.device, grad_dtype=g.dtype, param_dtype=p.dtype, layout=layout_of(p)
+                b = buckets[key] = Bucket(
+                    r.kind, lp.device, grad_dtype=lg.dtype, param_dtype=lp.dtype, layout=layout_of(lp),
+                    sharded=sharded, reduce=reduce,
                 )
-            b.params.append(p)
+            b.keys.append(p)
+            b.params.append(lp)
             b.states.append(self.state.get(p))
-            b.grads.append(g)
+            b.grads.append(lg)
             b.index.append(i)
+            if sharded:
+                b.specs.append(g._spec)
             for name, t in r.tensors.items():
-                b.lists[name].append(t)
+                b.lists[name].append(_dtensor.local_state(p, t, name) if sharded else t)
             for st, k in r.sources:
                 b.check_dicts.append(st)
                 b.check_keys.append(k)
                 b.check_tensors.append(st[k])
-        plans[id(group)] = (group, GroupPlan(signature, params, mask, buckets))
+        dtensors = [p for p in params if _dtensor.is_dtensor(p)]
+        reduce_groups = _collectives.ordered_groups(map(_collectives.of_dtensor, dtensors))
+        plan = GroupPlan(signature, params, mask, buckets, reduce_groups, bool(dtensors))
+        plans[id(group)] = (group, plan)
         return buckets
 
     def _forget_plans(self) -> None:
@@ -379,7 +405,11 @@ class FusedOptimizer(Optimizer):
         finds inf/nan grads itself in its stats pass and returns the per-device
         found_inf tensors it computed; a step with infs then updates nothing."""
         work = [(group, self._bucket_group(group)) for group in self.param_groups]
-        if not any(buckets for _, buckets in work):
+        need_stats = self.max_grad_norm is not None or find_infs
+        # ranks that share params' norm or inf flags (sharded params, ZeRO): all
+        # join the same collectives, even with no grad (or an empty shard) here
+        groups = self._reduce_groups() if need_stats or found_inf is not None else []
+        if not groups and not any(buckets for _, buckets in work):
             return {} if find_infs else None
 
         devices = []
@@ -394,15 +424,23 @@ class FusedOptimizer(Optimizer):
             amp[d].found_inf = _on(found_inf, d)
 
         computed = None
-        if self.max_grad_norm is not None or find_infs:
-            computed, sumsq = self._grad_stats(work, devices, grad_scale)
-            self.last_grad_norm = sumsq[devices[0]].sqrt().reshape(())
-            if self.max_grad_norm is not None:
-                for d in devices:
-                    amp[d].sumsq = sumsq[d]
+        if need_stats or groups:
+            home = devices[0] if devices else groups[0].device()
+            parts = [
+                (b.device, b.reduce, b.grads, _ops.ops_for(b.device) if b.native else _ops.reference)
+                for _, buckets in work
+                for b in buckets.values()
+            ]
+            found, sumsq = _collectives.global_stats(parts, groups, grad_scale, found_inf, home, need_stats)
+            if need_stats:
+                self.last_grad_norm = sumsq.sqrt().reshape(())
+            for d in devices:
+                if self.max_grad_norm is not None:
+                    amp[d].sumsq = _on(sumsq, d)
+                if find_infs or found_inf is not None:
+                    amp[d].found_inf = _on(found, d)
             if find_infs:
-                for d in devices:
-                    amp[d].found_inf = computed[d]
+                computed = {d: _on(found, d) for d in devices or [home]}
 
         for group, buckets in work:
             for bucket in buckets.values():
@@ -410,29 +448,25 @@ class FusedOptimizer(Optimizer):
                 self._apply_bucket(ops, bucket, group, amp[bucket.device], bucket.device)
         return computed
 
-    def _grad_stats(self, work, devices, grad_scale):
-        """Pass 1: per-device found_inf and the global sum of squares of the
-        unscaled grads, everything left on the devices."""
-        found = {}
-        partial = {}
-        for d in devices:
-            buf = torch.zeros(2, dtype=torch.float32, device=d)
-            found[d], partial[d] = buf[0:1], buf[1:2]
-        for _, buckets in work:
-            for bucket in buckets.values():
-                d = bucket.device
-                ops = _ops.ops_for(d) if bucket.native else _ops.reference
-                ops.grad_stats_(bucket.grads, _on(grad_scale, d), found[d], partial[d])
-        if len(devices) == 1:
-            return found, partial
-        # Several devices: every device sees the total, and any device's inf.
-        first = devices[0]
-        total = sum(partial[d].to(first, non_blocking=True) for d in devices)
-        any_inf = sum(found[d].to(first, non_blocking=True) for d in devices)
-        return (
-            {d: _on(any_inf, d) for d in devices},
-            {d: _on(total, d) for d in devices},
-        )
+    def _reduce_groups(self) -> list:
+        """The reduction groups of this optimizer's params, in the order every
+        rank joins them (see fusedopt/_collectives.py); the plans hold them."""
+        norm = _collectives.of_norm_group(self.norm_group)
+        plans = [self.__dict__["_plans"][id(g)][1] for g in self.param_groups]
+        if self.max_grad_norm is not None and self.norm_group is None:
+            if not any(plan.has_dtensor for plan in plans):
+                _collectives.warn_local_norm_once(self)
+        return _collectives.ordered_groups([norm] + [rg for plan in plans for rg in plan.reduce_groups])
+
+    def step_backends(self) -> dict[str, int]:
+        """How many params each backend ("cuda", "cpu-native", "reference",
+        "sparse") updated in the last step, read from the step plans."""
+        counts: dict[str, int] = {}
+        for _, plan in self.__dict__.get("_plans", {}).values():
+            for b in plan.buckets.values():
+                name = _ops.backend(b.device) if b.native else b.kind
+                counts[name] = counts.get(name, 0) + len(b.params)
+        return counts
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -497,14 +531,6 @@ class FusedOptimizer(Optimizer):
 
     def _after_load(self) -> None:
         """Subclass hook: reset what a loaded state invalidates."""
-
-
-def _is_dtensor(t: Tensor) -> bool:
-    if type(t) in _PLAIN_TENSOR_TYPES or not torch.distributed.is_available():
-        return False
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(t, DTensor)
 
 
 def _on(t: Tensor | None, device: torch.device) -> Tensor | None:

@@ -59,6 +59,10 @@ class Adam(FusedOptimizer):
     * ``state_dtype``: dtype of exp_avg/exp_avg_sq (e.g. ``torch.bfloat16`` to
       halve the state's memory traffic); default: the param's dtype, or fp32
       with master weights.
+    * ``norm_group``: the ranks ``max_grad_norm``'s norm is global over when
+      each rank steps only part of a model's plain-tensor params (ZeRO): a
+      ``ProcessGroup``, ``'world'``, or ``'local'`` (DDP: the rank's own norm is
+      the global one). DTensor params are always clipped by their global norm.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class Adam(FusedOptimizer):
         max_grad_norm: float | None = None,
         master_weights: bool = False,
         state_dtype: torch.dtype | None = None,
+        norm_group=None,
     ) -> None:
         _check_adam_args(lr, betas, eps, weight_decay, foreach, capturable)
         if state_dtype is torch.float16:
@@ -104,7 +109,8 @@ class Adam(FusedOptimizer):
             "decoupled_weight_decay": decoupled_weight_decay,
         }
         super().__init__(
-            params, defaults, max_grad_norm=max_grad_norm, master_weights=master_weights, state_dtype=state_dtype
+            params, defaults, max_grad_norm=max_grad_norm, master_weights=master_weights, state_dtype=state_dtype,
+            norm_group=norm_group,
         )
 
     def __setstate__(self, state):
@@ -209,6 +215,7 @@ class AdamW(Adam):
         max_grad_norm: float | None = None,
         master_weights: bool = False,
         state_dtype: torch.dtype | None = None,
+        norm_group=None,
     ) -> None:
         super().__init__(
             params,
@@ -226,6 +233,7 @@ class AdamW(Adam):
             max_grad_norm=max_grad_norm,
             master_weights=master_weights,
             state_dtype=state_dtype,
+            norm_group=norm_group,
         )
 
     # A checkpoint of any Adam loads into AdamW as AdamW, as in torch.

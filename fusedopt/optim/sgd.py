@@ -14,8 +14,8 @@ class SGD(FusedOptimizer):
     """SGD with momentum, dampening, nesterov and L2 weight decay on fused kernels.
 
     Takes every argument of ``torch.optim.SGD`` with the same defaults and
-    checks, plus fusedopt's ``max_grad_norm``, ``master_weights`` and
-    ``state_dtype`` (see :class:`fusedopt.Adam`). Sparse gradients are handled as
+    checks, plus fusedopt's ``max_grad_norm``, ``master_weights``,
+    ``state_dtype`` and ``norm_group`` (see :class:`fusedopt.Adam`). Sparse gradients are handled as
     torch handles them (by torch's own single-tensor SGD).
 
     A momentum buffer starts as a copy of the first gradient that is actually
@@ -39,6 +39,7 @@ class SGD(FusedOptimizer):
         max_grad_norm: float | None = None,
         master_weights: bool = False,
         state_dtype: torch.dtype | None = None,
+        norm_group=None,
     ) -> None:
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
@@ -67,7 +68,8 @@ class SGD(FusedOptimizer):
         # param -> one-element bool tensor on its device: "buffer not yet applied"
         self._momentum_first: dict[Tensor, Tensor] = {}
         super().__init__(
-            params, defaults, max_grad_norm=max_grad_norm, master_weights=master_weights, state_dtype=state_dtype
+            params, defaults, max_grad_norm=max_grad_norm, master_weights=master_weights, state_dtype=state_dtype,
+            norm_group=norm_group,
         )
 
     def __getstate__(self):

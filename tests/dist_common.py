@@ -1,0 +1,146 @@
+"""What the distributed scenarios share: the registry, small models with uneven
+and empty shards, a training loop, and comparisons of two runs' params and
+optimizer states shard by shard."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import fusedopt
+import fusedopt._ops as ops
+from fusedopt._dtensor import is_dtensor, local
+
+
+@dataclass(frozen=True)
+class Ctx:
+    rank: int
+    world: int
+    dir: Path  # shared by the ranks, one per scenario
+
+
+@dataclass(frozen=True)
+class Scenario:
+    fn: object
+    world: int
+    slow: bool
+
+    def __call__(self, ctx: Ctx) -> None:
+        self.fn(ctx)
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(scenario_name: str, world: int = 2, slow: bool = False, **kwargs):
+    """Registers fn(ctx, **kwargs) as scenario `scenario_name`, run on `world` ranks.
+    `slow` ones run only in the suite's first pass (see tests/test_distributed.py)."""
+
+    def register(fn):
+        SCENARIOS[scenario_name] = Scenario(lambda ctx: fn(ctx, **kwargs), world, slow)
+        return fn
+
+    return register
+
+
+NATIVE_OFF = os.environ.get("FUSEDOPT_DISABLE_NATIVE", "") not in ("", "0")
+CPU_BACKEND = ops.backend(torch.device("cpu"))
+
+
+def mlp(seed: int = 0) -> nn.Sequential:
+    """On 2 ranks every weight and bias is unevenly sharded and the 1x3 layer's
+    shards are empty on rank 1."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 3), nn.ReLU(), nn.Linear(3, 1), nn.Linear(1, 7), nn.Tanh(), nn.Linear(7, 4))
+
+
+def fsdp(model: nn.Module, **kwargs) -> nn.Module:
+    from torch.distributed.fsdp import fully_shard
+
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            fully_shard(m, **kwargs)
+    fully_shard(model, **kwargs)
+    return model
+
+
+def batch(seed: int, step: int, features: int = 5) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1000 * seed + step)
+    return torch.randn(6, features, generator=gen) * 3
+
+
+def loss_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x).square().mean()
+
+
+def clip_torch(model: nn.Module, max_norm: float) -> torch.Tensor:
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    return norm.full_tensor() if is_dtensor(norm) else norm
+
+
+def tol() -> dict:
+    # fp32, a few steps: torch's foreach kernels, its per-tensor norms and
+    # fusedopt's single-pass sum of squares round differently in the last bits
+    return dict(rtol=1e-5, atol=1e-6)
+
+
+def assert_same(model_a, opt_a, model_b, opt_b, **tolerance) -> None:
+    """Params (local shards) and every state entry: same keys, same kinds (a
+    DTensor laid out like torch's, a plain step), values within tolerance."""
+    tolerance = tolerance or tol()
+    for (name, pa), pb in zip(model_a.named_parameters(), model_b.parameters()):
+        torch.testing.assert_close(local(pa).detach(), local(pb).detach(), msg=lambda m, n=name: f"{n}: {m}", **tolerance)
+        sa, sb = opt_a.state.get(pa, {}), opt_b.state.get(pb, {})
+        assert set(sa) == set(sb), f"{name}: state keys {sorted(sa)} vs {sorted(sb)}"
+        for key in sb:
+            va, vb = sa[key], sb[key]
+            assert type(va) is type(vb), f"{name} {key}: {type(va).__name__} vs {type(vb).__name__}"
+            if is_dtensor(vb):
+                assert va.placements == vb.placements and va.device_mesh == vb.device_mesh, f"{name} {key} layout"
+            if key == "step":
+                assert float(va) == float(vb), f"{name}: step {float(va)} vs {float(vb)}"
+            else:
+                torch.testing.assert_close(local(va), local(vb), msg=lambda m, n=name, k=key: f"{n} {k}: {m}", **tolerance)
+
+
+def assert_native(opt, n_params: int) -> None:
+    """Every param was updated by the CPU backend of this run: the native
+    kernels, unless the run disables them."""
+    expected = "reference" if NATIVE_OFF else "cpu-native"
+    assert CPU_BACKEND == expected, f"this run's CPU backend is {CPU_BACKEND}"
+    assert opt.step_backends() == {expected: n_params}, opt.step_backends()
+
+
+def snapshot(model, opt) -> list[torch.Tensor]:
+    out = [local(p).detach().clone() for p in model.parameters()]
+    for p in model.parameters():
+        out += [local(v).clone() for _, v in sorted(opt.state.get(p, {}).items())]
+    return out
+
+
+def assert_bitwise(a: list[torch.Tensor], b: list[torch.Tensor], what: str) -> None:
+    assert len(a) == len(b), what
+    for i, (x, y) in enumerate(zip(a, b)):
+        assert torch.equal(x, y), f"{what}: tensor {i} changed"
+
+
+def poison_local_grad(model) -> None:
+    """An inf in this rank's shard of the first grad that has one."""
+    for p in model.parameters():
+        g = local(p.grad)
+        if g.numel():
+            g.view(-1)[0] = float("inf")
+            return
+    raise AssertionError("no local grad element to poison")
+
+
+def fused(name: str):
+    return getattr(fusedopt, name)
+
+
+def torch_cls(name: str):
+    return getattr(torch.optim, name)
