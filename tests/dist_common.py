@@ -78,8 +78,22 @@ def loss_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def clip_torch(model: nn.Module, max_norm: float) -> torch.Tensor:
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    return norm.full_tensor() if is_dtensor(norm) else norm
+    """torch's global-norm clip. Its clip_grad_norm_ refuses grads on several
+    meshes (it stacks their norms), so then the norm is put together from its
+    per-mesh parts with torch's own get_total_norm/clip_grads_with_norm_, as
+    torchtitan does."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    meshes = {}
+    for p in params:
+        meshes.setdefault(p.device_mesh if is_dtensor(p) else None, []).append(p)
+    if len(meshes) == 1:
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return norm.full_tensor() if is_dtensor(norm) else norm
+    parts = [torch.nn.utils.get_total_norm([p.grad for p in ps]) for ps in meshes.values()]
+    norm = torch.linalg.vector_norm(torch.stack([n.full_tensor() if is_dtensor(n) else n for n in parts]))
+    for ps in meshes.values():
+        torch.nn.utils.clip_grads_with_norm_(ps, max_norm, norm)
+    return norm
 
 
 def tol() -> dict:

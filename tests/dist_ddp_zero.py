@@ -1,0 +1,108 @@
+"""Plain-tensor data parallelism on 2 ranks: DDP (grads already all-reduced, the
+local norm is the global one) and ZeroRedundancyOptimizer (each rank steps part
+of the params; norm_group makes the clip global), against DDP + torch's
+clip_grad_norm_ + AdamW."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import fusedopt
+from dist_common import assert_same, batch, clip_torch, loss_of, mlp, scenario, tol
+from dist_fsdp import HYPER, MAX_NORM
+
+
+def _twins():
+    base = mlp()
+    return DDP(copy.deepcopy(base)), DDP(copy.deepcopy(base))
+
+
+def _train(ctx, ma, step_a, mb, ob, steps=3):
+    for step in range(steps):
+        x = batch(ctx.rank, step)
+        loss_of(ma, x).backward()
+        loss_of(mb, x).backward()
+        step_a()
+        clip_torch(mb, MAX_NORM)
+        ob.step()
+        ma.zero_grad()
+        mb.zero_grad()
+
+
+def _local_norm_warnings(caught) -> list:
+    return [w for w in caught if "norm_group" in str(w.message)]
+
+
+@scenario("ddp_clip_matches_torch_and_warns_once", slow=True)
+def ddp(ctx) -> None:
+    for norm_group in (None, "local"):
+        ma, mb = _twins()
+        oa = fusedopt.AdamW(ma.parameters(), max_grad_norm=MAX_NORM, norm_group=norm_group, **HYPER["AdamW"])
+        ob = torch.optim.AdamW(mb.parameters(), **HYPER["AdamW"])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _train(ctx, ma, oa.step, mb, ob)
+        assert_same(ma, oa, mb, ob)
+        expected = 1 if norm_group is None else 0  # 'local' says the norm is meant to be the rank's own
+        assert len(_local_norm_warnings(caught)) == expected, [str(w.message) for w in caught]
+
+
+def _zero(model, **kw):
+    from torch.distributed.optim import ZeroRedundancyOptimizer  # its import scripts torch's functional optimizers
+
+    return ZeroRedundancyOptimizer(
+        model.parameters(), optimizer_class=fusedopt.AdamW, max_grad_norm=MAX_NORM, **HYPER["AdamW"], **kw
+    )
+
+
+@scenario("zero_with_norm_group_matches_ddp_global_clip", slow=True)
+def zero(ctx) -> None:
+    for norm_group in ("world", dist.group.WORLD):
+        ma, mb = _twins()
+        za = _zero(ma, norm_group=norm_group)
+        ob = torch.optim.AdamW(mb.parameters(), **HYPER["AdamW"])
+        # ZeRO splits the params between the ranks (none is on both)
+        assert 0 < len(list(za.optim.param_groups[0]["params"])) < len(list(ma.parameters()))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _train(ctx, ma, za.step, mb, ob)
+        assert not _local_norm_warnings(caught)
+        for pa, pb in zip(ma.parameters(), mb.parameters()):  # ZeRO broadcasts every rank's shard
+            torch.testing.assert_close(pa, pb, **tol())
+
+
+@scenario("zero_without_norm_group_warns", slow=True)
+def zero_warns(ctx) -> None:
+    ma, mb = _twins()
+    za = _zero(ma)
+    ob = torch.optim.AdamW(mb.parameters(), **HYPER["AdamW"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _train(ctx, ma, za.step, mb, ob, steps=1)
+    assert len(_local_norm_warnings(caught)) == 1, [str(w.message) for w in caught]
+
+
+@scenario("zero_rank_without_params_joins_the_norm", slow=True)
+def zero_empty_rank(ctx) -> None:
+    """One param: rank 1's ZeRO shard is empty, yet it must join the all-reduce
+    (else rank 0 hangs) and both ranks end up with torch's result."""
+    base = torch.nn.Linear(4, 3, bias=False)
+    ma, mb = DDP(copy.deepcopy(base)), DDP(copy.deepcopy(base))
+    za = _zero(ma, norm_group="world")
+    ob = torch.optim.AdamW(mb.parameters(), **HYPER["AdamW"])
+    assert len(za.optim.param_groups[0]["params"]) == (1 if ctx.rank == 0 else 0)
+    for step in range(3):
+        x = batch(ctx.rank, step, features=4)
+        loss_of(ma, x).backward()
+        loss_of(mb, x).backward()
+        za.step()
+        clip_torch(mb, MAX_NORM)
+        ob.step()
+        ma.zero_grad()
+        mb.zero_grad()
+    torch.testing.assert_close(ma.module.weight, mb.module.weight, **tol())
