@@ -6,6 +6,7 @@ clip_grad_norm_ + AdamW."""
 from __future__ import annotations
 
 import copy
+import pickle
 import warnings
 
 import torch
@@ -74,6 +75,12 @@ def zero(ctx) -> None:
         assert not _local_norm_warnings(caught)
         for pa, pb in zip(ma.parameters(), mb.parameters()):  # ZeRO broadcasts every rank's shard
             torch.testing.assert_close(pa, pb, **tol())
+        if isinstance(norm_group, str):
+            # ZeRO copies forwarded keywords into its param groups and pickles
+            # them to consolidate a checkpoint: the word form travels
+            za.consolidate_state_dict(to=0)
+            if ctx.rank == 0:
+                pickle.loads(pickle.dumps(za.state_dict()))
 
 
 @scenario("zero_without_norm_group_warns", slow=True)

@@ -188,3 +188,16 @@ def bad_grad_layout(ctx) -> None:
             with pytest.raises(ValueError, match="laid out like its parameter"):
                 opt.step()
             assert torch.equal(before, local(p)) and not opt.state
+
+
+@scenario("bench_fsdp_step_runs", slow=True)
+def bench_smoke(ctx) -> None:
+    """The FSDP2 step benchmark (bench/fsdp_step.py) runs and reports every
+    implementation, with and without clipping."""
+    from bench import fsdp_step
+
+    out = fsdp_step.run("decoder-d128-l24", rounds=1, reps=1, device=torch.device("cpu"))
+    assert set(out["results"]) == {"step", "clip + step"}
+    for row in out["results"].values():
+        assert set(row) == {"torch-fused", "torch-foreach", "fusedopt"}
+        assert all(r["median_ms"] > 0 for r in row.values())

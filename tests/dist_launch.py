@@ -29,7 +29,8 @@ def run_job(world: int, names: list[str], timeout: float) -> dict[str, dict]:
 
     store = dist.TCPStore("127.0.0.1", 0, world + 1, is_master=True, timeout=timedelta(seconds=60),
                           wait_for_workers=False)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    path = [str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")]  # scenarios; bench/
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(path))
     if Path("/sys/class/net/lo").exists():
         env["GLOO_SOCKET_IFNAME"] = "lo"  # gloo's own sockets on the loopback too
     with tempfile.TemporaryDirectory(prefix="fusedopt-dist-") as tmp:
