@@ -153,7 +153,7 @@ def warn_local_norm_once(opt) -> None:
         "to say so. If each rank steps only part of the params (ZeroRedundancyOptimizer, or a manual split), "
         "pass norm_group='world' (or the ProcessGroup the params are split over) to clip by the global norm.",
         UserWarning,
-        stacklevel=4,
+        stacklevel=7,  # the user's opt.step(), through no_grad and torch's step hooks
     )
 
 

@@ -304,7 +304,10 @@ class FusedOptimizer(Optimizer):
 
     def _bucket_group(self, group: dict) -> dict[tuple, Bucket]:
         params = group["params"]
-        grads = [p.grad for p in params]
+        # .grad of a tensor subclass (DTensor) goes through torch-function
+        # handling, ~10x the cost of a plain attribute read
+        with torch._C.DisableTorchFunctionSubclass():
+            grads = [p.grad for p in params]
         mask = list(map(is_not, grads, repeat(None)))
         signature = self._plan_signature(group)
         plans = self.__dict__.setdefault("_plans", {})
