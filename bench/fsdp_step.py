@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 import torch
@@ -28,6 +27,7 @@ from torch import nn
 import fusedopt
 from fusedopt import _ops
 
+from .cpu_step import cpu_description
 from .summary import median
 
 # decoder-shaped models: (layers, width); FFN 4x width, no attention math
@@ -138,13 +138,15 @@ def main() -> None:
     dist.init_process_group("nccl" if cuda else "gloo")
     default = ["decoder-d768-l12"] if cuda else ["decoder-d128-l24", "decoder-d512-l12"]
     report = {
-        "machine": torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
+        "machine": torch.cuda.get_device_name(device) if cuda else cpu_description(),
         "device": device.type,
         "backend": _ops.backend(device),
+        "cpu_isa": _ops.cpu_isa(),
         "ranks": dist.get_world_size(),
         "threads_per_rank": torch.get_num_threads(),
         "torch": torch.__version__,
-        "rounds": rounds_reps(args),
+        "rounds": args.rounds,
+        "reps_per_round": args.reps,
         "runs": [run(w, args.rounds, args.reps, device) for w in args.workload or default],
     }
     if dist.get_rank() == 0:
@@ -155,12 +157,8 @@ def main() -> None:
     dist.destroy_process_group()
 
 
-def rounds_reps(args) -> dict:
-    return {"rounds": args.rounds, "reps_per_round": args.reps}
-
-
 def print_table(report: dict) -> None:
-    print(f"FSDP2 optimizer step, {report['ranks']} ranks on {report['device']} ({report['backend']}), "
+    print(f"FSDP2 optimizer step, {report['ranks']} ranks on {report['machine']} ({report['backend']}), "
           f"torch {report['torch']}; median ms per step (speedup vs torch fused AdamW)")
     for run_ in report["runs"]:
         print(f"\n{run_['workload']}: {run_['tensors']} tensors, {run_['params'] / 1e6:.1f}M params "
