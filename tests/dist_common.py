@@ -158,3 +158,33 @@ def fused(name: str):
 
 def torch_cls(name: str):
     return getattr(torch.optim, name)
+
+
+def train_pair(seed: int, ma, oa, mb, ob, steps: int, clip: float | None = None, features: int = 5) -> dict:
+    """fusedopt's optimizer `oa` (or a ZeRO around one) on model `ma` and torch's
+    `ob` on its twin `mb`, on the same batches; torch's side clips with torch's
+    global clip, and fusedopt's last_grad_norm must be that norm. Returns the
+    step plans after the first step, for assert_plans_kept."""
+    plans = {}
+    for step in range(steps):
+        x = batch(seed, step, features)
+        loss_of(ma, x).backward()
+        loss_of(mb, x).backward()
+        oa.step()
+        if clip is not None:
+            norm = clip_torch(mb, clip)
+            assert float(norm) > clip, f"step {step}: norm {float(norm)} does not clip"
+            if hasattr(oa, "last_grad_norm"):  # the global norm, on every rank
+                torch.testing.assert_close(oa.last_grad_norm, norm, rtol=1e-6, atol=0)
+        ob.step()
+        ma.zero_grad()
+        mb.zero_grad()
+        if step == 0:
+            plans = dict(getattr(oa, "_plans", {}))
+    return plans
+
+
+def assert_plans_kept(opt, plans: dict) -> None:
+    """New grad DTensors every step (FSDP2), or new specs (TP): the step plan is
+    reused all the same."""
+    assert plans and all(opt._plans[k][1] is plans[k][1] for k in plans), "the step plan was rebuilt"

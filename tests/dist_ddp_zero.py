@@ -14,25 +14,13 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import fusedopt
-from dist_common import assert_same, batch, clip_torch, loss_of, mlp, scenario, tol
+from dist_common import assert_same, mlp, scenario, tol, train_pair
 from dist_fsdp import HYPER, MAX_NORM
 
 
 def _twins():
     base = mlp()
     return DDP(copy.deepcopy(base)), DDP(copy.deepcopy(base))
-
-
-def _train(ctx, ma, step_a, mb, ob, steps=3):
-    for step in range(steps):
-        x = batch(ctx.rank, step)
-        loss_of(ma, x).backward()
-        loss_of(mb, x).backward()
-        step_a()
-        clip_torch(mb, MAX_NORM)
-        ob.step()
-        ma.zero_grad()
-        mb.zero_grad()
 
 
 def _local_norm_warnings(caught) -> list:
@@ -47,7 +35,7 @@ def ddp(ctx) -> None:
         ob = torch.optim.AdamW(mb.parameters(), **HYPER["AdamW"])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            _train(ctx, ma, oa.step, mb, ob)
+            train_pair(ctx.rank, ma, oa, mb, ob, 3, MAX_NORM)
         assert_same(ma, oa, mb, ob)
         expected = 1 if norm_group is None else 0  # 'local' says the norm is meant to be the rank's own
         assert len(_local_norm_warnings(caught)) == expected, [str(w.message) for w in caught]
@@ -71,7 +59,7 @@ def zero(ctx) -> None:
         assert 0 < len(list(za.optim.param_groups[0]["params"])) < len(list(ma.parameters()))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            _train(ctx, ma, za.step, mb, ob)
+            train_pair(ctx.rank, ma, za, mb, ob, 3, MAX_NORM)
         assert not _local_norm_warnings(caught)
         for pa, pb in zip(ma.parameters(), mb.parameters()):  # ZeRO broadcasts every rank's shard
             torch.testing.assert_close(pa, pb, **tol())
@@ -90,7 +78,7 @@ def zero_warns(ctx) -> None:
     ob = torch.optim.AdamW(mb.parameters(), **HYPER["AdamW"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _train(ctx, ma, za.step, mb, ob, steps=1)
+        train_pair(ctx.rank, ma, za, mb, ob, 1, MAX_NORM)
     assert len(_local_norm_warnings(caught)) == 1, [str(w.message) for w in caught]
 
 
@@ -103,13 +91,5 @@ def zero_empty_rank(ctx) -> None:
     za = _zero(ma, norm_group="world")
     ob = torch.optim.AdamW(mb.parameters(), **HYPER["AdamW"])
     assert len(za.optim.param_groups[0]["params"]) == (1 if ctx.rank == 0 else 0)
-    for step in range(3):
-        x = batch(ctx.rank, step, features=4)
-        loss_of(ma, x).backward()
-        loss_of(mb, x).backward()
-        za.step()
-        clip_torch(mb, MAX_NORM)
-        ob.step()
-        ma.zero_grad()
-        mb.zero_grad()
+    train_pair(ctx.rank, ma, za, mb, ob, 3, MAX_NORM, features=4)
     torch.testing.assert_close(ma.module.weight, mb.module.weight, **tol())

@@ -10,6 +10,7 @@ import torch.distributed as dist
 import fusedopt
 from dist_common import (
     assert_bitwise,
+    assert_plans_kept,
     assert_native,
     assert_same,
     batch,
@@ -23,6 +24,7 @@ from dist_common import (
     snapshot,
     tol,
     torch_cls,
+    train_pair,
 )
 from fusedopt._dtensor import is_dtensor, local
 
@@ -39,23 +41,7 @@ def parity(ctx, name: str, clip: float | None, steps: int = 4, offload: bool = F
     ma, mb = fsdp(mlp(), **kw), fsdp(mlp(), **kw)
     oa = fused(name)(ma.parameters(), max_grad_norm=clip, **HYPER[name])
     ob = torch_cls(name)(mb.parameters(), **HYPER[name])
-    for step in range(steps):
-        x = batch(ctx.rank, step)
-        loss_of(ma, x).backward()
-        loss_of(mb, x).backward()
-        oa.step()
-        if clip is not None:
-            norm = clip_torch(mb, clip)
-            assert float(norm) > clip, f"step {step}: norm {float(norm)} does not clip"
-            # the global norm, on every rank
-            torch.testing.assert_close(oa.last_grad_norm, norm, rtol=1e-6, atol=0)
-        ob.step()
-        oa.zero_grad()
-        ob.zero_grad()
-        if step == 1:
-            plans = dict(oa._plans)
-    # FSDP2 makes new grad DTensors every step; the step plan is reused all the same
-    assert all(oa._plans[k][1] is plans[k][1] for k in plans), "the step plan was rebuilt"
+    assert_plans_kept(oa, train_pair(ctx.rank, ma, oa, mb, ob, steps, clip))
     assert_same(ma, oa, mb, ob)
     assert_native(oa, len(list(ma.parameters())))
     assert all(is_dtensor(p) for p in ma.parameters())

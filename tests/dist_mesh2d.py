@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dist_common import assert_native, assert_same, batch, clip_torch, fused, loss_of, mlp, scenario, torch_cls
+from dist_common import assert_native, assert_plans_kept, assert_same, fused, mlp, scenario, torch_cls, train_pair
 from dist_fsdp import HYPER, MAX_NORM
 
 
@@ -58,22 +58,7 @@ def mesh_parity(ctx, layout: str, name: str, groups: int) -> None:
     oa = fused(name)(ma.parameters(), max_grad_norm=MAX_NORM, **HYPER[name])
     ob = torch_cls(name)(mb.parameters(), **HYPER[name])
     # tensor-parallel ranks of one dp rank see the same batch
-    seed = ctx.rank // 2
-    for step in range(3):
-        x = batch(seed, step)
-        loss_of(ma, x).backward()
-        loss_of(mb, x).backward()
-        oa.step()
-        norm = clip_torch(mb, MAX_NORM)
-        assert float(norm) > MAX_NORM
-        torch.testing.assert_close(oa.last_grad_norm, norm, rtol=1e-6, atol=0)
-        ob.step()
-        oa.zero_grad()
-        ob.zero_grad()
-        if step == 0:
-            plans = dict(oa._plans)
-    # TP grads come with new spec objects each step: compared by value, the plan stays
-    assert all(oa._plans[k][1] is plans[k][1] for k in plans), "the step plan was rebuilt"
+    assert_plans_kept(oa, train_pair(ctx.rank // 2, ma, oa, mb, ob, 3, MAX_NORM))
     assert_same(ma, oa, mb, ob)
     assert_native(oa, len(list(ma.parameters())))
     # HSDP: the shard dim only (replicas are not summed); FSDP+TP: dp+tp
