@@ -201,7 +201,7 @@ def native_eligible(p: Tensor, g: Tensor, states: tuple[Tensor, ...]) -> bool:
     if _dtensor.is_dtensor(p):
         p, g, states = p._local_tensor, _dtensor.local(g), tuple(map(_dtensor.local, states))
     if type(p) not in _PLAIN_TENSOR_TYPES or type(g) is not Tensor:
-        return False  # tensor subclasses (e.g. DTensor) dispatch their own ops
+        return False  # other tensor subclasses dispatch their own ops
     if p.dtype not in NATIVE_DTYPES or (g.dtype is not p.dtype and g.dtype is not torch.float32):
         return False
     layout = layout_of(p)
