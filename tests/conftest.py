@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import fusedopt._ops as ops
+import wheel_venv
 
 # True when this run exercises the native CPU kernels; the suite also runs with
 # FUSEDOPT_DISABLE_NATIVE=1, where everything goes through fusedopt.reference.
@@ -71,3 +72,9 @@ def kernels_only(monkeypatch):
 
     for name in ("adam_", "sgd_", "grad_stats_", "unscale_"):
         monkeypatch.setattr(reference, name, refuse(name))
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory):
+    """The wheel of this checkout, built once for all the wheel tests (slow)."""
+    return wheel_venv.build_wheel(tmp_path_factory.mktemp("dist"))

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -22,23 +20,9 @@ import pytest
 import torch
 
 from elf_tools import external_dependencies, fatbin_entries, policy_violations
-
-ROOT = Path(__file__).resolve().parent.parent
+from wheel_venv import ROOT, make_venv, pip_install, run
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-build-isolation", "--no-deps", "--wheel-dir", str(out)],
-        check=True,
-        capture_output=True,
-    )
-    wheels = list(out.glob("fusedopt-*.whl"))
-    assert len(wheels) == 1, wheels
-    return wheels[0]
 
 
 @pytest.fixture(scope="module")
@@ -82,15 +66,12 @@ def test_libraries_expect_only_torch_cuda_runtime_and_manylinux_2_28(unpacked):
 
 
 def _fresh_venv(tmp: Path) -> Path:
-    venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    py = venv / "bin" / "python"
+    py = make_venv(tmp / "venv")
     spec = os.environ.get("FUSEDOPT_WHEEL_TEST_TORCH")
     if spec:
-        subprocess.run([str(py), "-m", "pip", "install", "--quiet", spec], check=True)
+        pip_install(py, spec, cwd=tmp)
     else:
-        site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                              capture_output=True, text=True, check=True).stdout.strip()
+        site = run(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp).stdout.strip()
         torch_site = str(Path(torch.__file__).resolve().parent.parent)
         Path(site, "_torch_from_parent.pth").write_text(torch_site + "\n")
     return py
@@ -98,13 +79,12 @@ def _fresh_venv(tmp: Path) -> Path:
 
 def test_wheel_installs_and_runs_in_a_fresh_venv(wheel, tmp_path):
     py = _fresh_venv(tmp_path)
-    subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)], check=True)
-    run = dict(cwd=tmp_path, capture_output=True, text=True)  # away from the source tree
-    where = subprocess.run([str(py), "-c", "import fusedopt; print(fusedopt.__file__)"], **run, check=True).stdout
+    pip_install(py, "--no-deps", str(wheel), cwd=tmp_path)
+    where = run(py, "-c", "import fusedopt; print(fusedopt.__file__)", cwd=tmp_path).stdout
     assert str(tmp_path / "venv") in where and str(ROOT) not in where
-    info = json.loads(subprocess.run([str(py), "-m", "fusedopt", "info", "--json"], **run, check=True).stdout)
+    info = json.loads(run(py, "-m", "fusedopt", "info", "--json", cwd=tmp_path).stdout)
     assert info["devices"]["cpu"]["backend"] == "cpu-native", info["libraries"]
     assert info["build"]["torch_abi_floor"] == "2.10"
-    check = subprocess.run([str(py), "-m", "fusedopt", "check"], **run)
+    check = run(py, "-m", "fusedopt", "check", cwd=tmp_path, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.strip().endswith("OK")
