@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -65,20 +66,27 @@ def test_libraries_expect_only_torch_cuda_runtime_and_manylinux_2_28(unpacked):
         assert policy_violations(lib) == [], lib.name
 
 
-def _fresh_venv(tmp: Path) -> Path:
-    py = make_venv(tmp / "venv")
-    spec = os.environ.get("FUSEDOPT_WHEEL_TEST_TORCH")
-    if spec:
-        pip_install(py, spec, cwd=tmp)
-    else:
-        site = run(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp).stdout.strip()
-        torch_site = str(Path(torch.__file__).resolve().parent.parent)
-        Path(site, "_torch_from_parent.pth").write_text(torch_site + "\n")
-    return py
+@pytest.fixture
+def fresh_venv(tmp_path):
+    """A venv with the torch this run names (or sees), removed afterwards: a
+    torch installed into it weighs about a GB."""
+    venv = tmp_path / "venv"
+    try:
+        py = make_venv(venv)
+        spec = os.environ.get("FUSEDOPT_WHEEL_TEST_TORCH")
+        if spec:
+            pip_install(py, spec, cwd=tmp_path)
+        else:
+            site = run(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp_path).stdout.strip()
+            torch_site = str(Path(torch.__file__).resolve().parent.parent)
+            Path(site, "_torch_from_parent.pth").write_text(torch_site + "\n")
+        yield py
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)
 
 
-def test_wheel_installs_and_runs_in_a_fresh_venv(wheel, tmp_path):
-    py = _fresh_venv(tmp_path)
+def test_wheel_installs_and_runs_in_a_fresh_venv(wheel, fresh_venv, tmp_path):
+    py = fresh_venv
     pip_install(py, "--no-deps", str(wheel), cwd=tmp_path)
     where = run(py, "-c", "import fusedopt; print(fusedopt.__file__)", cwd=tmp_path).stdout
     assert str(tmp_path / "venv") in where and str(ROOT) not in where
