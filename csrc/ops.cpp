@@ -5,6 +5,9 @@
 // the ops return nothing. grad_scale is GradScaler's scale (not its inverse);
 // any nonzero found_inf skips the step without touching memory; when sumsq is
 // given, grads are clipped to max_norm by the global norm sqrt(sumsq).
+// max_value > 0 clamps each unscaled grad element to [-max_value, max_value]
+// before the norm's coefficient applies (torch's idiom: unscale_,
+// clip_grad_value_, clip_grad_norm_); 0 means no clamping.
 #include <torch/csrc/stable/library.h>
 
 STABLE_TORCH_LIBRARY(fusedopt, m) {
@@ -13,16 +16,23 @@ STABLE_TORCH_LIBRARY(fusedopt, m) {
       "Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] steps, Tensor(f!)[] master_params, float lr, "
       "Tensor? lr_tensor, float beta1, float beta2, float eps, float weight_decay, bool decoupled, "
       "bool amsgrad, bool maximize, Tensor? grad_scale, Tensor? found_inf, Tensor? sumsq, "
-      "float max_norm) -> ()");
+      "float max_norm, float max_value=0.) -> ()");
   m.def(
       "sgd_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, "
       "Tensor(c!)[] momentum_first, Tensor(d!)[] master_params, float lr, Tensor? lr_tensor, "
       "float momentum, float dampening, float weight_decay, bool nesterov, bool maximize, "
-      "Tensor? grad_scale, Tensor? found_inf, Tensor? sumsq, float max_norm) -> ()");
+      "Tensor? grad_scale, Tensor? found_inf, Tensor? sumsq, float max_norm, float max_value=0.) -> ()");
   // One read of every grad (dtypes may mix): found_inf := 1 on any inf/nan, and
-  // sumsq += sum((g / grad_scale)^2). Deterministic. Writes no grad.
-  m.def("grad_stats_(Tensor[] grads, Tensor? grad_scale, Tensor(a!) found_inf, Tensor(b!) sumsq) -> ()");
+  // sumsq += sum(clamp(g / grad_scale, -max_value, max_value)^2) (no clamp when
+  // max_value is 0; found_inf looks at the grads before clamping, as unscale_
+  // does before clip_grad_value_). Deterministic. Writes no grad.
+  m.def(
+      "grad_stats_(Tensor[] grads, Tensor? grad_scale, Tensor(a!) found_inf, Tensor(b!) sumsq, "
+      "float max_value=0.) -> ()");
   // GradScaler.unscale_: grads *= inv_scale, found_inf := 1 on any inf/nan.
   m.def("unscale_(Tensor(a!)[] grads, Tensor(b!) found_inf, Tensor inv_scale) -> ()");
+  // clip_grad_value_: grads := clamp(grads, -clip_value, clip_value), NaN kept,
+  // in one pass (torch's clamp_min_ then clamp_max_, also for clip_value < 0).
+  m.def("clip_value_(Tensor(a!)[] grads, float clip_value) -> ()");
   m.def("cpu_isa() -> str");
 }

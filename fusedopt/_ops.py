@@ -136,6 +136,7 @@ def _native_ops() -> SimpleNamespace:
         sgd_=ns.sgd_.default,
         grad_stats_=ns.grad_stats_.default,
         unscale_=ns.unscale_.default,
+        clip_value_=ns.clip_value_.default,
     )
 
 
@@ -199,5 +200,5 @@ if CPU_LIB.loaded:
     def _no_output(*args, **kwargs):
         return None
 
-    for _name in ("adam_", "sgd_", "grad_stats_", "unscale_"):
+    for _name in ("adam_", "sgd_", "grad_stats_", "unscale_", "clip_value_"):
         torch.library.register_fake(f"fusedopt::{_name}")(_no_output)

@@ -7,6 +7,9 @@ name (see csrc/ops.cpp), so callers can use either interchangeably:
 * ``grad_scale`` is GradScaler's scale; grads are multiplied by its inverse
   (computed as torch does: ``scale.double().reciprocal().float()``).
 * a nonzero ``found_inf`` skips the step: nothing is written, no step advances.
+* ``max_value > 0`` clamps each unscaled grad to ``[-max_value, max_value]``,
+  as clip_grad_value_ does after unscale_ in torch's idiom (``sumsq`` is then
+  the sum of squares of the clamped grads, see grad_stats_);
 * with ``sumsq`` given, grads are also multiplied by
   ``clamp(max_norm / (sqrt(sumsq) + 1e-6), max=1)``, as clip_grad_norm_ does.
 * grads are read, never written (except by ``unscale_``, whose job that is).
@@ -37,30 +40,41 @@ def _inv_scale(grad_scale: Tensor) -> Tensor:
     return grad_scale.double().reciprocal().float()
 
 
-def _grad_factors(grad_scale, sumsq, max_norm, maximize) -> tuple[Tensor | None, Tensor | None, bool]:
+def _grad_factors(grad_scale, sumsq, max_norm, maximize, max_value=0.0):
+    """(inv_scale, clamp bound, norm clip coefficient, maximize), None where unused."""
     inv = _inv_scale(grad_scale) if grad_scale is not None else None
     clip = None
     if sumsq is not None:
         norm = sumsq.float().sqrt()
         clip = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-    return inv, clip, maximize
+    return inv, (max_value if max_value > 0 else None), clip, maximize
 
 
 def _prepared_grad(grad: Tensor, dtype: torch.dtype, factors) -> Tensor:
     """The gradient the update sees: unscaled, clipped, negated for maximize,
     as a real tensor of the working dtype (complex grads are viewed as real)."""
-    inv, clip, maximize = factors
+    inv, bound, clip, maximize = factors
     if grad.is_complex():
         g = grad
     else:
         g = grad if grad.dtype == dtype else grad.to(dtype)
     if inv is not None:
         g = g * inv.to(g.device)
+    if bound is not None:
+        g = _clamped(g, bound)
     if clip is not None:
         g = g * clip.to(g.device)
     if maximize:
         g = -g
     return torch.view_as_real(g) if g.is_complex() else g
+
+
+def _clamped(g: Tensor, bound: float) -> Tensor:
+    # clip_grad_value_ is clamp_min_(-c) then clamp_max_(c); complex grads are
+    # clamped as their real view (torch's clamp refuses complex tensors)
+    if g.is_complex():
+        return torch.view_as_complex(torch.view_as_real(g).clamp(-bound, bound))
+    return g.clamp(-bound, bound)
 
 
 def _lr(lr: float, lr_tensor: Tensor | None) -> float:
@@ -121,11 +135,12 @@ def adam_(
     found_inf: Tensor | None,
     sumsq: Tensor | None,
     max_norm: float,
+    max_value: float = 0.0,
 ) -> None:
     if not params or _skip(found_inf):
         return
     lr = _lr(lr, lr_tensor)
-    factors = _grad_factors(grad_scale, sumsq, max_norm, maximize)
+    factors = _grad_factors(grad_scale, sumsq, max_norm, maximize, max_value)
     for i, param in enumerate(params):
         master = master_params[i] if master_params else None
         vmax = max_exp_avg_sqs[i] if amsgrad else None
@@ -174,11 +189,12 @@ def sgd_(
     found_inf: Tensor | None,
     sumsq: Tensor | None,
     max_norm: float,
+    max_value: float = 0.0,
 ) -> None:
     if not params or _skip(found_inf):
         return
     lr = _lr(lr, lr_tensor)
-    factors = _grad_factors(grad_scale, sumsq, max_norm, maximize)
+    factors = _grad_factors(grad_scale, sumsq, max_norm, maximize, max_value)
     for i, param in enumerate(params):
         master = master_params[i] if master_params else None
         buf_store = momentum_buffers[i] if momentum != 0 else None
@@ -204,21 +220,30 @@ def grad_stats_(
     grad_scale: Tensor | None,
     found_inf: Tensor,
     sumsq: Tensor,
+    max_value: float = 0.0,
 ) -> None:
-    """found_inf := 1 if any grad holds inf/nan; sumsq += sum((g * inv_scale)^2)."""
+    """found_inf := 1 if any grad holds inf/nan; sumsq += sum(clamp(g * inv_scale)^2),
+    the clamp to [-max_value, max_value] only when max_value > 0. The inf check
+    looks at the grads themselves, before any clamp."""
     if not grads:
         return
     inv = _inv_scale(grad_scale) if grad_scale is not None else None
     total = torch.zeros((), dtype=torch.float64, device=sumsq.device)
+    bad = torch.zeros((), dtype=torch.bool, device=sumsq.device)
     for g in grads:
         x = g.float() if g.dtype in _LOW_PRECISION else g
+        if max_value > 0:
+            bad |= ~torch.isfinite(x).all().to(bad.device)
         if inv is not None:
             x = x * inv.to(x.device)
+        if max_value > 0:
+            x = _clamped(x, max_value)
         if x.is_complex():
             x = torch.view_as_real(x)
         total += x.double().square().sum().to(total.device)
     sumsq.add_(total.to(sumsq.dtype))
-    found_inf.copy_(torch.where(torch.isfinite(total), found_inf, torch.ones_like(found_inf)))
+    bad |= ~torch.isfinite(total)
+    found_inf.copy_(torch.where(bad, torch.ones_like(found_inf), found_inf))
 
 
 def unscale_(grads: list[Tensor], found_inf: Tensor, inv_scale: Tensor) -> None:
@@ -227,3 +252,9 @@ def unscale_(grads: list[Tensor], found_inf: Tensor, inv_scale: Tensor) -> None:
         bad = ~torch.isfinite(g).all()
         found_inf.copy_(torch.where(bad.to(found_inf.device), torch.ones_like(found_inf), found_inf))
         g.mul_(inv_scale.to(g.device))
+
+
+def clip_value_(grads: list[Tensor], clip_value: float) -> None:
+    """clip_grad_value_: grads := clamp(grads, -clip_value, clip_value), as torch does."""
+    for g in grads:
+        g.clamp_(min=-clip_value, max=clip_value)

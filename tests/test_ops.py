@@ -82,6 +82,10 @@ def _sgd_sample():
         ("sgd_", _sgd_sample()),
         ("grad_stats_", ([torch.randn(5), torch.randn(7, dtype=torch.bfloat16)], torch.tensor(8.0), torch.zeros(1), torch.zeros(1))),
         ("unscale_", ([torch.randn(5), torch.randn(7, dtype=torch.float16)], torch.zeros(1), torch.tensor(0.5))),
+        ("adam_", _adam_sample() + (0.25,)),
+        ("sgd_", _sgd_sample() + (0.25,)),
+        ("grad_stats_", ([torch.randn(5), torch.randn(7, dtype=torch.float16)], None, torch.zeros(1), torch.zeros(1), 0.5)),
+        ("clip_value_", ([torch.randn(5), torch.randn(7, dtype=torch.bfloat16)], 0.5)),
     ],
 )
 def test_opcheck(op, args):
@@ -137,3 +141,53 @@ def test_unscale_matches_torch():
     grads[0][2] = float("inf")
     torch.ops.fusedopt.unscale_(grads, found, inv)
     assert found.item() == 1.0
+
+
+@requires_native_cpu
+def test_grad_stats_clamps_after_unscaling_and_finds_infs_before():
+    grads = [torch.randn(n).to(dt) * 3 for n, dt in ((5, torch.float32), (300, torch.bfloat16), (70001, torch.float16))]
+    scale = torch.tensor(2.0)
+    found, sumsq = torch.zeros(1), torch.zeros(1)
+    torch.ops.fusedopt.grad_stats_(grads, scale, found, sumsq, 0.5)
+    expected = sum(((g.double() / 2.0).clamp(-0.5, 0.5) ** 2).sum() for g in grads)
+    assert found.item() == 0.0
+    torch.testing.assert_close(sumsq.double(), expected.reshape(1), rtol=1e-6, atol=0)
+    grads[2][12345] = float("-inf")  # clamped to -0.5 in the sum, but still an overflow
+    found, sumsq = torch.zeros(1), torch.zeros(1)
+    torch.ops.fusedopt.grad_stats_(grads, scale, found, sumsq, 0.5)
+    assert found.item() == 1.0 and torch.isfinite(sumsq).all()
+
+
+def _cloned(args):
+    return [[t.clone() for t in a] if isinstance(a, list) else a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+
+
+@requires_native_cpu
+@pytest.mark.parametrize("op", ["adam_", "sgd_"])
+def test_update_with_max_value_matches_the_reference(op):
+    from fusedopt import reference
+
+    base = list(_adam_sample() if op == "adam_" else _sgd_sample())
+    for g in base[1]:
+        g.copy_(torch.linspace(-3, 3, g.numel()))
+    if op == "adam_":  # moments of earlier steps: a first Adam step is sign(g) whatever the clamp
+        for m, v in zip(base[2], base[3]):
+            m.fill_(0.1)
+            v.fill_(0.5)
+    native, ref, unclamped = _cloned(base), _cloned(base), _cloned(base)
+    getattr(torch.ops.fusedopt, op)(*native, 0.25)
+    getattr(reference, op)(*ref, 0.25)
+    getattr(torch.ops.fusedopt, op)(*unclamped, 0.0)
+    for a, b, c in zip(native[0], ref[0], unclamped[0]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        assert not torch.equal(a, c)  # the clamp changed the update
+
+
+@requires_native_cpu
+def test_clip_value_matches_torch_and_keeps_nan():
+    grads = [torch.randn(n).to(dt) * 3 for n, dt in ((5, torch.float32), (300, torch.bfloat16), (70001, torch.float16))]
+    grads[0][1], grads[2][7] = float("nan"), float("inf")
+    ref = [g.clamp_min(-0.5).clamp_max(0.5) for g in grads]
+    torch.ops.fusedopt.clip_value_(grads, 0.5)
+    for a, b in zip(grads, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)

@@ -31,7 +31,8 @@ void adam_(
     std::optional<Tensor> grad_scale,
     std::optional<Tensor> found_inf,
     std::optional<Tensor> sumsq,
-    double max_norm) {
+    double max_norm,
+    double max_value) {
   if (params.empty()) return;
   const CallInfo d = check_adam_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
                                        master_params, amsgrad, lr_tensor, grad_scale, found_inf, sumsq,
@@ -45,7 +46,7 @@ void adam_(
   const math::AdamHyper hyper{beta1, beta2, eps, weight_decay, decoupled};
   const double lr_now = lr_value(lr, lr_tensor);
   const math::GradFactors factors =
-      math::grad_factors(scalar_ptr(grad_scale), scalar_ptr(sumsq), max_norm, maximize);
+      math::grad_factors(scalar_ptr(grad_scale), scalar_ptr(sumsq), max_norm, max_value, maximize);
 
   std::vector<AdamTensor> tensors(n);
   std::vector<math::AdamConsts> consts(n);

@@ -35,10 +35,14 @@ using AdamRangeFn = void (*)(const AdamTensor&, const math::AdamConsts&, const m
 using SgdRangeFn = void (*)(const SgdTensor&, const math::SgdConsts&, const math::GradFactors&, int64_t lo, int64_t hi);
 // Multiplies grad[lo, hi) by inv_scale in place; returns true if any input was inf/nan.
 using UnscaleRangeFn = bool (*)(void* grad, float inv_scale, int64_t lo, int64_t hi);
-// Sum of (grad * inv_scale)^2 over [lo, hi) in double, in a fixed order that does
-// not depend on the instruction set: element i goes to lane i % 16, lanes are
-// added pairwise at the end. inf/nan in the input makes the sum non-finite.
-using SumsqRangeFn = double (*)(const void* grad, float inv_scale, int64_t lo, int64_t hi);
+// Sum of clamp(grad * inv_scale, -max_value, max_value)^2 over [lo, hi) in
+// double, in a fixed order that does not depend on the instruction set: element
+// i goes to lane i % 16, lanes are added pairwise at the end. Sets *nonfinite
+// when an input element (before scaling and clamping) is inf/nan.
+using SumsqRangeFn = double (*)(const void* grad, float inv_scale, float max_value, int64_t lo, int64_t hi,
+                                bool* nonfinite);
+// grad[lo, hi) := clamp(grad, lo_value, hi_value) in place (NaN kept).
+using ClampRangeFn = void (*)(void* grad, float lo_value, float hi_value, int64_t lo, int64_t hi);
 
 // One instruction set's kernels. A null entry means the dtype combination is not
 // compiled; the op entry points check before they modify anything.
@@ -48,6 +52,7 @@ struct KernelTable {
   SgdRangeFn (*sgd)(DType param, DType grad, DType state, bool momentum, bool master);
   UnscaleRangeFn (*unscale)(DType grad);
   SumsqRangeFn (*sumsq)(DType grad);
+  ClampRangeFn (*clamp)(DType grad);
 };
 
 const KernelTable& kernels_generic();

@@ -269,14 +269,21 @@ constexpr int kSumLanes = 16;
 static_assert(kSumLanes % Vec::N == 0, "the sum's lanes must be whole vectors");
 
 template <class G>
-double sumsq_range(const void* grad, float inv_scale, int64_t lo, int64_t hi) {
+double sumsq_range(const void* grad, float inv_scale, float max_value, int64_t lo, int64_t hi, bool* nonfinite) {
   const G* g = static_cast<const G*>(grad) + lo;
   const int64_t n = hi - lo;
   double acc[kSumLanes] = {};
   float x[kSumLanes];
-  const Vec inv(inv_scale);
+  const Vec inv(inv_scale), vlo(-max_value), vhi(max_value);
+  // x - x is 0 for finite x and NaN otherwise: the sum stays 0 iff all are finite
+  // (checked before clamping, which would turn an inf into max_value)
+  Vec bad(0.0f);
   auto lanes = [&](const G* q) {
-    for (int j = 0; j < kSumLanes; j += Vec::N) vstore(x + j, vload(q + j) * inv);
+    for (int j = 0; j < kSumLanes; j += Vec::N) {
+      const Vec raw = vload(q + j);
+      bad = bad + (raw - raw);
+      vstore(x + j, vclamp(raw * inv, vlo, vhi));
+    }
     // a product of two floats is exact in double, so only the additions round
     for (int k = 0; k < kSumLanes; ++k) acc[k] += static_cast<double>(x[k]) * static_cast<double>(x[k]);
   };
@@ -291,7 +298,38 @@ double sumsq_range(const void* grad, float inv_scale, int64_t lo, int64_t hi) {
   for (int width = kSumLanes / 2; width >= 1; width /= 2) {
     for (int k = 0; k < width; ++k) acc[k] += acc[k + width];
   }
+  float flags[Vec::N];
+  vstore(flags, bad);
+  for (int k = 0; k < Vec::N; ++k) {
+    if (flags[k] != 0.0f) *nonfinite = true;
+  }
   return acc[0];
+}
+
+template <class G>
+void clamp_range(void* grad, float lo_value, float hi_value, int64_t lo, int64_t hi) {
+  G* g = static_cast<G*>(grad) + lo;
+  const int64_t n = hi - lo;
+  const Vec vlo(lo_value), vhi(hi_value);
+  int64_t i = 0;
+  for (; i + Vec::N <= n; i += Vec::N) vstore(g + i, vclamp(vload(g + i), vlo, vhi));
+  if (i < n) {
+    Tail<G> t(g + i, n - i);
+    vstore(t.ptr(), vclamp(vload(t.ptr()), vlo, vhi));
+    t.flush();
+  }
+}
+
+ClampRangeFn select_clamp(DType g) {
+  switch (g) {
+    case DType::F32:
+      return &clamp_range<float>;
+    case DType::BF16:
+      return &clamp_range<bf16_t>;
+    case DType::F16:
+      return &clamp_range<fp16_t>;
+  }
+  return nullptr;
 }
 
 UnscaleRangeFn select_unscale(DType g) {
@@ -323,7 +361,7 @@ SumsqRangeFn select_sumsq(DType g) {
 
 const KernelTable& FO_KERNEL_TABLE() {
   static const KernelTable table{
-      FO_STRINGIFY(FO_ISA_NS), &select_adam, &select_sgd, &select_unscale, &select_sumsq};
+      FO_STRINGIFY(FO_ISA_NS), &select_adam, &select_sgd, &select_unscale, &select_sumsq, &select_clamp};
   return table;
 }
 

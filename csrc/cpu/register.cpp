@@ -8,6 +8,7 @@ STABLE_TORCH_LIBRARY_IMPL(fusedopt, CPU, m) {
   m.impl("sgd_", TORCH_BOX(&fusedopt::cpu::sgd_));
   m.impl("grad_stats_", TORCH_BOX(&fusedopt::cpu::grad_stats_));
   m.impl("unscale_", TORCH_BOX(&fusedopt::cpu::unscale_));
+  m.impl("clip_value_", TORCH_BOX(&fusedopt::cpu::clip_value_));
 }
 
 // cpu_isa takes no tensor, so it is served whatever the dispatch key.

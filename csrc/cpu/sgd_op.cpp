@@ -27,7 +27,8 @@ void sgd_(
     std::optional<Tensor> grad_scale,
     std::optional<Tensor> found_inf,
     std::optional<Tensor> sumsq,
-    double max_norm) {
+    double max_norm,
+    double max_value) {
   if (params.empty()) return;
   const bool has_momentum = momentum != 0.0;
   const CallInfo d = check_sgd_args(params, grads, momentum_buffers, momentum_first, master_params,
@@ -42,7 +43,7 @@ void sgd_(
   const math::SgdConsts consts =
       math::sgd_consts(lr_value(lr, lr_tensor), momentum, dampening, weight_decay, nesterov);
   const math::GradFactors factors =
-      math::grad_factors(scalar_ptr(grad_scale), scalar_ptr(sumsq), max_norm, maximize);
+      math::grad_factors(scalar_ptr(grad_scale), scalar_ptr(sumsq), max_norm, max_value, maximize);
 
   std::vector<SgdTensor> tensors(n);
   for (size_t i = 0; i < n; ++i) {

@@ -31,6 +31,10 @@ FO_INLINE Vec vmax(Vec a, Vec b) {
   return _mm256_blendv_ps(r, a.v, _mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q));
 }
 
+// maxps/minps return their second operand when either is NaN, so with the data
+// second a NaN element stays NaN, as in math::vclamp.
+FO_INLINE Vec vclamp(Vec x, Vec lo, Vec hi) { return _mm256_min_ps(hi.v, _mm256_max_ps(lo.v, x.v)); }
+
 FO_INLINE Vec vload(const float* p) { return _mm256_loadu_ps(p); }
 
 FO_INLINE Vec vload(const bf16_t* p) {

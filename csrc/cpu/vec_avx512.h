@@ -32,6 +32,10 @@ FO_INLINE Vec vmax(Vec a, Vec b) {
   return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q), r, a.v);
 }
 
+// As in AVX2, max/min return their second operand when either is NaN: with the
+// data second, a NaN element stays NaN (math::vclamp).
+FO_INLINE Vec vclamp(Vec x, Vec lo, Vec hi) { return _mm512_min_ps(hi.v, _mm512_max_ps(lo.v, x.v)); }
+
 FO_INLINE Vec vload(const float* p) { return _mm512_loadu_ps(p); }
 
 FO_INLINE Vec vload(const bf16_t* p) {

@@ -42,6 +42,12 @@ FO_INLINE Vec vmax(const Vec& a, const Vec& b) {
   return r;
 }
 
+FO_INLINE Vec vclamp(const Vec& x, const Vec& lo, const Vec& hi) {
+  Vec r;
+  for (int i = 0; i < Vec::N; ++i) r.x[i] = math::vclamp(x.x[i], lo.x[i], hi.x[i]);
+  return r;
+}
+
 template <class T>
 FO_INLINE Vec vload(const T* p) {
   Vec r;

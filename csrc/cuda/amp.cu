@@ -59,8 +59,22 @@ __device__ __forceinline__ double add_square(double acc, float u) {
   return __fma_rn(static_cast<double>(u), static_cast<double>(u), acc);
 }
 
+// The square of one element as clip_grad_value_ after unscale_ would leave it:
+// (g * inv) clamped to [-max_value, max_value]. Clamping (max_value finite)
+// costs two more operations per element and a check for inf/nan in g itself.
+template <class Acc>
+__device__ __forceinline__ Acc add_clamped_square(Acc acc, float x, float inv, float max_value, bool clamp, bool& bad) {
+  float u = x * inv;
+  if (clamp) {
+    bad |= !isfinite(x);
+    u = math::vclamp(u, -max_value, max_value);
+  }
+  return add_square(acc, u);
+}
+
 template <class Acc, class G>
-__device__ __forceinline__ double thread_sumsq(const G* g, int n, bool aligned, float inv) {
+__device__ __forceinline__ double thread_sumsq(const G* g, int n, bool aligned, float inv, float max_value, bool& bad) {
+  const bool clamp = max_value != INFINITY;
   Acc acc[kILP] = {};
   int done = 0;
   if (aligned) {
@@ -69,7 +83,7 @@ __device__ __forceinline__ double thread_sumsq(const G* g, int n, bool aligned, 
       float x[kILP];
       load_pack(x, g + k * kILP);
 #pragma unroll
-      for (int j = 0; j < kILP; ++j) acc[j] = add_square(acc[j], x[j] * inv);
+      for (int j = 0; j < kILP; ++j) acc[j] = add_clamped_square(acc[j], x[j], inv, max_value, clamp, bad);
     }
     done = packs * kILP;
   }
@@ -79,7 +93,7 @@ __device__ __forceinline__ double thread_sumsq(const G* g, int n, bool aligned, 
 #pragma unroll
     for (int j = 0; j < kILP; ++j) {
       const int e = i + j * static_cast<int>(blockDim.x);
-      if (e < n) acc[j] = add_square(acc[j], to_float(g[e]) * inv);
+      if (e < n) acc[j] = add_clamped_square(acc[j], to_float(g[e]), inv, max_value, clamp, bad);
     }
   }
   double total = 0.0;
@@ -102,14 +116,20 @@ __global__ void __launch_bounds__(kThreads) grad_stats_kernel(
     double* workspace,
     float* found_inf,
     float* sumsq,
+    const float max_value,
     const bool first,
     const bool last) {
   const ChunkSpan s = chunk_span(table);
   const G* g = static_cast<const G*>(table.ptr[0][s.tensor]) + s.start;
   const float inv = grad_scale ? math::inv_scale_of(*grad_scale) : 1.0f;
   const bool aligned = pack_aligned(g);
-  double acc = thread_sumsq<float>(g, s.n, aligned, inv);
-  if (!isfinite(acc)) acc = thread_sumsq<double>(g, s.n, aligned, inv);  // inf/nan or fp32 overflow: see above
+  // With clamping, an inf grad no longer shows in the sum: look for inf/nan
+  // before the clamp, as unscale_ does before clip_grad_value_.
+  bool bad = false;
+  double acc = thread_sumsq<float>(g, s.n, aligned, inv, max_value, bad);
+  if (!isfinite(acc)) acc = thread_sumsq<double>(g, s.n, aligned, inv, max_value, bad);  // inf/nan or fp32 overflow: see above
+  // every writer stores the same value: a benign race, as in unscale_kernel
+  if (__syncthreads_or(bad) && threadIdx.x == 0) *found_inf = 1.0f;
   const double block_total = block_sum(acc);
 
   __shared__ bool is_last;
@@ -164,6 +184,22 @@ __global__ void __launch_bounds__(kThreads)
   if (__syncthreads_or(bad) && threadIdx.x == 0) *found_inf = 1.0f;
 }
 
+// clip_grad_value_: grads := clamp(grads, lo, hi) with NaN kept (math::vclamp).
+template <class G>
+__global__ void __launch_bounds__(kThreads) clamp_kernel(const GradTable table, const float lo, const float hi) {
+  const ChunkSpan s = chunk_span(table);
+  G* g = static_cast<G*>(table.ptr[0][s.tensor]) + s.start;
+  for_chunk(s.n, pack_aligned(g), [&](int i, bool pack) {
+    float x[kILP];
+    load_elems(x, g, i, pack);
+#pragma unroll
+    for (int k = 0; k < kILP; ++k) {
+      if (pack || k == 0) x[k] = math::vclamp(x[k], lo, hi);
+    }
+    store_elems(g, i, x, pack);
+  });
+}
+
 template <class Launch>
 void for_each_grad_table(int n, const int64_t* numel, void* const* grads, Launch launch) {
   for_each_table<1>(
@@ -196,7 +232,7 @@ const char* launch_grad_stats(const StatsLaunch& a, void* raw_stream) {
       const bool first = a.first && index == 0;
       const bool last = a.last && index == launches - 1;
       grad_stats_kernel<G><<<blocks, kThreads, 0, stream>>>(table, a.grad_scale, a.workspace, a.found_inf, a.sumsq,
-                                                           first, last);
+                                                           a.max_value, first, last);
       err = last_error();
       ++index;
     });
@@ -212,6 +248,20 @@ const char* launch_unscale(const UnscaleLaunch& a, void* raw_stream) {
     for_each_grad_table(a.n, a.numel, a.grad, [&](const GradTable& table, int blocks) {
       if (err) return;
       unscale_kernel<G><<<blocks, kThreads, 0, stream>>>(table, a.found_inf, a.inv_scale);
+      err = last_error();
+    });
+  });
+  return err;
+}
+
+const char* launch_clamp(const ClampLaunch& a, void* raw_stream) {
+  auto stream = static_cast<cudaStream_t>(raw_stream);
+  const char* err = nullptr;
+  dispatch_dtype(a.dtype, [&](auto tag) {
+    using G = decltype(tag);
+    for_each_grad_table(a.n, a.numel, a.grad, [&](const GradTable& table, int blocks) {
+      if (err) return;
+      clamp_kernel<G><<<blocks, kThreads, 0, stream>>>(table, a.lo, a.hi);
       err = last_error();
     });
   });

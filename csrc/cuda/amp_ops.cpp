@@ -4,6 +4,7 @@
 
 #include <array>
 
+#include "../math/clip.h"
 #include "device.h"
 #include "launch.h"
 #include "ops.h"
@@ -41,7 +42,12 @@ bool any_elements(const std::vector<int64_t>& numels) {
 
 }  // namespace
 
-void grad_stats_(const TensorList& grads, std::optional<Tensor> grad_scale, Tensor found_inf, Tensor sumsq) {
+void grad_stats_(
+    const TensorList& grads,
+    std::optional<Tensor> grad_scale,
+    Tensor found_inf,
+    Tensor sumsq,
+    double max_value) {
   const Place at = place_of(found_inf);
   FO_CHECK(at.cuda, "grad_stats_: found_inf is not a CUDA tensor");
   check_scalar(found_inf, at, ScalarType::Float, "found_inf");
@@ -76,6 +82,7 @@ void grad_stats_(const TensorList& grads, std::optional<Tensor> grad_scale, Tens
     a.found_inf = static_cast<float*>(found_inf.mutable_data_ptr());
     a.sumsq = static_cast<float*>(sumsq.mutable_data_ptr());
     a.workspace = ws;
+    a.max_value = math::clamp_bound_of(max_value);
     a.first = k == first;
     a.last = k == last;
     check_launch(launch_grad_stats(a, stream), "grad_stats_");
@@ -100,6 +107,27 @@ void unscale_(const TensorList& grads, Tensor found_inf, Tensor inv_scale) {
     a.found_inf = static_cast<float*>(found_inf.mutable_data_ptr());
     a.inv_scale = static_cast<const float*>(inv_scale.const_data_ptr());
     check_launch(launch_unscale(a, stream), "unscale_");
+  }
+}
+
+void clip_value_(const TensorList& grads, double clip_value) {
+  if (grads.empty()) return;
+  const Place at = place_of(grads[0]);
+  FO_CHECK(at.cuda, "clip_value_: grads[0] is not a CUDA tensor");
+  const ByDType g = split_grads(grads, at, "clip_value_", /*writable=*/true);
+  torch::stable::accelerator::DeviceGuard guard(at.index);
+  void* stream = current_stream(at.index);
+  const float c = static_cast<float>(clip_value);
+  for (int k = 0; k < 3; ++k) {
+    if (!any_elements(g.numels[k])) continue;
+    ClampLaunch a;
+    a.n = static_cast<int>(g.ptrs[k].size());
+    a.numel = g.numels[k].data();
+    a.grad = g.ptrs[k].data();
+    a.dtype = static_cast<DType>(k);
+    a.lo = -c;
+    a.hi = c;
+    check_launch(launch_clamp(a, stream), "clip_value_");
   }
 }
 

@@ -63,7 +63,7 @@ __device__ __forceinline__ double lr_of(const StepControl& c) {
 }
 
 __device__ __forceinline__ math::GradFactors factors_of(const StepControl& c) {
-  return math::grad_factors(c.grad_scale, c.sumsq, c.max_norm, c.maximize);
+  return math::grad_factors(c.grad_scale, c.sumsq, c.max_norm, c.max_value, c.maximize);
 }
 
 // Per-tensor scalars advanced once per applied step, after the update kernels

@@ -34,6 +34,7 @@ struct StepControl {
   const float* found_inf = nullptr;
   const float* sumsq = nullptr;
   double max_norm = 0.0;
+  double max_value = 0.0;  // 0: no clamping
   bool maximize = false;
 };
 
@@ -73,6 +74,7 @@ struct StatsLaunch {
   float* found_inf;
   float* sumsq;
   double* workspace;
+  float max_value;  // the clamp bound (+inf: none)
   bool first;
   bool last;
 };
@@ -86,6 +88,15 @@ struct UnscaleLaunch {
   const float* inv_scale;
 };
 
+struct ClampLaunch {
+  int n;
+  const int64_t* numel;
+  void* const* grad;
+  DType dtype;
+  float lo;
+  float hi;
+};
+
 // Partial sums per block plus the running total and the block counter.
 constexpr int kStatsMaxBlocks = 2048;
 constexpr int kWorkspaceDoubles = kStatsMaxBlocks + 2;
@@ -95,6 +106,7 @@ const char* launch_adam(const AdamLaunch& a, void* stream);
 const char* launch_sgd(const SgdLaunch& a, void* stream);
 const char* launch_grad_stats(const StatsLaunch& a, void* stream);
 const char* launch_unscale(const UnscaleLaunch& a, void* stream);
+const char* launch_clamp(const ClampLaunch& a, void* stream);
 
 }  // namespace cuda
 }  // namespace fusedopt

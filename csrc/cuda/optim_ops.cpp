@@ -17,6 +17,7 @@ StepControl control_of(
     const std::optional<Tensor>& found_inf,
     const std::optional<Tensor>& sumsq,
     double max_norm,
+    double max_value,
     bool maximize) {
   StepControl c;
   c.lr = lr;
@@ -28,6 +29,7 @@ StepControl control_of(
   c.found_inf = optional_ptr(found_inf);
   c.sumsq = optional_ptr(sumsq);
   c.max_norm = max_norm;
+  c.max_value = max_value;
   c.maximize = maximize;
   return c;
 }
@@ -54,7 +56,8 @@ void adam_(
     std::optional<Tensor> grad_scale,
     std::optional<Tensor> found_inf,
     std::optional<Tensor> sumsq,
-    double max_norm) {
+    double max_norm,
+    double max_value) {
   if (params.empty()) return;
   const CallInfo d = check_adam_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params,
                                      amsgrad, lr_tensor, grad_scale, found_inf, sumsq, /*cuda=*/true);
@@ -81,7 +84,7 @@ void adam_(
   a.amsgrad = amsgrad;
   a.master = d.master;
   a.hyper = math::AdamHyper{beta1, beta2, eps, weight_decay, decoupled};
-  a.ctl = control_of(lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, maximize);
+  a.ctl = control_of(lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize);
   check_launch(launch_adam(a, current_stream(d.place.index)), "adam_");
 }
 
@@ -101,7 +104,8 @@ void sgd_(
     std::optional<Tensor> grad_scale,
     std::optional<Tensor> found_inf,
     std::optional<Tensor> sumsq,
-    double max_norm) {
+    double max_norm,
+    double max_value) {
   if (params.empty()) return;
   const bool has_momentum = momentum != 0.0;
   const CallInfo d = check_sgd_args(params, grads, momentum_buffers, momentum_first, master_params, has_momentum,
@@ -129,7 +133,7 @@ void sgd_(
   a.dampening = dampening;
   a.weight_decay = weight_decay;
   a.nesterov = nesterov;
-  a.ctl = control_of(lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, maximize);
+  a.ctl = control_of(lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize);
   check_launch(launch_sgd(a, current_stream(d.place.index)), "sgd_");
 }
 

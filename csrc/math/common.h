@@ -57,4 +57,11 @@ FO_HD FO_INLINE float vsqrt(float x) {
   return sqrtf(x);
 }
 
+// torch's x.clamp_min_(lo).clamp_max_(hi): NaN stays NaN; with lo > hi every
+// element becomes hi. The bounds are never NaN here.
+FO_HD FO_INLINE float vclamp(float x, float lo, float hi) {
+  const float m = x < lo ? lo : x;
+  return m > hi ? hi : m;
+}
+
 FO_MATH_END

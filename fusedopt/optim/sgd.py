@@ -164,7 +164,7 @@ class SGD(FusedOptimizer):
         grads pay it."""
         if amp.found_inf is not None and float(amp.found_inf) != 0.0:
             return
-        inv, clip, _ = reference._grad_factors(amp.grad_scale, amp.sumsq, self.max_grad_norm or 0.0, False)
+        inv, _, clip, _ = reference._grad_factors(amp.grad_scale, amp.sumsq, self.max_grad_norm or 0.0, False)
         grads = []
         for g in bucket.grads:
             if inv is not None:
