@@ -168,13 +168,16 @@ def _on(t: Tensor | None, device: torch.device) -> Tensor | None:
     return t.to(device, non_blocking=True)
 
 
-def global_stats(parts, groups, grad_scale, found_inf, home, compute: bool) -> tuple[Tensor, Tensor]:
+def global_stats(
+    parts, groups, grad_scale, found_inf, home, compute: bool, max_value: float = 0.0
+) -> tuple[Tensor, Tensor]:
     """The global [found_inf, sum of squares of the unscaled grads], on ``home``.
 
     parts: (device, reduce group or None, grads, ops) per stats launch; with
     ``compute`` False only found_inf is combined (no grad is read). groups: every
     group this rank must join, in the common order, including groups for which
-    it has no grads (it then contributes zeros). found_inf: a flag computed
+    it has no grads (it then contributes zeros). max_value > 0: the sum is of
+    the grads clamped to [-max_value, max_value] (max_grad_value). found_inf: a flag computed
     elsewhere (torch's GradScaler) to combine as well. Returns 1-element views
     of one buffer: found (nonzero means skip) and sumsq."""
     bufs: dict = {}
@@ -183,7 +186,7 @@ def global_stats(parts, groups, grad_scale, found_inf, home, compute: bool) -> t
             buf = bufs.get((rg, device))
             if buf is None:
                 buf = bufs[(rg, device)] = torch.zeros(2, dtype=torch.float32, device=device)
-            ops.grad_stats_(grads, _on(grad_scale, device), buf[0:1], buf[1:2])
+            ops.grad_stats_(grads, _on(grad_scale, device), buf[0:1], buf[1:2], max_value)
     per_group: dict = {}
     for (rg, _), buf in bufs.items():
         buf = _on(buf, home)

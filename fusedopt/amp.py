@@ -21,6 +21,8 @@ import torch
 from torch.amp.grad_scaler import OptState
 
 from . import _collectives, _dtensor, _ops
+from ._repeats import rounds
+from ._versions import bump
 from .optim._base import FusedOptimizer, native_eligible
 
 
@@ -35,6 +37,7 @@ class GradScaler(torch.amp.GradScaler):
         unscale op does, so every rank skips and backs off alike."""
         per_device: dict[torch.device, list[torch.Tensor]] = defaultdict(list)
         shared_with: dict[torch.device, list] = defaultdict(list)
+        sharded: list[torch.Tensor] = []
         with torch.no_grad():
             for group in optimizer.param_groups:
                 for param in group["params"]:
@@ -51,6 +54,7 @@ class GradScaler(torch.amp.GradScaler):
                         to_unscale = param.grad
                     if _dtensor.is_dtensor(to_unscale):
                         shared_with[to_unscale.device].append(_collectives.of_dtensor(to_unscale, partial_ok=True))
+                        sharded.append(to_unscale)  # its version counter is not its shard's
                         to_unscale = to_unscale._local_tensor
                     per_device[to_unscale.device].append(to_unscale)
 
@@ -62,16 +66,19 @@ class GradScaler(torch.amp.GradScaler):
                 native, rest = [], []
                 for g in grads:
                     (native if serve and native_eligible(g, g, ()) else rest).append(g)
-                if native:
-                    _ops.ops_for(device).unscale_(native, found, inv)
+                # a grad listed twice is unscaled twice, in order, as torch's kernel does
+                for part in rounds(native):
+                    _ops.ops_for(device).unscale_(part, found, inv)
                 if rest:
                     _ops.reference.unscale_(rest, found, inv)
+                bump(native)
                 _collectives.max_found_(found, _collectives.ordered_groups(shared_with[device]))
                 found_per_device[device] = found
+            bump(sharded)
         return found_per_device
 
     def step(self, optimizer, *args, **kwargs):
-        if not (self._enabled and isinstance(optimizer, FusedOptimizer)) or args or kwargs:
+        if not (self._enabled and _fused_amp_step(optimizer)) or args or kwargs:
             return super().step(optimizer, *args, **kwargs)
         self._check_scale_growth_tracker("step")
         state = self._per_optimizer_states[id(optimizer)]
@@ -90,3 +97,9 @@ class GradScaler(torch.amp.GradScaler):
             optimizer._amp_step(grad_scale=None, found_inf=found_inf)
         state["stage"] = OptState.STEPPED
         return None
+
+
+def _fused_amp_step(optimizer) -> bool:
+    """Whether the optimizer's own step takes the scale (not a differentiable
+    step, which runs torch's implementation and is driven as torch's)."""
+    return isinstance(optimizer, FusedOptimizer) and not optimizer.defaults.get("differentiable")

@@ -1,16 +1,21 @@
-"""fusedopt.clip_grad_norm_: a drop-in for torch.nn.utils.clip_grad_norm_.
+"""fusedopt.clip_grad_norm_ and clip_grad_value_: drop-ins for torch.nn.utils'.
 
-For the L2 norm of float32/bf16/fp16 grads it reads every grad once for the
-global sum of squares (one multi-tensor launch per device, any mix of those
-dtypes) and scales them in a second multi-tensor pass, never reading a device
-value on the host. DTensor grads (FSDP2, TP) are read as their local shards, and
+For the L2 norm of float32/bf16/fp16 grads, clip_grad_norm_ reads every grad
+once for the global sum of squares (one multi-tensor launch per device, any mix
+of those dtypes) and scales them in a second multi-tensor pass, never reading a
+device value on the host. clip_grad_value_ clamps such grads in one pass (torch:
+clamp_min_ then clamp_max_, two). DTensor grads (FSDP2, TP) are read as their local shards, and
 one all-reduce per reduction group (see _collectives.py) makes the sum global.
 Other norm types, other dtypes, Partial DTensor grads and other tensor
 subclasses go to torch's own implementation, which already handles them.
+
+Both write the grads as torch's in-place ops do: version counters bumped, and a
+grad listed twice processed twice, in order (see _repeats.py).
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -18,6 +23,8 @@ import torch
 from torch import Tensor
 
 from . import _collectives, _dtensor, _ops
+from ._repeats import rounds
+from ._versions import bump
 from .optim._base import native_eligible
 
 _PLAIN = (Tensor, torch.nn.Parameter)
@@ -67,9 +74,9 @@ def clip_grad_norm_(
         )
     with torch.no_grad():
         sumsq, by_device = _global_sumsq(grads)
-        total_norm = sumsq.sqrt()
+        total_norm = _in_grad_dtype(sumsq.sqrt(), grads)
         _scale_by_norm_(by_device, total_norm, max_norm, error_if_nonfinite)
-    return _in_grad_dtype(total_norm, grads)
+    return total_norm
 
 
 def _scale_by_norm_(by_device, total_norm: Tensor, max_norm: float, error_if_nonfinite: bool) -> None:
@@ -81,16 +88,20 @@ def _scale_by_norm_(by_device, total_norm: Tensor, max_norm: float, error_if_non
             "set `error_if_nonfinite=False`"
         )
     # as torch: coef = clamp(max_norm / (norm + 1e-6), max=1), applied unconditionally (no sync)
-    coef = torch.clamp(float(max_norm) / (total_norm + 1e-6), max=1.0)
+    coef = torch.clamp(float(max_norm) / (total_norm.float() + 1e-6), max=1.0)
     for device, gs in by_device.items():
         c = coef.to(device, non_blocking=True).reshape(1)
         # unscale_ is a multi-tensor "grads *= factor"; its inf flag is discarded
-        _ops.ops_for(device).unscale_(gs, torch.zeros(1, device=device), c)
+        for part in rounds(gs):
+            _ops.ops_for(device).unscale_(part, torch.zeros(1, device=device), c)
+        bump(gs)
 
 
 def _in_grad_dtype(total_norm: Tensor, grads: list[Tensor]) -> Tensor:
     # torch returns the norm in the grads' dtype (computing it in that dtype too;
-    # fusedopt computes in fp32 and only rounds the result)
+    # fusedopt computes in fp32 and only rounds the result), and clips by that:
+    # a norm beyond the dtype's range (fp16: 65504) is inf there, so torch
+    # raises for error_if_nonfinite or scales by 1/inf
     dtypes = {g.dtype for g in grads}
     return total_norm.to(dtypes.pop()) if len(dtypes) == 1 else total_norm
 
@@ -116,8 +127,49 @@ def _clip_dtensor_grads(grads: list[Tensor], max_norm: float, error_if_nonfinite
         home = grads[0]._local_tensor.device
         groups = _collectives.ordered_groups(reduce_groups)
         _, sumsq = _collectives.global_stats(parts, groups, None, None, home, True)
-        total_norm = sumsq.sqrt().reshape(())
-        _scale_by_norm_(by_device, total_norm, max_norm, error_if_nonfinite)
+        norm = _in_grad_dtype(sumsq.sqrt().reshape(()), grads)
+        _scale_by_norm_(by_device, norm, max_norm, error_if_nonfinite)
+        bump(grads)  # a DTensor's version counter is not its shard's
         mesh = grads[0].device_mesh
-        norm = _in_grad_dtype(total_norm, grads)
         return DTensor.from_local(norm, mesh, [Replicate()] * mesh.ndim, run_check=False)
+
+
+def clip_grad_value_(
+    parameters: Tensor | Iterable[Tensor],
+    clip_value: float,
+    foreach: bool | None = None,
+) -> None:
+    """Clip the gradients of an iterable of parameters at the given value, as
+    ``torch.nn.utils.clip_grad_value_`` does: every grad element is clamped to
+    ``[-clip_value, clip_value]`` in place (NaN stays NaN)."""
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    else:
+        parameters = list(parameters)
+    value = float(clip_value)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if (
+        not grads
+        or math.isnan(value)
+        or not all(type(g) in _PLAIN and native_eligible(g, g, ()) for g in grads)
+    ):
+        # other dtypes, sparse, tensor subclasses, a NaN bound: torch's own
+        return torch.nn.utils.clip_grad_value_(parameters, value, foreach=foreach)
+    if foreach:
+        # torch refuses foreach=True where it has no foreach kernels; so does fusedopt
+        from torch.utils._foreach_utils import _device_has_foreach_support
+
+        for g in grads:
+            if not _device_has_foreach_support(g.device):
+                raise RuntimeError(
+                    f"foreach=True was passed, but can't use the foreach API on {g.device.type} tensors"
+                )
+    by_device: dict[torch.device, list[Tensor]] = defaultdict(list)
+    for g in grads:
+        by_device[g.device].append(g)
+    with torch.no_grad():
+        for device, gs in by_device.items():
+            for part in rounds(gs):
+                _ops.ops_for(device).clip_value_(part, value)
+            bump(gs)
+    return None

@@ -70,3 +70,23 @@ def test_returns_norm_before_clipping_and_unscaled_grads_untouched_when_small():
     fusedopt.clip_grad_norm_(a, 10.0)
     for x, g in zip(a, before):
         assert torch.equal(x.grad, g)  # coefficient clamped to 1: multiplying by 1 is exact
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_norm_beyond_the_grads_dtype_is_non_finite_as_in_torch(dtype):
+    # each element is finite in fp16, the norm (about 1.9e5) is not
+    a, b = _pair(dtypes=(dtype,) * 3, sizes=(10, 10, 10))
+    big = 60000.0 if dtype is torch.float16 else 3e38
+    for x, y in zip(a, b):
+        x.grad.fill_(big)
+        y.grad.fill_(big)
+    with pytest.raises(RuntimeError, match="non-finite"):
+        torch.nn.utils.clip_grad_norm_(b, 1.0, error_if_nonfinite=True)
+    with pytest.raises(RuntimeError, match="non-finite"):
+        fusedopt.clip_grad_norm_(a, 1.0, error_if_nonfinite=True)
+    # without the error: torch returns inf and scales by 1/inf, i.e. zeroes the grads
+    na = fusedopt.clip_grad_norm_(a, 1.0)
+    nb = torch.nn.utils.clip_grad_norm_(b, 1.0)
+    assert na.dtype == nb.dtype and torch.isinf(na) and torch.isinf(nb)
+    for x, y in zip(a, b):
+        assert torch.equal(x.grad, y.grad)

@@ -57,12 +57,6 @@ def test_sgd_constructor_errors_are_torchs(kwargs):
     assert ours == theirs
 
 
-@pytest.mark.parametrize("cls", [fusedopt.Adam, fusedopt.AdamW, fusedopt.SGD])
-def test_differentiable_is_refused(cls):
-    with pytest.raises(ValueError, match="differentiable=True"):
-        cls(_params(), differentiable=True)
-
-
 @pytest.mark.parametrize(
     "kwargs,exc,match",
     [

@@ -27,6 +27,9 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .. import _collectives, _dtensor, _ops
+from .._versions import bump
+from . import _differentiable, _validate
+from ._amp_flag import AmpScalingFlag
 
 NATIVE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _STATE_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16)
@@ -34,7 +37,8 @@ _PLAIN_TENSOR_TYPES = (Tensor, torch.nn.Parameter)
 
 # fusedopt's own options; kept as optimizer attributes, never as param_group
 # keys, so that state_dicts stay exactly torch's.
-_FUSEDOPT_ATTRS = ("max_grad_norm", "master_weights", "state_dtype", "norm_group")
+_FUSEDOPT_ATTRS = ("max_grad_norm", "master_weights", "state_dtype", "norm_group", "max_grad_value")
+_FUSEDOPT_DEFAULTS = (None, False, None, None, None)
 
 
 @dataclass
@@ -42,7 +46,8 @@ class Bucket:
     """Tensors one kernel call updates: one device, one dtype per list.
 
     ``kind`` is "native" (the device's kernels), "reference" (plain torch, for
-    tensors the kernels do not take) or "sparse" (SGD's sparse grads)."""
+    tensors the kernels do not take), "sparse" (SGD's sparse grads) or "torch"
+    (SGD's grads of another dtype than their param's: torch's own SGD)."""
 
     kind: str
     device: torch.device
@@ -68,6 +73,15 @@ class Bucket:
     specs: list = field(default_factory=list)  # DTensor grads' specs at build, checked on reuse
     # the ranks the bucket's grads' sum of squares is summed over (see _collectives)
     reduce: Any = None
+    # what the plan was built for, re-checked on reuse: the params' shapes (p.data
+    # can be replaced), and the grads' dtypes of a non-native bucket
+    shapes: list[torch.Size] = field(default_factory=list)
+    grad_dtypes: list[torch.dtype] = field(default_factory=list)
+    # every tensor the native kernels write: their autograd versions are bumped
+    written: list[Tensor] = field(default_factory=list)
+    # a second (third...) occurrence of params listed twice in the group: run
+    # after the first, and left out of the global norm (see _repeats.py)
+    repeat: bool = False
 
     @property
     def native(self) -> bool:
@@ -133,17 +147,26 @@ class GroupPlan:
                     and all(map(laid_out, b.params))
                 ):
                     return None
-            elif not all(map(is_, map(_is_sparse, sel), repeat(b.kind == "sparse"))):
+            elif not (
+                all(map(is_, map(_is_sparse, sel), repeat(b.kind == "sparse")))
+                and list(map(_dtype_of, sel)) == b.grad_dtypes
+            ):
                 return None
             if not all(map(is_, map(dict.get, b.check_dicts, b.check_keys), b.check_tensors)):
                 return None
-            out[key] = Bucket(b.kind, b.device, b.params, sel, b.lists, keys=b.keys, reduce=b.reduce)
+            if list(map(_shape_of, b.params)) != b.shapes:
+                return None
+            out[key] = Bucket(
+                b.kind, b.device, b.params, sel, b.lists, keys=b.keys, reduce=b.reduce, written=b.written,
+                repeat=b.repeat,
+            )
         return out
 
 
 _get_device = Tensor.get_device
 _dtype_of = attrgetter("dtype")
 _is_sparse = attrgetter("is_sparse")
+_shape_of = attrgetter("shape")
 
 
 @dataclass
@@ -155,24 +178,13 @@ class DeviceAmp:
     sumsq: Tensor | None = None
 
 
-def check_fusedopt_options(max_grad_norm, master_weights, state_dtype) -> None:
-    if max_grad_norm is not None:
-        if isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, (int, float)):
-            raise TypeError(f"max_grad_norm must be a number or None, got {type(max_grad_norm).__name__}")
-        if not (max_grad_norm > 0 and max_grad_norm != float("inf")):
-            raise ValueError(f"Invalid max_grad_norm: {max_grad_norm} (must be finite and > 0)")
+def check_fusedopt_options(max_grad_norm, master_weights, state_dtype, max_grad_value=None) -> None:
+    _validate.check_positive_finite("max_grad_norm", max_grad_norm)
+    _validate.check_positive_finite("max_grad_value", max_grad_value)
     if not isinstance(master_weights, bool):
         raise TypeError(f"master_weights must be a bool, got {type(master_weights).__name__}")
     if state_dtype not in _STATE_DTYPES:
         raise ValueError(f"Invalid state_dtype: {state_dtype} (use None, torch.float32, torch.bfloat16 or torch.float16)")
-
-
-def reject_unsupported_flags(name: str, differentiable: bool) -> None:
-    if differentiable:
-        raise ValueError(
-            f"fusedopt.{name} does not support differentiable=True: its kernels update tensors in "
-            f"place outside autograd. Use torch.optim.{name} for differentiable optimization."
-        )
 
 
 # Memory layouts the kernels take: any in which a tensor's elements fill numel
@@ -217,13 +229,17 @@ def native_eligible(p: Tensor, g: Tensor, states: tuple[Tensor, ...]) -> bool:
 class FusedOptimizer(Optimizer):
     """Base of fusedopt's optimizers. Subclasses define the state and the op call."""
 
-    # torch.amp.GradScaler hands us the scale and found_inf instead of unscaling.
-    _step_supports_amp_scaling = True
+    # torch.amp.GradScaler hands us the scale and found_inf instead of unscaling
+    # (for whom this is said, and why: _amp_flag.py).
+    _step_supports_amp_scaling = AmpScalingFlag()
 
-    def __init__(self, params, defaults, *, max_grad_norm, master_weights, state_dtype, norm_group=None):
-        check_fusedopt_options(max_grad_norm, master_weights, state_dtype)
+    def __init__(
+        self, params, defaults, *, max_grad_norm, master_weights, state_dtype, norm_group=None, max_grad_value=None
+    ):
+        check_fusedopt_options(max_grad_norm, master_weights, state_dtype, max_grad_value)
         _collectives.check_norm_group(norm_group)
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        self.max_grad_value = None if max_grad_value is None else float(max_grad_value)
         # the ranks plain-tensor params' norm is global over (DTensors: their mesh)
         self.norm_group = norm_group
         self.master_weights = master_weights
@@ -232,6 +248,18 @@ class FusedOptimizer(Optimizer):
         # computed it (a device tensor; inf/nan after an overflow).
         self.last_grad_norm: Tensor | None = None
         super().__init__(params, defaults)
+        # torch checks these after the params, in this order
+        _validate.check_differentiable(
+            type(self).__name__,
+            defaults.get("differentiable"),
+            defaults.get("fused"),
+            max_grad_norm=max_grad_norm,
+            max_grad_value=max_grad_value,
+            master_weights=master_weights,
+            state_dtype=state_dtype,
+        )
+        if defaults.get("fused") and defaults.get("foreach"):
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
     # -- pickling / copying keeps fusedopt's own options ----------------------------
 
@@ -244,7 +272,7 @@ class FusedOptimizer(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Also called by torch's load_state_dict with only state and param_groups:
         # the options this optimizer already has must survive that.
-        for name, default in zip(_FUSEDOPT_ATTRS, (None, False, None, None)):
+        for name, default in zip(_FUSEDOPT_ATTRS, _FUSEDOPT_DEFAULTS):
             if name not in state and name not in self.__dict__:
                 state[name] = default
         super().__setstate__(state)
@@ -256,11 +284,19 @@ class FusedOptimizer(Optimizer):
         """Group settings that change the buckets (not lr and the like)."""
         return (self.master_weights, self.state_dtype, self.max_grad_norm is None, self.norm_group)
 
-    def _route(self, p: Tensor, g: Tensor, group: dict) -> Route:
-        """Creates p's state if needed and says which bucket p goes to."""
+    def _route(self, p: Tensor, g: Tensor, group: dict, occurrence: int = 0) -> Route:
+        """Creates p's state if needed and says which bucket p goes to.
+        ``occurrence`` counts earlier listings of p in the group (tied weights)."""
         raise NotImplementedError
 
     def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:
+        raise NotImplementedError
+
+    def _check_group(self, group: dict, index: int) -> None:
+        """Refuses hyperparameters the kernels cannot take (runs every step)."""
+
+    def _torch_group_step(self, group: dict) -> None:
+        """The group's step through torch's own implementation (differentiable=True)."""
         raise NotImplementedError
 
     # -- helpers for subclasses ------------------------------------------------------
@@ -318,30 +354,40 @@ class FusedOptimizer(Optimizer):
                 return buckets
         buckets = {}
         norm = _collectives.of_norm_group(self.norm_group)
+        occurrences: dict[int, int] = {}
         for i, (p, g) in enumerate(zip(params, grads)):
             if g is None:
                 continue
             self._check_grad_device(p, g)
             sharded = _dtensor.check_grad(p, g)
-            r = self._route(p, g, group)
+            # a param listed twice: its later occurrences go to buckets of their own
+            occurrence = occurrences.get(id(p), 0)
+            occurrences[id(p)] = occurrence + 1
+            r = self._route(p, g, group, occurrence)
             reduce = _collectives.of_dtensor(p) if sharded else norm
-            key = r.key + (reduce, sharded)
+            key = r.key + (reduce, sharded) + (("repeat", occurrence) if occurrence else ())
             lp, lg = (p._local_tensor, g._local_tensor) if sharded else (p, g)
             b = buckets.get(key)
             if b is None:
                 b = buckets[key] = Bucket(
                     r.kind, lp.device, grad_dtype=lg.dtype, param_dtype=lp.dtype, layout=layout_of(lp),
-                    sharded=sharded, reduce=reduce,
+                    sharded=sharded, reduce=reduce, repeat=occurrence > 0,
                 )
             b.keys.append(p)
             b.params.append(lp)
             b.states.append(self.state.get(p))
             b.grads.append(lg)
             b.index.append(i)
+            b.shapes.append(lp.shape)
+            b.grad_dtypes.append(lg.dtype)
+            # a DTensor's version counter is not its shard's: both are written
+            b.written.extend((p, lp) if sharded else (p,))
             if sharded:
                 b.specs.append(g._spec)
             for name, t in r.tensors.items():
-                b.lists[name].append(_dtensor.local_state(p, t, name) if sharded else t)
+                local = _dtensor.local_state(p, t, name) if sharded else t
+                b.lists[name].append(local)
+                b.written.extend((t, local) if sharded else (t,))
             for st, k in r.sources:
                 b.check_dicts.append(st)
                 b.check_keys.append(k)
@@ -369,6 +415,8 @@ class FusedOptimizer(Optimizer):
             closure (Callable, optional): A closure that reevaluates the model
                 and returns the loss.
         """
+        if _differentiable.uses_torch_step(self):
+            return _differentiable.step(self, closure)
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -407,6 +455,12 @@ class FusedOptimizer(Optimizer):
         """Runs the step. With ``find_infs`` (fusedopt's GradScaler), the optimizer
         finds inf/nan grads itself in its stats pass and returns the per-device
         found_inf tensors it computed; a step with infs then updates nothing."""
+        # Everything is checked before the first kernel (a refused step changes
+        # nothing): each group's hyperparameters, then, while the plans are built,
+        # its tensors. any() stops at the first param with a grad.
+        for index, group in enumerate(self.param_groups):
+            if any(p.grad is not None for p in group["params"]):
+                self._check_group(group, index)
         work = [(group, self._bucket_group(group)) for group in self.param_groups]
         need_stats = self.max_grad_norm is not None or find_infs
         # ranks that share params' norm or inf flags (sharded params, ZeRO): all
@@ -429,12 +483,16 @@ class FusedOptimizer(Optimizer):
         computed = None
         if need_stats or groups:
             home = devices[0] if devices else groups[0].device()
+            # a tied weight listed twice counts once in the global norm
             parts = [
                 (b.device, b.reduce, b.grads, _ops.ops_for(b.device) if b.native else _ops.reference)
                 for _, buckets in work
                 for b in buckets.values()
+                if not b.repeat
             ]
-            found, sumsq = _collectives.global_stats(parts, groups, grad_scale, found_inf, home, need_stats)
+            found, sumsq = _collectives.global_stats(
+                parts, groups, grad_scale, found_inf, home, need_stats, max_value=self.max_grad_value or 0.0
+            )
             if need_stats:
                 self.last_grad_norm = sumsq.sqrt().reshape(())
             for d in devices:
@@ -449,6 +507,8 @@ class FusedOptimizer(Optimizer):
             for bucket in buckets.values():
                 ops = _ops.ops_for(bucket.device) if bucket.native else _ops.reference
                 self._apply_bucket(ops, bucket, group, amp[bucket.device], bucket.device)
+                if bucket.native:
+                    bump(bucket.written)  # the plain-torch paths' in-place ops bump their own
         return computed
 
     def _reduce_groups(self) -> list:

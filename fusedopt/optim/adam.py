@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from ._base import Bucket, DeviceAmp, FusedOptimizer, Route, layout_of, native_eligible, reject_unsupported_flags
+from . import _differentiable, _validate
+from ._base import Bucket, DeviceAmp, FusedOptimizer, Route, layout_of, native_eligible
 
 
 def _to_scalar(x):
@@ -54,6 +55,10 @@ class Adam(FusedOptimizer):
     * ``max_grad_norm``: clip by the global L2 norm inside the step (one extra
       read of the grads instead of torch's three passes); the pre-clip norm is
       left in ``last_grad_norm`` as a device tensor.
+    * ``max_grad_value``: clamp each (unscaled) grad element to
+      ``[-max_grad_value, max_grad_value]`` as it is read, as
+      ``clip_grad_value_`` would; with ``max_grad_norm`` too, the norm is that of
+      the clamped grads (torch's idiom order: unscale, clip by value, clip by norm).
     * ``master_weights``: keep an fp32 copy of fp16/bf16 params in the state
       (``master_param``) and update it in the same pass.
     * ``state_dtype``: dtype of exp_avg/exp_avg_sq (e.g. ``torch.bfloat16`` to
@@ -84,6 +89,7 @@ class Adam(FusedOptimizer):
         master_weights: bool = False,
         state_dtype: torch.dtype | None = None,
         norm_group=None,
+        max_grad_value: float | None = None,
     ) -> None:
         _check_adam_args(lr, betas, eps, weight_decay, foreach, capturable)
         if state_dtype is torch.float16:
@@ -92,9 +98,6 @@ class Adam(FusedOptimizer):
                 "underflow float16 (|g| < 2.4e-4 squares to 0). Use torch.bfloat16 to halve the state's traffic."
             )
         betas = tuple(map(_to_scalar, betas))
-        reject_unsupported_flags(type(self).__name__, differentiable)
-        if fused and foreach:
-            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         defaults = {
             "lr": lr,
             "betas": betas,
@@ -109,8 +112,13 @@ class Adam(FusedOptimizer):
             "decoupled_weight_decay": decoupled_weight_decay,
         }
         super().__init__(
-            params, defaults, max_grad_norm=max_grad_norm, master_weights=master_weights, state_dtype=state_dtype,
+            params,
+            defaults,
+            max_grad_norm=max_grad_norm,
+            master_weights=master_weights,
+            state_dtype=state_dtype,
             norm_group=norm_group,
+            max_grad_value=max_grad_value,
         )
 
     def __setstate__(self, state):
@@ -128,7 +136,10 @@ class Adam(FusedOptimizer):
         # the step lives on the param's device as a float32 0-dim tensor, as in
         # torch's fused/capturable mode: no host sync to advance it
         sd = self._state_dtype_for(p)
-        state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        # (a meta param has no values to count steps with: its step lives on the
+        # CPU, as all of torch's non-capturable steps do)
+        step_device = "cpu" if p.device.type == "meta" else p.device
+        state["step"] = torch.zeros((), dtype=torch.float32, device=step_device)
         state["exp_avg"] = torch.zeros_like(p, dtype=sd, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(p, dtype=sd, memory_format=torch.preserve_format)
         if amsgrad:
@@ -137,9 +148,17 @@ class Adam(FusedOptimizer):
     def _plan_signature(self, group: dict) -> tuple:
         return super()._plan_signature(group) + (bool(group["amsgrad"]),)
 
-    def _route(self, p: Tensor, g: Tensor, group: dict) -> Route:
+    def _check_group(self, group: dict, index: int) -> None:
+        _validate.check_adam_group(group, index)
+
+    def _torch_group_step(self, group: dict) -> None:
+        _differentiable.adam_group(self, group)
+
+    def _route(self, p: Tensor, g: Tensor, group: dict, occurrence: int = 0) -> Route:
         if g.is_sparse:
             raise RuntimeError("Adam does not support sparse gradients, please consider SparseAdam instead")
+        _validate.check_fused_device(p, group)
+        _validate.check_adam_grad_dtype(type(self).__name__, p, g)
         amsgrad = group["amsgrad"]
         state = self.state[p]
         if not state:
@@ -153,6 +172,7 @@ class Adam(FusedOptimizer):
         master = self._master_for(p, state)
         if master is not None:
             names.append(("masters", "master_param"))
+        _validate.check_state(p, g, state, [k for _, k in names])
         tensors = {name: state[k] for name, k in names}
         moments = [tensors["exp_avgs"], tensors["exp_avg_sqs"]] + ([tensors["max_exp_avg_sqs"]] if amsgrad else [])
         native = native_eligible(p, g, moments) and (master is None or master.is_contiguous())
@@ -188,6 +208,7 @@ class Adam(FusedOptimizer):
             amp.found_inf,
             amp.sumsq,
             self.max_grad_norm or 0.0,
+            self.max_grad_value or 0.0,
         )
 
 
@@ -216,6 +237,7 @@ class AdamW(Adam):
         master_weights: bool = False,
         state_dtype: torch.dtype | None = None,
         norm_group=None,
+        max_grad_value: float | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -234,6 +256,7 @@ class AdamW(Adam):
             master_weights=master_weights,
             state_dtype=state_dtype,
             norm_group=norm_group,
+            max_grad_value=max_grad_value,
         )
 
     # A checkpoint of any Adam loads into AdamW as AdamW, as in torch.

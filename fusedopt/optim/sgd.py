@@ -7,16 +7,21 @@ from torch import Tensor
 from torch.optim.sgd import sgd as torch_sgd
 
 from .. import reference
-from ._base import Bucket, DeviceAmp, FusedOptimizer, Route, layout_of, native_eligible, reject_unsupported_flags
+from . import _differentiable, _validate
+from ._base import Bucket, DeviceAmp, FusedOptimizer, Route, layout_of, native_eligible
 
 
 class SGD(FusedOptimizer):
     """SGD with momentum, dampening, nesterov and L2 weight decay on fused kernels.
 
     Takes every argument of ``torch.optim.SGD`` with the same defaults and
-    checks, plus fusedopt's ``max_grad_norm``, ``master_weights``,
-    ``state_dtype`` and ``norm_group`` (see :class:`fusedopt.Adam`). Sparse gradients are handled as
-    torch handles them (by torch's own single-tensor SGD).
+    checks, plus fusedopt's ``max_grad_norm``, ``max_grad_value``,
+    ``master_weights``, ``state_dtype`` and ``norm_group`` (see
+    :class:`fusedopt.Adam`). Sparse gradients, and grads whose dtype differs
+    from their param's (which torch's SGD takes by type promotion), are handled
+    as torch handles them: by torch's own single-tensor SGD. float32 grads of
+    float16/bfloat16 params run on the kernels, with the momentum buffer in
+    ``state_dtype`` (torch's would take the grad's dtype).
 
     A momentum buffer starts as a copy of the first gradient that is actually
     applied, as in torch; with AMP that may be a later step than the first, so
@@ -40,6 +45,7 @@ class SGD(FusedOptimizer):
         master_weights: bool = False,
         state_dtype: torch.dtype | None = None,
         norm_group=None,
+        max_grad_value: float | None = None,
     ) -> None:
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
@@ -62,14 +68,16 @@ class SGD(FusedOptimizer):
         }
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        reject_unsupported_flags("SGD", differentiable)
-        if fused and foreach:
-            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         # param -> one-element bool tensor on its device: "buffer not yet applied"
         self._momentum_first: dict[Tensor, Tensor] = {}
         super().__init__(
-            params, defaults, max_grad_norm=max_grad_norm, master_weights=master_weights, state_dtype=state_dtype,
+            params,
+            defaults,
+            max_grad_norm=max_grad_norm,
+            master_weights=master_weights,
+            state_dtype=state_dtype,
             norm_group=norm_group,
+            max_grad_value=max_grad_value,
         )
 
     def __getstate__(self):
@@ -101,12 +109,31 @@ class SGD(FusedOptimizer):
             first = self._momentum_first[p] = torch.full((), fresh, dtype=torch.bool, device=p.device)
         return buf, first
 
+    def _applied_momentum_buffer(self, p: Tensor) -> Tensor | None:
+        """p's buffer as torch's SGD sees it: None if none, or if fusedopt made it
+        and no step has applied it yet (reading that flag syncs, once)."""
+        first = self._momentum_first.pop(p, None)
+        if first is not None and bool(first):
+            return None
+        state = self.state.get(p)
+        return state.get("momentum_buffer") if state else None
+
     def _plan_signature(self, group: dict) -> tuple:
         return super()._plan_signature(group) + (group["momentum"] != 0,)
 
-    def _route(self, p: Tensor, g: Tensor, group: dict) -> Route:
+    def _check_group(self, group: dict, index: int) -> None:
+        _validate.check_sgd_group(group, index)
+
+    def _torch_group_step(self, group: dict) -> None:
+        _differentiable.sgd_group(self, group)
+
+    def _route(self, p: Tensor, g: Tensor, group: dict, occurrence: int = 0) -> Route:
+        _validate.check_fused_device(p, group)
         if g.is_sparse:
             return Route((p.device, "sparse"), "sparse", {}, [])
+        if g.dtype is not p.dtype and not _validate.grad_dtype_is_extension(p, g):
+            _validate.check_state(p, g, self.state.get(p) or {}, [])
+            return Route((p.device, "torch"), "torch", {}, [])
         has_momentum = group["momentum"] != 0
         # torch keeps no state at all for momentum-free SGD; neither do we
         state = self.state[p] if has_momentum or self._has_master(p) else None
@@ -114,6 +141,13 @@ class SGD(FusedOptimizer):
         sources: list[tuple[dict, str]] = []
         if has_momentum:
             buf, first = self._momentum_buffer(p, state)
+            if occurrence:
+                # A param listed twice: torch starts the buffer from the grad at
+                # each occurrence of the step that creates it (the buffer list
+                # is read before any update). A flag of its own, equal to the
+                # first occurrence's now and cleared by the same applied steps,
+                # gives the later occurrences that.
+                first = first.clone()
             tensors["buffers"] = buf
             tensors["first"] = first
             sources.append((state, "momentum_buffer"))
@@ -121,6 +155,7 @@ class SGD(FusedOptimizer):
         if master is not None:
             tensors["masters"] = master
             sources.append((state, "master_param"))
+        _validate.check_state(p, g, state or {}, [k for _, k in sources])
         moments = [tensors["buffers"]] if has_momentum else []
         native = native_eligible(p, g, moments) and (master is None or master.is_contiguous())
         if native:
@@ -134,8 +169,8 @@ class SGD(FusedOptimizer):
         return Route(key, "native" if native else "reference", tensors, sources)
 
     def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:
-        if bucket.kind == "sparse":
-            self._sparse_step(bucket, group, amp)
+        if bucket.kind in ("sparse", "torch"):
+            self._torch_step(bucket, group, amp)
             return
         lr, lr_tensor = self._lr_args(group["lr"], device)
         lists = bucket.lists
@@ -156,24 +191,29 @@ class SGD(FusedOptimizer):
             amp.found_inf,
             amp.sumsq,
             self.max_grad_norm or 0.0,
+            self.max_grad_value or 0.0,
         )
 
-    def _sparse_step(self, bucket: Bucket, group: dict, amp: DeviceAmp) -> None:
-        """Sparse grads: torch's own single-tensor SGD, after unscaling and clipping
-        copies of the grads. Reading found_inf here is a host sync; only sparse
-        grads pay it."""
+    def _torch_step(self, bucket: Bucket, group: dict, amp: DeviceAmp) -> None:
+        """Sparse grads, and grads of another dtype than their param's: torch's own
+        single-tensor SGD, after unscaling and clipping copies of the grads.
+        Reading found_inf here is a host sync; only these grads pay it."""
         if amp.found_inf is not None and float(amp.found_inf) != 0.0:
             return
-        inv, _, clip, _ = reference._grad_factors(amp.grad_scale, amp.sumsq, self.max_grad_norm or 0.0, False)
+        inv, bound, clip, _ = reference._grad_factors(
+            amp.grad_scale, amp.sumsq, self.max_grad_norm or 0.0, False, self.max_grad_value or 0.0
+        )
         grads = []
         for g in bucket.grads:
             if inv is not None:
                 g = g * inv.to(g.device)
+            if bound is not None:
+                g = _clamped_sparse(g, bound) if g.is_sparse else reference._clamped(g, bound)
             if clip is not None:
                 g = g * clip.to(g.device)
             grads.append(g)
         momentum = group["momentum"]
-        buffers = [self.state[p].get("momentum_buffer") if momentum != 0 else None for p in bucket.params]
+        buffers = [self._applied_momentum_buffer(p) if momentum != 0 else None for p in bucket.params]
         torch_sgd(
             bucket.params,
             grads,
@@ -225,3 +265,9 @@ class SGD(FusedOptimizer):
     def _after_load(self) -> None:
         # loaded buffers have been applied; missing ones start fresh
         self._momentum_first = {}
+
+
+def _clamped_sparse(g: Tensor, bound: float) -> Tensor:
+    """clip_grad_value_ of a sparse grad: the clamp applies to the summed values."""
+    g = g.coalesce()
+    return torch.sparse_coo_tensor(g.indices(), reference._clamped(g.values(), bound), g.shape)

@@ -1,0 +1,109 @@
+"""differentiable=True: the step through torch's own implementation.
+
+A differentiable step is part of the autograd graph (meta-learning, a learned
+lr tensor): it must run as tensor ops autograd records, which fusedopt's
+kernels are not. So such a step collects the same lists torch.optim's step
+collects from the same state (the state layout is torch's) and calls torch's
+functional ``adam``/``sgd`` with the group's flags: values, gradients and
+errors are torch's. Grad mode follows ``defaults["differentiable"]``, as in
+torch.optim.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.optim.adam import adam as torch_adam
+from torch.optim.sgd import sgd as torch_sgd
+
+
+def uses_torch_step(opt) -> bool:
+    return any(group.get("differentiable") for group in opt.param_groups)
+
+
+def step(opt, closure=None):
+    with torch.set_grad_enabled(bool(opt.defaults.get("differentiable"))):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in opt.param_groups:
+            opt._torch_group_step(group)
+    return loss
+
+
+def adam_group(opt, group: dict) -> None:
+    params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = [], [], [], [], [], []
+    has_complex = False
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        if p.grad.is_sparse:
+            raise RuntimeError("Adam does not support sparse gradients, please consider SparseAdam instead")
+        has_complex |= torch.is_complex(p)
+        state = opt.state[p]
+        if not state:
+            opt._init_state(p, state, group["amsgrad"])
+        elif group["amsgrad"] and "max_exp_avg_sq" not in state:
+            state["max_exp_avg_sq"] = torch.zeros_like(state["exp_avg_sq"])
+        if group["differentiable"] and state["step"].requires_grad:
+            raise RuntimeError("`requires_grad` is not supported for `step` in differentiable mode")
+        params.append(p)
+        grads.append(p.grad)
+        exp_avgs.append(state["exp_avg"])
+        exp_avg_sqs.append(state["exp_avg_sq"])
+        if group["amsgrad"]:
+            max_exp_avg_sqs.append(state["max_exp_avg_sq"])
+        steps.append(state["step"])
+    beta1, beta2 = group["betas"]
+    torch_adam(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        max_exp_avg_sqs,
+        steps,
+        amsgrad=group["amsgrad"],
+        has_complex=has_complex,
+        beta1=beta1,
+        beta2=beta2,
+        lr=group["lr"],
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        maximize=group["maximize"],
+        foreach=group["foreach"],
+        capturable=group["capturable"],
+        differentiable=group["differentiable"],
+        fused=group["fused"],
+        decoupled_weight_decay=group["decoupled_weight_decay"],
+    )
+
+
+def sgd_group(opt, group: dict) -> None:
+    params, grads, buffers = [], [], []
+    has_sparse_grad = False
+    momentum = group["momentum"]
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        params.append(p)
+        grads.append(p.grad)
+        has_sparse_grad |= p.grad.is_sparse
+        if momentum != 0:
+            buffers.append(opt._applied_momentum_buffer(p))
+    torch_sgd(
+        params,
+        grads,
+        buffers,
+        weight_decay=group["weight_decay"],
+        momentum=momentum,
+        lr=group["lr"],
+        dampening=group["dampening"],
+        nesterov=group["nesterov"],
+        maximize=group["maximize"],
+        has_sparse_grad=has_sparse_grad,
+        foreach=group["foreach"],
+        fused=group["fused"],
+    )
+    if momentum != 0:
+        for p, buf in zip(params, buffers):
+            opt.state[p]["momentum_buffer"] = buf
