@@ -240,32 +240,33 @@ const char* launch_grad_stats(const StatsLaunch& a, void* raw_stream) {
   return err;
 }
 
-const char* launch_unscale(const UnscaleLaunch& a, void* raw_stream) {
-  auto stream = static_cast<cudaStream_t>(raw_stream);
+// Calls launch(G{}, table, blocks) for every chunk table of a's grads (one
+// dtype per call), stopping at the first failed launch.
+template <class A, class Launch>
+const char* launch_over_grads(const A& a, Launch launch) {
   const char* err = nullptr;
   dispatch_dtype(a.dtype, [&](auto tag) {
-    using G = decltype(tag);
     for_each_grad_table(a.n, a.numel, a.grad, [&](const GradTable& table, int blocks) {
       if (err) return;
-      unscale_kernel<G><<<blocks, kThreads, 0, stream>>>(table, a.found_inf, a.inv_scale);
+      launch(tag, table, blocks);
       err = last_error();
     });
   });
   return err;
 }
 
+const char* launch_unscale(const UnscaleLaunch& a, void* raw_stream) {
+  auto stream = static_cast<cudaStream_t>(raw_stream);
+  return launch_over_grads(a, [&](auto tag, const GradTable& table, int blocks) {
+    unscale_kernel<decltype(tag)><<<blocks, kThreads, 0, stream>>>(table, a.found_inf, a.inv_scale);
+  });
+}
+
 const char* launch_clamp(const ClampLaunch& a, void* raw_stream) {
   auto stream = static_cast<cudaStream_t>(raw_stream);
-  const char* err = nullptr;
-  dispatch_dtype(a.dtype, [&](auto tag) {
-    using G = decltype(tag);
-    for_each_grad_table(a.n, a.numel, a.grad, [&](const GradTable& table, int blocks) {
-      if (err) return;
-      clamp_kernel<G><<<blocks, kThreads, 0, stream>>>(table, a.lo, a.hi);
-      err = last_error();
-    });
+  return launch_over_grads(a, [&](auto tag, const GradTable& table, int blocks) {
+    clamp_kernel<decltype(tag)><<<blocks, kThreads, 0, stream>>>(table, a.lo, a.hi);
   });
-  return err;
 }
 
 }  // namespace cuda

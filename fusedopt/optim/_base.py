@@ -28,7 +28,7 @@ from torch.optim import Optimizer
 
 from .. import _collectives, _dtensor, _ops
 from .._versions import bump
-from . import _differentiable, _validate
+from . import _torch_impl, _validate
 from ._amp_flag import AmpScalingFlag
 
 NATIVE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -415,8 +415,8 @@ class FusedOptimizer(Optimizer):
             closure (Callable, optional): A closure that reevaluates the model
                 and returns the loss.
         """
-        if _differentiable.uses_torch_step(self):
-            return _differentiable.step(self, closure)
+        if _torch_impl.uses_torch_step(self):
+            return _torch_impl.step(self, closure)
         loss = None
         if closure is not None:
             with torch.enable_grad():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from . import _differentiable, _validate
+from . import _torch_impl, _validate
 from ._base import Bucket, DeviceAmp, FusedOptimizer, Route, layout_of, native_eligible
 
 
@@ -152,7 +152,7 @@ class Adam(FusedOptimizer):
         _validate.check_adam_group(group, index)
 
     def _torch_group_step(self, group: dict) -> None:
-        _differentiable.adam_group(self, group)
+        _torch_impl.adam_group(self, group)
 
     def _route(self, p: Tensor, g: Tensor, group: dict, occurrence: int = 0) -> Route:
         if g.is_sparse:

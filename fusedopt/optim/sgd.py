@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.optim.sgd import sgd as torch_sgd
 
 from .. import reference
-from . import _differentiable, _validate
+from . import _torch_impl, _validate
 from ._base import Bucket, DeviceAmp, FusedOptimizer, Route, layout_of, native_eligible
 
 
@@ -125,7 +124,7 @@ class SGD(FusedOptimizer):
         _validate.check_sgd_group(group, index)
 
     def _torch_group_step(self, group: dict) -> None:
-        _differentiable.sgd_group(self, group)
+        _torch_impl.sgd_group(self, group)
 
     def _route(self, p: Tensor, g: Tensor, group: dict, occurrence: int = 0) -> Route:
         _validate.check_fused_device(p, group)
@@ -212,24 +211,7 @@ class SGD(FusedOptimizer):
             if clip is not None:
                 g = g * clip.to(g.device)
             grads.append(g)
-        momentum = group["momentum"]
-        buffers = [self._applied_momentum_buffer(p) if momentum != 0 else None for p in bucket.params]
-        torch_sgd(
-            bucket.params,
-            grads,
-            buffers,
-            has_sparse_grad=True,
-            foreach=False,
-            weight_decay=group["weight_decay"],
-            momentum=momentum,
-            lr=group["lr"],
-            dampening=group["dampening"],
-            nesterov=group["nesterov"],
-            maximize=group["maximize"],
-        )
-        if momentum != 0:
-            for p, buf in zip(bucket.params, buffers):
-                self.state[p]["momentum_buffer"] = buf
+        _torch_impl.sgd_on(self, group, bucket.params, grads, has_sparse_grad=True, foreach=False)
 
     # -- checkpoints --------------------------------------------------------------------
 

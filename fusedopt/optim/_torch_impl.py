@@ -1,4 +1,6 @@
-"""differentiable=True: the step through torch's own implementation.
+"""torch's own optimizer implementations, run on fusedopt's state (whose layout
+is torch's): for differentiable=True, and for SGD's sparse grads and grads of
+another dtype than their param's (see sgd.py).
 
 A differentiable step is part of the autograd graph (meta-learning, a learned
 lr tensor): it must run as tensor ops autograd records, which fusedopt's
@@ -79,17 +81,18 @@ def adam_group(opt, group: dict) -> None:
 
 
 def sgd_group(opt, group: dict) -> None:
-    params, grads, buffers = [], [], []
-    has_sparse_grad = False
+    params = [p for p in group["params"] if p.grad is not None]
+    grads = [p.grad for p in params]
+    has_sparse_grad = any(g.is_sparse for g in grads)
+    sgd_on(opt, group, params, grads, has_sparse_grad=has_sparse_grad, foreach=group["foreach"], fused=group["fused"])
+
+
+def sgd_on(opt, group: dict, params, grads, **flags) -> None:
+    """torch's SGD on the given params and grads, with the momentum buffers as
+    torch keeps them in the state (also fusedopt.SGD's path for sparse grads
+    and grads of another dtype)."""
     momentum = group["momentum"]
-    for p in group["params"]:
-        if p.grad is None:
-            continue
-        params.append(p)
-        grads.append(p.grad)
-        has_sparse_grad |= p.grad.is_sparse
-        if momentum != 0:
-            buffers.append(opt._applied_momentum_buffer(p))
+    buffers = [opt._applied_momentum_buffer(p) for p in params] if momentum != 0 else []
     torch_sgd(
         params,
         grads,
@@ -100,9 +103,7 @@ def sgd_group(opt, group: dict) -> None:
         dampening=group["dampening"],
         nesterov=group["nesterov"],
         maximize=group["maximize"],
-        has_sparse_grad=has_sparse_grad,
-        foreach=group["foreach"],
-        fused=group["fused"],
+        **flags,
     )
     if momentum != 0:
         for p, buf in zip(params, buffers):
