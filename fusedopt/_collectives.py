@@ -177,8 +177,8 @@ def global_stats(
     ``compute`` False only found_inf is combined (no grad is read). groups: every
     group this rank must join, in the common order, including groups for which
     it has no grads (it then contributes zeros). max_value > 0: the sum is of
-    the grads clamped to [-max_value, max_value] (max_grad_value). found_inf: a flag computed
-    elsewhere (torch's GradScaler) to combine as well. Returns 1-element views
+    the grads clamped to [-max_value, max_value] (max_grad_value). found_inf: a
+    flag computed elsewhere (torch's GradScaler) to combine as well. Returns 1-element views
     of one buffer: found (nonzero means skip) and sumsq."""
     bufs: dict = {}
     if compute:
