@@ -1,1 +1,2 @@
-"""fusedopt's benchmarks: pytest-benchmark suites and the comparison runner."""
+"""fusedopt's pytest-benchmark suites and committed results. The comparison
+runner itself is the package's (fusedopt/benchmark, `python -m fusedopt bench`)."""

@@ -1,5 +1,23 @@
-import sys
-from pathlib import Path
+import pytest
+import torch
 
-# `from bench...` imports resolve against the repository root
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fusedopt.benchmark.workloads import WORKLOADS
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# the synthetic sets on the CPU (each test here runs ~30 rounds; GPT-2 small
+# would take minutes per implementation); every set on a GPU
+DEFAULT = ("10x1M", "1000x10K", "100x1K") if DEVICE == "cpu" else tuple(WORKLOADS)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--workloads", default=",".join(DEFAULT),
+                     help=f"comma-separated workloads for the bench/ suites, from {', '.join(WORKLOADS)}")
+
+
+def pytest_generate_tests(metafunc):
+    if "workload" in metafunc.fixturenames:
+        names = [n for n in metafunc.config.getoption("workloads").split(",") if n]
+        unknown = [n for n in names if n not in WORKLOADS]
+        if unknown:
+            raise pytest.UsageError(f"--workloads: unknown {unknown}; choose from {', '.join(WORKLOADS)}")
+        metafunc.parametrize("workload", names)

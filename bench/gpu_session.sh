@@ -27,8 +27,9 @@ if command -v compute-sanitizer >/dev/null; then
 else
   echo "compute-sanitizer not found" | tee "$OUT/sanitizer_memcheck.txt"
 fi
+# both steps (AdamW alone, the whole AMP step) on every workload that fits the GPU
 "$PY" -m fusedopt bench --device cuda --rounds "${ROUNDS:-3}" --reps "${REPS:-10}" \
-  --out "$OUT/cuda_bench.json" --plot "$OUT/cuda_bench.png" 2>&1 | tee "$OUT/cuda_bench.txt"
+  --out "$OUT/cuda_bench.json" --plot "$OUT/cuda_bench.png" --markdown "$OUT/cuda_bench.md" 2>&1 | tee "$OUT/cuda_bench.txt"
 
 # ADAM_BOUNDS_AB=1: the Adam kernels' occupancy (csrc/cuda/adam.cu), the default
 # __launch_bounds__(512, 3) against __launch_bounds__(512) alone, timed back to
@@ -37,7 +38,7 @@ if [ "${ADAM_BOUNDS_AB:-0}" = 1 ]; then
   LIB="$(ls fusedopt/_C_cuda.*so)"
   KEEP="$(mktemp -d)"
   cp "$LIB" fusedopt/_build_info.json "$KEEP/"
-  AB=(--device cuda --workloads decoder-1B,2000x4096 --rounds "${ROUNDS:-3}" --reps "${REPS:-10}")
+  AB=(--device cuda --step amp --workloads decoder-1B,2000x4096 --rounds "${ROUNDS:-3}" --reps "${REPS:-10}" --no-plot)
   FUSEDOPT_NVCC_FLAGS=-DFUSEDOPT_ADAM_MIN_BLOCKS=0 "$PY" setup.py build_ext --inplace > "$OUT/build_adam_bounds.log" 2>&1 \
     && "$PY" -m fusedopt bench "${AB[@]}" --out "$OUT/adam_bounds_512.json" 2>&1 | tee "$OUT/adam_bounds_512.txt"
   cp "$KEEP/$(basename "$LIB")" "$LIB" && cp "$KEEP/_build_info.json" fusedopt/_build_info.json

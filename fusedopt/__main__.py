@@ -1,7 +1,7 @@
 """python -m fusedopt info | bench | check
 
 info   which backend serves each device and why; what the build targets
-bench  the comparison benchmark (see bench/compare.py; needs the source tree)
+bench  the comparison benchmark against torch (fusedopt/benchmark; `bench --help`)
 check  a quick self-test: a few AdamW/SGD steps compared with torch.optim
 """
 
@@ -72,12 +72,9 @@ def _check(args) -> int:
 
 
 def _bench(args) -> int:
-    try:
-        from bench import compare  # the source tree's bench/ package
-    except ImportError:
-        print("python -m fusedopt bench runs from a source checkout (it needs bench/)", file=sys.stderr)
-        return 2
-    return compare.main(args.rest)
+    from .benchmark.cli import main as bench_main
+
+    return bench_main(args.rest)
 
 
 def main(argv=None) -> int:
@@ -87,7 +84,7 @@ def main(argv=None) -> int:
     p_info = sub.add_parser("info", help="backends, build and runtime")
     p_info.add_argument("--json", action="store_true")
     sub.add_parser("check", help="quick self-test against torch.optim")
-    sub.add_parser("bench", help="comparison benchmark (bench/compare.py); options follow", add_help=False)
+    sub.add_parser("bench", help="comparison benchmark against torch; options follow (bench --help)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.cmd != "bench" and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -1,11 +1,12 @@
-"""The AMP + clip-by-global-norm + AdamW step as users write it, four ways.
+"""The AMP + clip-by-global-norm + AdamW step as users write it.
 
-  torch-fused       scaler.unscale_(opt); clip_grad_norm_(params, 1.0);
-                    scaler.step(opt); scaler.update()  with AdamW(fused=True)
-  torch-foreach     the same with AdamW(foreach=True)
-  fusedopt          fusedopt.AdamW(max_grad_norm=1.0) + fusedopt.GradScaler:
-                    scaler.step(opt); scaler.update()   (two passes over grads)
-  fusedopt-idiom    torch's idiom with fusedopt's classes and clip_grad_norm_
+  torch idiom     scaler.unscale_(opt); clip_grad_norm_(params, 1.0);
+                  scaler.step(opt); scaler.update()
+                  with torch.amp.GradScaler and any AdamW (torch's fused or
+                  foreach, or another library's)
+  fused loop      fusedopt.AdamW(max_grad_norm=1.0) + fusedopt.GradScaler:
+                  scaler.step(opt); scaler.update()   (two passes over grads)
+  fusedopt idiom  torch's idiom with fusedopt's classes and clip_grad_norm_
 
 The backward pass is not part of it: the grads are made once, as a backward
 pass under a loss scale of 2^16 would leave them, and put back (untimed) before
@@ -17,11 +18,13 @@ exactly 1 skip its stores too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 import fusedopt
 
-from .workloads import Workload
+from .implementations import LR, WEIGHT_DECAY
 
 # GradScaler's default initial scale. The scale stays there (no growth during a
 # run), so that every repetition does the same work: the unscale factor is
@@ -30,11 +33,12 @@ from .workloads import Workload
 SCALE = 65536.0
 MAX_NORM = 1.0
 _NO_GROWTH = 2**31 - 1
+_SCALER_KW = dict(init_scale=SCALE, growth_interval=_NO_GROWTH)
 
 
 class Pipeline:
-    def __init__(self, name, params, opt, scaler, step):
-        self.name, self.params, self.opt, self.scaler, self._step = name, params, opt, scaler, step
+    def __init__(self, params, opt, scaler, step: Callable[["Pipeline"], None]):
+        self.params, self.opt, self.scaler, self._step = params, opt, scaler, step
         self.grads = [p.grad for p in params]
         self.saved = [g.mul(SCALE) for g in self.grads]
         # a scaler creates its scale tensor on its first scale(); the backward
@@ -70,22 +74,15 @@ def _fusedopt_idiom_step(pl):
     pl.scaler.update()
 
 
-def make(name: str, wl: Workload, device: str) -> Pipeline:
-    params = wl.params(device=device)
-    scaler_kw = dict(init_scale=SCALE, growth_interval=_NO_GROWTH)
-    if name == "torch-fused":
-        opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
-        return Pipeline(name, params, opt, torch.amp.GradScaler(device, **scaler_kw), _torch_step)
-    if name == "torch-foreach":
-        opt = torch.optim.AdamW(params, lr=1e-4, foreach=True)
-        return Pipeline(name, params, opt, torch.amp.GradScaler(device, **scaler_kw), _torch_step)
-    if name == "fusedopt":
-        opt = fusedopt.AdamW(params, lr=1e-4, max_grad_norm=MAX_NORM)
-        return Pipeline(name, params, opt, fusedopt.GradScaler(device, **scaler_kw), _fused_step)
-    if name == "fusedopt-idiom":
-        opt = fusedopt.AdamW(params, lr=1e-4)
-        return Pipeline(name, params, opt, fusedopt.GradScaler(device, **scaler_kw), _fusedopt_idiom_step)
-    raise ValueError(name)
+def torch_idiom(params, opt: torch.optim.Optimizer, device: str) -> Pipeline:
+    return Pipeline(params, opt, torch.amp.GradScaler(device.split(":")[0], **_SCALER_KW), _torch_step)
 
 
-PIPELINES = ("torch-fused", "torch-foreach", "fusedopt", "fusedopt-idiom")
+def fused_loop(params, device: str) -> Pipeline:
+    opt = fusedopt.AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY, max_grad_norm=MAX_NORM)
+    return Pipeline(params, opt, fusedopt.GradScaler(device.split(":")[0], **_SCALER_KW), _fused_step)
+
+
+def fusedopt_idiom(params, device: str) -> Pipeline:
+    opt = fusedopt.AdamW(params, lr=LR, weight_decay=WEIGHT_DECAY)
+    return Pipeline(params, opt, fusedopt.GradScaler(device.split(":")[0], **_SCALER_KW), _fusedopt_idiom_step)

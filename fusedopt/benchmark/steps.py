@@ -1,0 +1,105 @@
+"""What is timed: the steps, and the entries (implementations) each compares.
+
+  adamw   one AdamW step alone, on params whose grads are already there
+  amp     the whole AMP step: unscale + inf check + clip(1.0) + AdamW + scale
+          update (amp_pipelines.py)
+
+Each entry builds a runner from params (with grads): calling it runs one step;
+reset() puts back what a step consumed (the scaled grads), untimed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import amp_pipelines
+from .implementations import IMPLEMENTATIONS, Implementation
+
+BASELINE = "torch-fused"  # every ratio is to it, measured in the same rounds
+
+
+class _OptimizerStep:
+    def __init__(self, opt):
+        self.opt = opt
+
+    def __call__(self):
+        self.opt.step()
+
+    def reset(self):
+        pass  # an AdamW step leaves the grads as they were
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    label: str  # the column title in tables
+    impl: Implementation  # the AdamW inside; its availability is the entry's
+    build: Callable[[list, str], object]  # (params, device) -> runner
+    # True: the row shows fusedopt's native kernels, so without them it is left
+    # out (the fusedopt-reference row shows the fallback)
+    native_only: bool = False
+    highlight: bool = False  # fusedopt's own way, in bold in the markdown tables
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    title: str
+    short: str  # the plot's panel title
+    bytes_per_param: int  # the floor every entry's GB/s is computed on
+    bytes_about: str
+    state_bytes_per_param: int  # what one entry keeps resident per fp32 param
+    entries: dict[str, Entry]
+
+
+def _adamw_entry(name: str, label: str, **kw) -> Entry:
+    impl = IMPLEMENTATIONS[name]
+    return Entry(name, label, impl, lambda ps, device: _OptimizerStep(impl.make(ps)), **kw)
+
+
+def _idiom_entry(name: str, label: str) -> Entry:
+    impl = IMPLEMENTATIONS[name]
+    return Entry(name, label, impl, lambda ps, device: amp_pipelines.torch_idiom(ps, impl.make(ps), device))
+
+
+ADAMW = Step(
+    "adamw",
+    "One AdamW step",
+    "AdamW step alone",
+    28,
+    "28 bytes per fp32 parameter: read p, g, m, v; write p, m, v",
+    16,  # p, g, m, v
+    {e.name: e for e in (
+        _adamw_entry("torch-fused", "torch fused"),
+        _adamw_entry("torch-foreach", "torch foreach"),
+        _adamw_entry("fusedopt", "fusedopt", native_only=True, highlight=True),
+        _adamw_entry("fusedopt-reference", "fusedopt (plain-torch fallback)"),
+        _adamw_entry("deepspeed-cpu-adam", "DeepSpeed CPUAdam"),
+        _adamw_entry("apex-fused-adam", "apex FusedAdam"),
+        _adamw_entry("te-fused-adam", "TransformerEngine FusedAdam"),
+    )},
+)
+
+AMP = Step(
+    "amp",
+    "The whole AMP step: unscale + inf check + clip(1.0) + AdamW + scale update",
+    "AMP step: unscale + clip + AdamW",
+    32,
+    "32 bytes per fp32 parameter, the floor of the fused two-pass step: read g once "
+    "for the inf check and the norm, then read p, g, m, v and write p, m, v",
+    20,  # p, g, m, v and the scaled grads put back before each repetition
+    {e.name: e for e in (
+        _idiom_entry("torch-fused", "torch idiom, AdamW(fused)"),
+        _idiom_entry("torch-foreach", "torch idiom, AdamW(foreach)"),
+        Entry("fusedopt", "fusedopt fused loop", IMPLEMENTATIONS["fusedopt"], amp_pipelines.fused_loop,
+              highlight=True),
+        Entry("fusedopt-idiom", "torch idiom, fusedopt's classes", IMPLEMENTATIONS["fusedopt"],
+              amp_pipelines.fusedopt_idiom),
+        _idiom_entry("deepspeed-cpu-adam", "torch idiom, DeepSpeed CPUAdam"),
+        _idiom_entry("apex-fused-adam", "torch idiom, apex FusedAdam"),
+        _idiom_entry("te-fused-adam", "torch idiom, TransformerEngine FusedAdam"),
+    )},
+)
+
+STEPS: dict[str, Step] = {s.name: s for s in (ADAMW, AMP)}
