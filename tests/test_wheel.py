@@ -2,7 +2,7 @@
 tag and contents, check that its libraries ask the environment for nothing but
 torch's shared objects, the CUDA runtime and a manylinux_2_28 system (the check
 auditwheel's `show` makes), then install it into a fresh venv and use it there,
-away from the source tree.
+away from the source tree: info, check, and the benchmark runner.
 
 The fresh venv gets torch from FUSEDOPT_WHEEL_TEST_TORCH (a pip requirement, as
 CI sets it); without it, the venv sees the running interpreter's torch through a
@@ -96,3 +96,15 @@ def test_wheel_installs_and_runs_in_a_fresh_venv(wheel, fresh_venv, tmp_path):
     check = run(py, "-m", "fusedopt", "check", cwd=tmp_path, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.strip().endswith("OK")
+
+    # the benchmark runner is the wheel's own: no source tree, no bench/, its
+    # worker processes included
+    out = tmp_path / "report.json"
+    run(py, "-m", "fusedopt", "bench", "--device", "cpu", "--workloads", "100x1K", "--rounds", "1", "--reps", "1",
+        "--out", str(out), cwd=tmp_path)
+    report = json.loads(out.read_text())
+    assert report["commit"] is None  # measured on the installed package, not a checkout
+    assert report["backend"] == {"name": "cpu-native", "native": True, "reason": "loaded _C.abi3.so"}
+    for step in ("adamw", "amp"):
+        assert "fusedopt" in report["steps"][step]["workloads"]["100x1K"]["results"]
+
