@@ -1,7 +1,8 @@
 # Everything from a fresh clone, on a machine with Python >= 3.10 and a C++ compiler
 # (nvcc too, for the CUDA library). Each target sets up what it needs in .venv.
 #
-#   make bench   the comparison benchmark (CPU, or the GPU when there is one)
+#   make bench   the comparison benchmark (the GPU when there is one, else the CPU): a table,
+#                bench/results/latest.json and a plot beside it
 #   make test    the test suite, once with the native kernels, once with the pure-torch fallback
 #   make wheel   an abi3 wheel in dist/
 #
