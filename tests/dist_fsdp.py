@@ -178,9 +178,9 @@ def bad_grad_layout(ctx) -> None:
 
 @scenario("bench_fsdp_step_runs", slow=True)
 def bench_smoke(ctx) -> None:
-    """The FSDP2 step benchmark (bench/fsdp_step.py) runs and reports every
-    implementation, with and without clipping."""
-    from bench import fsdp_step
+    """The FSDP2 step benchmark (fusedopt/benchmark/fsdp_step.py) runs and
+    reports every implementation, with and without clipping."""
+    from fusedopt.benchmark import fsdp_step
 
     out = fsdp_step.run("decoder-d128-l24", rounds=1, reps=1, device=torch.device("cpu"))
     assert set(out["results"]) == {"step", "clip + step"}

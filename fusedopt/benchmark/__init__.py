@@ -9,6 +9,7 @@
   measure.py          one step on one workload, implementations alternating per round
   worker.py, run.py   a whole run (on the CPU each measurement in a fresh process)
   report.py, plot.py  the terminal table, the markdown tables, the PNG
+  fsdp_step.py        the optimizer step of an FSDP2 model (run under torchrun)
 
 It ships in the wheel: nothing here imports from the source tree's bench/ or
 tests/. bench/'s pytest-benchmark suites import the pieces from here.

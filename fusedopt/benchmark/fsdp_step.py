@@ -3,7 +3,7 @@ DTensor params and grads: AdamW alone, and clip-by-global-norm + AdamW (torch:
 torch.nn.utils.clip_grad_norm_ then the step; fusedopt: max_grad_norm, one
 all-reduce inside the step).
 
-    torchrun --nproc_per_node 2 --master_addr 127.0.0.1 -m bench.fsdp_step [--workload NAME] [--out FILE]
+    torchrun --nproc_per_node 2 --master_addr 127.0.0.1 -m fusedopt.benchmark.fsdp_step [--workload NAME] [--out FILE]
 
 On CPUs the ranks use gloo; where every rank has a GPU, nccl and cuda:LOCAL_RANK
 (the same script). Each figure is the slowest rank's time for `reps` steps in a
@@ -27,7 +27,7 @@ from torch import nn
 import fusedopt
 from fusedopt import _ops
 
-from .cpu_step import cpu_description
+from .environment import cpu_description
 from .summary import median
 
 # decoder-shaped models: (layers, width); FFN 4x width, no attention math
