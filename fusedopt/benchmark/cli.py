@@ -29,7 +29,7 @@ import torch
 
 from . import plot, report
 from .implementations import IMPLEMENTATIONS, backend_of
-from .steps import BASELINE, STEPS
+from .steps import STEPS
 from .workloads import DEFAULT_WORKLOADS, WORKLOADS
 
 
@@ -44,8 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--step", "--steps", dest="steps", default="adamw,amp",
                    help=f"comma-separated, from {', '.join(STEPS)} (default: both)")
     p.add_argument("--workloads", help="comma-separated names (default: the device's set; see --list)")
-    p.add_argument("--impls", help=f"comma-separated implementations to compare with {BASELINE} "
-                                   "(default: every one that runs here; see --list)")
+    p.add_argument("--impls", help="comma-separated implementations to compare with each step's baseline, "
+                                   "which is always timed (default: every one that runs here; see --list)")
     p.add_argument("--rounds", type=int, default=5, help="rounds; every implementation runs once per round")
     p.add_argument("--reps", type=int, help="timed calls per round (default: sized to each implementation's speed)")
     p.add_argument("--out", type=Path, help="the JSON report (default: fusedopt-bench-DEVICE.json)")
@@ -116,9 +116,9 @@ def resolve_entries(arg: str | None, steps: list[str], device: str) -> tuple[dic
     not_compared: dict[str, str] = {}
     chosen: dict[str, list[str]] = {}
     for s in steps:
-        names = [BASELINE]
+        names = [STEPS[s].baseline]
         for name, entry in STEPS[s].entries.items():
-            if name == BASELINE or (arg is not None and name not in wanted) or not entry.impl.runs_on(device):
+            if name == STEPS[s].baseline or (arg is not None and name not in wanted) or not entry.impl.runs_on(device):
                 continue
             why = entry.impl.unavailable(device)
             if why:

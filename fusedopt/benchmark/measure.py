@@ -8,10 +8,12 @@ ratio is the median of those.
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from .memory import plan
-from .steps import BASELINE, Step
+from .steps import Step
 from .summary import median, summarize
 from .timing import timer_for
 from .workloads import Workload
@@ -40,10 +42,13 @@ class _Built:
 
     def __init__(self, step: Step, name: str, source, device: str, timer, reps: int | None):
         self.runner = step.entries[name].build(_clone(source), device)
+        t0 = time.perf_counter()
         self.runner.reset()
         self.runner()  # the first step creates the optimizer state
         # one timed call sizes the repetitions when --reps is unset
         first = timer.median_s(self.runner, 1, setup=self.runner.reset)
+        # state creation and, for a compiled step, tracing and compiling
+        self.first_calls_s = time.perf_counter() - t0
         if reps is None:
             lo, hi = AUTO_REPS[timer.device.split(":")[0]]
             reps = int(min(hi, max(lo, TARGET_ROUND_S[timer.device.split(":")[0]] / max(first, 1e-9))))
@@ -64,6 +69,7 @@ def measure(step: Step, wl: Workload, names: list[str], device: str, rounds: int
     reps_of: dict[str, int] = {}
     per_round: dict[str, list[float]] = {n: [] for n in names}
     probes: list[float] = []
+    first_calls: dict[str, float] = {}  # seconds of each entry's first two calls
     failed: dict[str, str] = {}  # optional libraries that import but fail to build or step
     if not timer.probe_every_round:
         probes.append(timer.probe_gbs())
@@ -83,6 +89,7 @@ def measure(step: Step, wl: Workload, names: list[str], device: str, rounds: int
                     per_round.pop(name)
                     continue
             reps_of[name] = b.reps
+            first_calls.setdefault(name, b.first_calls_s)
             run = b.runner
             for _ in range(_warmup_calls(b.reps)):  # caches and branch predictors back to this entry
                 run.reset()
@@ -105,5 +112,6 @@ def measure(step: Step, wl: Workload, names: list[str], device: str, rounds: int
         "reps": reps_of,
         "probe_gbs": probe,
         "failed": failed,
-        "results": summarize(per_round, step.bytes_per_param * wl.numel, probe, baseline=BASELINE),
+        "first_calls_s": first_calls,
+        "results": summarize(per_round, step.bytes_per_param * wl.numel, probe, baseline=step.baseline),
     }

@@ -12,7 +12,7 @@ import time
 from .environment import describe
 from .measure import measure
 from .memory import plan
-from .steps import BASELINE, STEPS
+from .steps import STEPS
 from .summary import median
 from .timing import CpuTimer, CudaTimer
 from .worker import in_fresh_process
@@ -32,7 +32,6 @@ def run(device: str, steps: list[str], workloads: list[str], names: dict[str, li
         "probe": (CpuTimer if device == "cpu" else CudaTimer).probe_about,
         "rounds": rounds,
         "reps": "auto" if reps is None else reps,
-        "baseline": BASELINE,
         "not_compared": not_compared,
         "steps": {},
     }
@@ -43,6 +42,7 @@ def run(device: str, steps: list[str], workloads: list[str], names: dict[str, li
             "short": step.short,
             "bytes_per_param": step.bytes_per_param,
             "bytes_about": step.bytes_about,
+            "baseline": step.baseline,
             "labels": {n: step.entries[n].label for n in names[step_name]},
             "highlight": [n for n in names[step_name] if step.entries[n].highlight],
             "workloads": {},

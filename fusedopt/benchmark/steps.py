@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from . import amp_pipelines
 from .implementations import IMPLEMENTATIONS, Implementation
 
-BASELINE = "torch-fused"  # every ratio is to it, measured in the same rounds
 
 
 class _OptimizerStep:
@@ -51,6 +50,7 @@ class Step:
     bytes_about: str
     state_bytes_per_param: int  # what one entry keeps resident per fp32 param
     entries: dict[str, Entry]
+    baseline: str = "torch-fused"  # every ratio is to it, measured in the same rounds
 
 
 def _adamw_entry(name: str, label: str, **kw) -> Entry:
