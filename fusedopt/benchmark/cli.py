@@ -195,7 +195,11 @@ def main(argv=None) -> int:
     from .run import run
 
     command = shlex.join(["python", "-m", "fusedopt", "bench", *(sys.argv[1:] if argv is None else argv)])
-    rep = run(device, steps, workloads, entries, args.rounds, args.reps, not_compared, command)
+    try:
+        rep = run(device, steps, workloads, entries, args.rounds, args.reps, not_compared, command)
+    except KeyboardInterrupt:
+        print("\ninterrupted: no report written", file=sys.stderr)
+        return 130
     print()
     print(report.text(rep))
     out = args.out or Path(f"fusedopt-bench-{device.replace(':', '')}.json")

@@ -45,18 +45,18 @@ class _Built:
         t0 = time.perf_counter()
         self.runner.reset()
         self.runner()  # the first step creates the optimizer state
-        # one timed call sizes the repetitions when --reps is unset
-        first = timer.median_s(self.runner, 1, setup=self.runner.reset)
+        timer.sync()
         # state creation and, for a compiled step, tracing and compiling
-        self.first_calls_s = time.perf_counter() - t0
-        if reps is None:
-            lo, hi = AUTO_REPS[timer.device.split(":")[0]]
-            reps = int(min(hi, max(lo, TARGET_ROUND_S[timer.device.split(":")[0]] / max(first, 1e-9))))
+        self.first_call_s = time.perf_counter() - t0
+        if reps is None:  # one timed call sizes the repetitions
+            kind = timer.device.split(":")[0]
+            lo, hi = AUTO_REPS[kind]
+            one = timer.median_s(self.runner, 1, setup=self.runner.reset)
+            reps = int(min(hi, max(lo, TARGET_ROUND_S[kind] / max(one, 1e-9))))
         self.reps = reps
 
 
-def measure(step: Step, wl: Workload, names: list[str], device: str, rounds: int, reps: int | None,
-            log=lambda msg: None) -> dict:
+def measure(step: Step, wl: Workload, names: list[str], device: str, rounds: int, reps: int | None) -> dict:
     """Times `names` (the baseline among them) on `wl`; returns the figures for
     the report, or {"skipped": why} when the workload does not fit."""
     timer = timer_for(device)
@@ -69,11 +69,11 @@ def measure(step: Step, wl: Workload, names: list[str], device: str, rounds: int
     reps_of: dict[str, int] = {}
     per_round: dict[str, list[float]] = {n: [] for n in names}
     probes: list[float] = []
-    first_calls: dict[str, float] = {}  # seconds of each entry's first two calls
+    first_call: dict[str, float] = {}  # seconds of each entry's first step
     failed: dict[str, str] = {}  # optional libraries that import but fail to build or step
     if not timer.probe_every_round:
         probes.append(timer.probe_gbs())
-    for r in range(rounds):
+    for _ in range(rounds):
         if timer.probe_every_round:
             probes.append(timer.probe_gbs())
         for name in [n for n in names if n not in failed]:
@@ -85,11 +85,10 @@ def measure(step: Step, wl: Workload, names: list[str], device: str, rounds: int
                     if step.entries[name].impl.library is None:
                         raise  # fusedopt's or torch's own: a bug to see, not to step around
                     failed[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                    log(f"{name} failed to run: {failed[name]}")
                     per_round.pop(name)
                     continue
             reps_of[name] = b.reps
-            first_calls.setdefault(name, b.first_calls_s)
+            first_call.setdefault(name, b.first_call_s)
             run = b.runner
             for _ in range(_warmup_calls(b.reps)):  # caches and branch predictors back to this entry
                 run.reset()
@@ -100,7 +99,6 @@ def measure(step: Step, wl: Workload, names: list[str], device: str, rounds: int
             else:
                 del b, run
                 timer.release()
-        log(f"round {r + 1}/{rounds}")
     del built, source
     timer.release()
     probe = median(probes)
@@ -112,6 +110,6 @@ def measure(step: Step, wl: Workload, names: list[str], device: str, rounds: int
         "reps": reps_of,
         "probe_gbs": probe,
         "failed": failed,
-        "first_calls_s": first_calls,
+        "first_call_s": first_call,
         "results": summarize(per_round, step.bytes_per_param * wl.numel, probe, baseline=step.baseline),
     }

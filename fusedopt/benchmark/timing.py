@@ -47,6 +47,9 @@ class CpuTimer:
         a.add_(b)
         return 3 * nbytes / self.median_s(lambda: a.add_(b), reps) / 1e9
 
+    def sync(self) -> None:
+        pass
+
     def release(self) -> None:
         pass
 
@@ -80,8 +83,11 @@ class CudaTimer:
             dst.copy_(src)
         return 2 * nbytes / self.median_s(lambda: dst.copy_(src), reps) / 1e9
 
-    def release(self) -> None:
+    def sync(self) -> None:
         torch.cuda.synchronize(self.device)
+
+    def release(self) -> None:
+        self.sync()
         torch.cuda.empty_cache()
 
 
