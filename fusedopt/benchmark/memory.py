@@ -24,9 +24,11 @@ from .workloads import Workload
 
 SOURCE_BYTES_PER_PARAM = 8  # the source params and grads every entry is cloned from
 # what torch's foreach path and fusedopt's fallback allocate during a step
-# (sqrt(v), bias-corrected copies): up to two more tensors of the params' size
+# (sqrt(v), bias-corrected copies): up to two more tensors of the params' size.
+# Peak RSS measured over the entries with torch 2.13 on the CPU: 17-23 B/param
+# for the AdamW step, 21-25 for the AMP step, under the 24 and 28 counted here.
 TEMPORARY_BYTES_PER_PARAM = 8
-RESIDENT_SHARE = 0.5  # all entries at once only in half of what is free: the machine may be shared
+RESIDENT_SHARE = 0.6  # all entries at once only within 60% of what is free: the machine may be shared
 ONE_SHARE = 0.85
 
 
