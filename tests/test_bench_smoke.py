@@ -93,8 +93,11 @@ def test_an_absent_device_is_refused(capsys):
     err = _refused(capsys, ["--device", absent, "--workloads", "100x1K"])
     if torch.cuda.is_available():
         assert f"this machine has {torch.cuda.device_count()} CUDA device(s)" in err
-    else:
-        assert f"--device cuda: no CUDA device here: this torch ({torch.__version__})" in err
+    elif torch.version.cuda is None:
+        assert f"--device cuda: no CUDA device here: this torch ({torch.__version__}) is a CPU-only build" in err
+    else:  # a CUDA build of torch on a machine without a GPU
+        assert (f"--device cuda: no CUDA device here: torch {torch.__version__} (CUDA {torch.version.cuda}) "
+                "sees no GPU: torch.cuda.is_available() is False") in err
 
 
 def test_a_missing_optional_library_is_named(capsys, monkeypatch):
