@@ -14,14 +14,33 @@ name (see csrc/ops.cpp), so callers can use either interchangeably:
   ``clamp(max_norm / (sqrt(sumsq) + 1e-6), max=1)``, as clip_grad_norm_ does.
 * grads are read, never written (except by ``unscale_``, whose job that is).
 
+Nothing here reads a device value on the host: the found_inf skip, a tensor
+lr, the step counters and SGD's first-step flags are applied on the device
+(``torch.where``, 0-dim tensor arithmetic), so the functions are sync-free,
+capturable in a CUDA graph, traceable by torch.compile, and run on the meta
+device. With a found_inf, the update is computed on copies and written back
+through ``torch.where(found_inf == 0, new, old)``: a skipped step leaves every
+bit of every tensor as it was.
+
 The arithmetic follows torch.optim's single-tensor code operation by operation,
-so for float32 and float64 tensors and a float lr the results are torch's (a
-tensor lr is read as a Python float, where torch keeps it a tensor: the last
-bits may differ). Half-precision
-params or states are computed in float32 and rounded once at the end, as
-torch's fused kernels do. Reading ``found_inf``, a tensor ``lr`` or the step
-counters needs their values on the host; on a GPU that is a sync, which only
-this fallback pays.
+with the per-step scalars held in 0-dim tensors instead of Python floats:
+
+* Adam's bias corrections are float64 tensors computed with the same
+  operations Python applies to floats (``pow`` of double, also for the square
+  root: ATen turns ``tensor ** 0.5`` into ``sqrt``, which rounds differently
+  from Python's ``x ** 0.5`` in about 1 case in 400), so they are the doubles
+  torch computes on the host; a tensor lr is combined with them in its own
+  dtype, as torch does. ``addcdiv_(.., value=s)`` becomes ``add_((t1 * s) /
+  t2)``, the order in which ATen's kernel evaluates it. Adam's results are
+  therefore torch's single-tensor results, bit for bit, for float32 and
+  float64 tensors, float or tensor lr.
+* SGD with a float lr is torch's ``add_(grad, alpha=-lr)``; with a tensor lr it
+  is ``addcmul_(grad, lr, value=-1)``, the device-side form torch itself uses
+  for a tensor lr that requires grad (its default path reads the lr on the
+  host and fuses the multiply-add, so the last bit may differ from that one).
+
+Half-precision params or states are computed in float32 and rounded once at
+the end, as torch's fused kernels do.
 """
 
 from __future__ import annotations
@@ -32,8 +51,12 @@ from torch import Tensor
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def _skip(found_inf: Tensor | None) -> bool:
-    return found_inf is not None and float(found_inf) != 0.0
+def _keep(found_inf: Tensor | None, device: torch.device) -> Tensor | None:
+    """A 0-dim bool on `device`: True when the step is applied (found_inf == 0);
+    None without a found_inf (always applied)."""
+    if found_inf is None:
+        return None
+    return found_inf.reshape(()).to(device) == 0
 
 
 def _inv_scale(grad_scale: Tensor) -> Tensor:
@@ -77,41 +100,55 @@ def _clamped(g: Tensor, bound: float) -> Tensor:
     return g.clamp(-bound, bound)
 
 
-def _lr(lr: float, lr_tensor: Tensor | None) -> float:
-    return float(lr_tensor) if lr_tensor is not None else lr
-
-
 class _Working:
     """The tensors one update computes on, and how to store them back.
 
-    float32/float64 tensors are updated in place. Half-precision ones (and a
-    param with an fp32 master copy) are computed in float32 copies that are
-    rounded into storage once, after the update.
+    Without a ``keep`` flag, float32/float64 tensors are updated in place and
+    half-precision ones (and a param with an fp32 master copy) in float32
+    copies that are rounded into storage once, after the update. With one,
+    every tensor is computed in a copy and stored through ``torch.where``, so
+    a skipped step writes back the old bits.
     """
 
-    def __init__(self, param: Tensor, master: Tensor | None, states: list[Tensor | None]):
+    def __init__(self, param: Tensor, master: Tensor | None, states: list[Tensor | None], keep: Tensor | None):
         self.param = param
         self.master = master
+        self.keep = keep
         self.stored = [master if master is not None else param, *states]
         self.work = []
+        self.in_place = []
         for t in self.stored:
-            if t is None or t.is_complex():
-                self.work.append(t if t is None else torch.view_as_real(t))
-            elif t.dtype in _LOW_PRECISION:
-                self.work.append(t.float())
-            else:
-                self.work.append(t)
+            real = t if t is None or not t.is_complex() else torch.view_as_real(t)
+            in_place = real is None or (real.dtype not in _LOW_PRECISION and keep is None)
+            self.work.append(real if in_place else real.float() if real.dtype in _LOW_PRECISION else real.clone())
+            self.in_place.append(in_place)
 
     @property
     def dtype(self) -> torch.dtype:
         return self.work[0].dtype
 
     def store(self) -> None:
-        for dst, src in zip(self.stored, self.work):
-            if dst is not None and not dst.is_complex() and src is not dst:
-                dst.copy_(src)
+        keep = self.keep
+        for dst, src, in_place in zip(self.stored, self.work, self.in_place):
+            if not in_place:
+                real = torch.view_as_real(dst) if dst.is_complex() else dst
+                real.copy_(src if keep is None else torch.where(keep, src, real))
         if self.master is not None:
-            self.param.copy_(self.master)
+            self.param.copy_(self.master if keep is None else torch.where(keep, self.master, self.param))
+
+
+_HALF = 0.5
+
+
+def _bias_corrections(step: Tensor, beta1: float, beta2: float) -> tuple[Tensor, Tensor]:
+    """1 - beta1**step and sqrt(1 - beta2**step) as float64 0-dim tensors, equal
+    to the doubles Python computes from float(step) (see the module docstring)."""
+    s = step.double()
+    bias_correction1 = 1 - torch.pow(beta1, s)
+    bias_correction2 = 1 - torch.pow(beta2, s)
+    # a tensor exponent keeps pow() a pow (a Python 0.5 would become sqrt)
+    half = torch.full((), _HALF, dtype=torch.float64, device=s.device)
+    return bias_correction1, torch.pow(bias_correction2, half)
 
 
 def adam_(
@@ -137,38 +174,42 @@ def adam_(
     max_norm: float,
     max_value: float = 0.0,
 ) -> None:
-    if not params or _skip(found_inf):
+    if not params:
         return
-    lr = _lr(lr, lr_tensor)
+    keep = _keep(found_inf, params[0].device)
     factors = _grad_factors(grad_scale, sumsq, max_norm, maximize, max_value)
+    lr_t = lr_tensor.to(params[0].device) if lr_tensor is not None else None
     for i, param in enumerate(params):
         master = master_params[i] if master_params else None
         vmax = max_exp_avg_sqs[i] if amsgrad else None
-        w = _Working(param, master, [exp_avgs[i], exp_avg_sqs[i], vmax])
+        w = _Working(param, master, [exp_avgs[i], exp_avg_sqs[i], vmax], keep)
         p, exp_avg, exp_avg_sq, max_exp_avg_sq = w.work
         grad = _prepared_grad(grads[i], w.dtype, factors)
 
-        steps[i] += 1
-        step = float(steps[i])
+        steps[i].add_(1 if keep is None else keep.to(steps[i].dtype))
+        bias_correction1, bias_correction2_sqrt = _bias_corrections(steps[i], beta1, beta2)
 
         if weight_decay != 0:
             if decoupled:
-                p.mul_(1 - lr * weight_decay)
+                p.mul_(1 - (lr if lr_t is None else lr_t) * weight_decay)
             else:
                 grad = grad.add(p, alpha=weight_decay)
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
 
-        bias_correction1 = 1 - beta1**step
-        bias_correction2 = 1 - beta2**step
-        step_size = lr / bias_correction1
-        bias_correction2_sqrt = bias_correction2**0.5
+        # torch: lr / bias_correction1 in double for a float lr, in the lr's dtype for a tensor
+        # (a true division: `float / tensor` would multiply by the reciprocal)
+        if lr_t is None:
+            step_size = torch.full_like(bias_correction1, lr).div_(bias_correction1)
+        else:
+            step_size = lr_t / bias_correction1.to(lr_t.dtype)
         if amsgrad:
             torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-            denom = (max_exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+            denom = (max_exp_avg_sq.sqrt() / bias_correction2_sqrt.to(w.dtype)).add_(eps)
         else:
-            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-        p.addcdiv_(exp_avg, denom, value=-step_size)
+            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt.to(w.dtype)).add_(eps)
+        # p.addcdiv_(exp_avg, denom, value=-step_size), evaluated as ATen does: p + (value * t1) / t2
+        p.add_(exp_avg.mul((-step_size).to(w.dtype)).div_(denom))
         w.store()
 
 
@@ -191,27 +232,33 @@ def sgd_(
     max_norm: float,
     max_value: float = 0.0,
 ) -> None:
-    if not params or _skip(found_inf):
+    if not params:
         return
-    lr = _lr(lr, lr_tensor)
+    keep = _keep(found_inf, params[0].device)
     factors = _grad_factors(grad_scale, sumsq, max_norm, maximize, max_value)
+    lr_t = lr_tensor.to(params[0].device) if lr_tensor is not None else None
     for i, param in enumerate(params):
         master = master_params[i] if master_params else None
         buf_store = momentum_buffers[i] if momentum != 0 else None
-        w = _Working(param, master, [buf_store])
+        w = _Working(param, master, [buf_store], keep)
         p, buf = w.work
         grad = _prepared_grad(grads[i], w.dtype, factors)
 
         if weight_decay != 0:
             grad = grad.add(p, alpha=weight_decay)
         if momentum != 0:
-            if bool(momentum_first[i]):
-                buf.copy_(grad)
+            # the first applied step starts the buffer as a copy of the grad (torch's clone)
+            first = momentum_first[i].to(buf.device)
+            buf.copy_(torch.where(first, grad, buf.mul(momentum).add_(grad, alpha=1 - dampening)))
+            if keep is None:
                 momentum_first[i].fill_(False)
             else:
-                buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+                momentum_first[i].copy_(first & ~keep)
             grad = grad.add(buf, alpha=momentum) if nesterov else buf
-        p.add_(grad, alpha=-lr)
+        if lr_t is None:
+            p.add_(grad, alpha=-lr)
+        else:
+            p.addcmul_(grad, lr_t, value=-1)
         w.store()
 
 

@@ -196,7 +196,12 @@ class SGD(FusedOptimizer):
     def _torch_step(self, bucket: Bucket, group: dict, amp: DeviceAmp) -> None:
         """Sparse grads, and grads of another dtype than their param's: torch's own
         single-tensor SGD, after unscaling and clipping copies of the grads.
-        Reading found_inf here is a host sync; only these grads pay it."""
+        Reading found_inf here is a host sync, the one place fusedopt reads a
+        device value: torch.where cannot select between sparse tensors, and
+        torch's own GradScaler reads found_inf on the host (``.item()``) before
+        stepping any optimizer that does not take it, which includes torch's SGD
+        with sparse grads. Only these grads pay it; under torch.compile it is a
+        graph break."""
         if amp.found_inf is not None and float(amp.found_inf) != 0.0:
             return
         inv, bound, clip, _ = reference._grad_factors(
