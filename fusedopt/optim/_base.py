@@ -352,6 +352,13 @@ class FusedOptimizer(Optimizer):
             buckets = plan[1].reuse(signature, params, grads, mask, self.state)
             if buckets is not None:
                 return buckets
+        buckets = self._build_buckets(group, params, grads)
+        self._store_plan(group, signature, params, mask, buckets)
+        return buckets
+
+    def _build_buckets(self, group: dict, params: list[Tensor], grads: list[Tensor | None]) -> dict[tuple, Bucket]:
+        """Checks and routes every param with a grad (creating its state if
+        needed) into the buckets of one group."""
         buckets = {}
         norm = _collectives.of_norm_group(self.norm_group)
         occurrences: dict[int, int] = {}
@@ -392,11 +399,13 @@ class FusedOptimizer(Optimizer):
                 b.check_dicts.append(st)
                 b.check_keys.append(k)
                 b.check_tensors.append(st[k])
+        return buckets
+
+    def _store_plan(self, group: dict, signature: tuple, params: list[Tensor], mask: list[bool], buckets) -> None:
         dtensors = [p for p in params if _dtensor.is_dtensor(p)]
         reduce_groups = _collectives.ordered_groups(map(_collectives.of_dtensor, dtensors))
         plan = GroupPlan(signature, params, mask, buckets, reduce_groups, bool(dtensors))
-        plans[id(group)] = (group, plan)
-        return buckets
+        self.__dict__.setdefault("_plans", {})[id(group)] = (group, plan)
 
     def _forget_plans(self) -> None:
         self.__dict__["_plans"] = {}
