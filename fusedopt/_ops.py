@@ -118,15 +118,27 @@ def _cuda_device_support(index: int) -> tuple[bool, str]:
     )
 
 
+# device -> backend name, filled on first use. What serves a device is fixed
+# for the life of the process; the cache also lets a torch.compile'd step look
+# the answer up (a dict read) instead of tracing the CUDA capability checks.
+_BACKENDS: dict[torch.device, str] = {}
+
+
 def backend(device: torch.device) -> str:
     """The backend that serves tensors on `device`."""
+    known = _BACKENDS.get(device)
+    if known is not None:
+        return known
     if device.type == "cpu":
-        return "cpu-native" if CPU_LIB.loaded else "reference"
-    if device.type == "cuda" and CUDA_LIB.loaded:
+        name = "cpu-native" if CPU_LIB.loaded else "reference"
+    elif device.type == "cuda" and CUDA_LIB.loaded:
         index = device.index if device.index is not None else torch.cuda.current_device()
-        if _cuda_device_support(index)[0]:
-            return "cuda"
-    return "reference"
+        name = "cuda" if _cuda_device_support(index)[0] else "reference"
+    else:
+        name = "reference"
+    if device.type == "cpu" or device.index is not None:
+        _BACKENDS[device] = name
+    return name
 
 
 def _native_ops() -> SimpleNamespace:

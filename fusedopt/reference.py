@@ -34,6 +34,9 @@ with the per-step scalars held in 0-dim tensors instead of Python floats:
   t2)``, the order in which ATen's kernel evaluates it. Adam's results are
   therefore torch's single-tensor results, bit for bit, for float32 and
   float64 tensors, float or tensor lr.
+* ``adam_`` also takes ``beta1``/``beta2`` as 0-dim tensors (the native op
+  takes floats; the compiled step sends tensor betas here rather than read
+  them on the host).
 * SGD with a float lr is torch's ``add_(grad, alpha=-lr)``; with a tensor lr it
   is ``addcmul_(grad, lr, value=-1)``, the device-side form torch itself uses
   for a tensor lr that requires grad (its default path reads the lr on the
@@ -140,12 +143,13 @@ class _Working:
 _HALF = 0.5
 
 
-def _bias_corrections(step: Tensor, beta1: float, beta2: float) -> tuple[Tensor, Tensor]:
+def _bias_corrections(step: Tensor, beta1: float | Tensor, beta2: float | Tensor) -> tuple[Tensor, Tensor]:
     """1 - beta1**step and sqrt(1 - beta2**step) as float64 0-dim tensors, equal
     to the doubles Python computes from float(step) (see the module docstring)."""
     s = step.double()
-    bias_correction1 = 1 - torch.pow(beta1, s)
-    bias_correction2 = 1 - torch.pow(beta2, s)
+    b1, b2 = (b.to(s.device, torch.float64) if isinstance(b, Tensor) else b for b in (beta1, beta2))
+    bias_correction1 = 1 - torch.pow(b1, s)
+    bias_correction2 = 1 - torch.pow(b2, s)
     # a tensor exponent keeps pow() a pow (a Python 0.5 would become sqrt)
     half = torch.full((), _HALF, dtype=torch.float64, device=s.device)
     return bias_correction1, torch.pow(bias_correction2, half)
@@ -161,8 +165,8 @@ def adam_(
     master_params: list[Tensor],
     lr: float,
     lr_tensor: Tensor | None,
-    beta1: float,
-    beta2: float,
+    beta1: float | Tensor,
+    beta2: float | Tensor,
     eps: float,
     weight_decay: float,
     decoupled: bool,
@@ -194,8 +198,14 @@ def adam_(
                 p.mul_(1 - (lr if lr_t is None else lr_t) * weight_decay)
             else:
                 grad = grad.add(p, alpha=weight_decay)
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        # tensor betas (the compiled step's route for them) stay on the device
+        exp_avg.lerp_(grad, 1 - (beta1.to(grad.device, w.dtype) if isinstance(beta1, Tensor) else beta1))
+        if isinstance(beta2, Tensor):
+            b2 = beta2.to(grad.device, w.dtype)
+            # addcmul_(grad, grad, value=1 - b2), evaluated as ATen does: (value * t1) * t2
+            exp_avg_sq.mul_(b2).add_(grad.mul(1 - b2).mul_(grad))
+        else:
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
 
         # torch: lr / bias_correction1 in double for a float lr, in the lr's dtype for a tensor
         # (a true division: `float / tensor` would multiply by the reciprocal)
@@ -204,7 +214,7 @@ def adam_(
         else:
             step_size = lr_t / bias_correction1.to(lr_t.dtype)
         if amsgrad:
-            torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+            max_exp_avg_sq.copy_(torch.maximum(max_exp_avg_sq, exp_avg_sq))
             denom = (max_exp_avg_sq.sqrt() / bias_correction2_sqrt.to(w.dtype)).add_(eps)
         else:
             denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt.to(w.dtype)).add_(eps)

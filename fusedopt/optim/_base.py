@@ -28,7 +28,7 @@ from torch.optim import Optimizer
 
 from .. import _collectives, _dtensor, _ops
 from .._versions import bump
-from . import _torch_impl, _validate
+from . import _compile, _torch_impl, _validate
 from ._amp_flag import AmpScalingFlag
 
 NATIVE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -244,9 +244,10 @@ class FusedOptimizer(Optimizer):
         self.norm_group = norm_group
         self.master_weights = master_weights
         self.state_dtype = state_dtype
-        # Pre-clip global norm of the unscaled grads of the last step that
-        # computed it (a device tensor; inf/nan after an overflow).
-        self.last_grad_norm: Tensor | None = None
+        # What a step leaves behind (see last_grad_norm). A dict, not attributes:
+        # under torch.compile, dynamo drops attribute stores on an Optimizer made
+        # inside the compiled step (torch 2.13), but keeps a dict's updates.
+        self._step_outputs: dict[str, Any] = {"last_grad_norm": None}
         super().__init__(params, defaults)
         # torch checks these after the params, in this order
         _validate.check_differentiable(
@@ -260,6 +261,16 @@ class FusedOptimizer(Optimizer):
         )
         if defaults.get("fused") and defaults.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+
+    @property
+    def last_grad_norm(self) -> Tensor | None:
+        """Pre-clip global norm of the unscaled grads of the last step that
+        computed it (a device tensor; inf/nan after an overflow)."""
+        return self._step_outputs.get("last_grad_norm")
+
+    @last_grad_norm.setter
+    def last_grad_norm(self, value: Tensor | None) -> None:
+        self._step_outputs["last_grad_norm"] = value
 
     # -- pickling / copying keeps fusedopt's own options ----------------------------
 
@@ -276,7 +287,7 @@ class FusedOptimizer(Optimizer):
             if name not in state and name not in self.__dict__:
                 state[name] = default
         super().__setstate__(state)
-        self.__dict__.setdefault("last_grad_norm", None)
+        self.__dict__.setdefault("_step_outputs", {"last_grad_norm": None})
 
     # -- what subclasses provide ----------------------------------------------------
 
@@ -326,6 +337,12 @@ class FusedOptimizer(Optimizer):
             # the kernels read a float32 or float64 lr; torch accepts any dtype
             dtype = lr.dtype if lr.dtype in (torch.float32, torch.float64) else torch.float32
             return 0.0, lr.detach().to(device=device, dtype=dtype, non_blocking=True)
+        if torch.compiler.is_compiling():
+            # A float lr that a scheduler changes becomes a symbolic input of the
+            # graph after one recompile; passed as the op's float argument it would
+            # be specialized again, one recompile per value. As a float64 tensor it
+            # stays an input (the kernels read it as the same double).
+            return 0.0, torch.full((), lr, dtype=torch.float64, device=device)
         return float(lr), None
 
     @staticmethod
@@ -339,6 +356,16 @@ class FusedOptimizer(Optimizer):
     # -- bucketing ---------------------------------------------------------------------
 
     def _bucket_group(self, group: dict) -> dict[tuple, Bucket]:
+        if torch.compiler.is_compiling():
+            # dynamo runs _init_group eagerly and guards what it returns (see _compile.py)
+            flat: list[Tensor] = []
+            layout = self._init_group(group, flat)
+            if layout is None:
+                return None
+            norm = _collectives.of_norm_group(self.norm_group)
+            return _compile.unflatten(
+                layout, flat, lambda *args: Bucket(*args, keys=args[2], reduce=norm)
+            )
         params = group["params"]
         # .grad of a tensor subclass (DTensor) goes through torch-function
         # handling, ~10x the cost of a plain attribute read
@@ -407,6 +434,20 @@ class FusedOptimizer(Optimizer):
         plan = GroupPlan(signature, params, mask, buckets, reduce_groups, bool(dtensors))
         self.__dict__.setdefault("_plans", {})[id(group)] = (group, plan)
 
+    def _init_group(self, group: dict, flat: list[Tensor]) -> tuple | None:
+        """The compiled step's bucketing: torch.compile calls this eagerly, by
+        name, as it does torch's optimizers' _init_group (see _compile.py). It
+        stores the group's plan as the eager step does (the reduction groups and
+        step_backends() read it). None: the group has DTensor params, which the
+        compiled route does not take (the step then runs eagerly)."""
+        params = group["params"]
+        if any(map(_dtensor.is_dtensor, params)):
+            return None
+        grads = [p.grad for p in params]
+        buckets = self._build_buckets(group, params, grads)
+        self._store_plan(group, self._plan_signature(group), params, list(map(is_not, grads, repeat(None))), buckets)
+        return _compile.flatten(buckets, flat)
+
     def _forget_plans(self) -> None:
         self.__dict__["_plans"] = {}
 
@@ -430,13 +471,16 @@ class FusedOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # getattr, not self.__dict__: torch.compile guards attribute reads (a read
+        # through __dict__ is not guarded, and a compiled step would reuse a graph
+        # traced without fusedopt.GradScaler's request)
         found = self._fused_step(
             getattr(self, "grad_scale", None),
             getattr(self, "found_inf", None),
-            find_infs=self.__dict__.get("_fusedopt_find_infs", False),
+            find_infs=getattr(self, "_fusedopt_find_infs", False),
         )
         if found is not None:
-            self.__dict__["_fusedopt_found"] = found
+            self._step_outputs["found"] = found
         return loss
 
     def _amp_step(self, grad_scale, found_inf) -> dict[torch.device, Tensor] | None:
@@ -449,9 +493,10 @@ class FusedOptimizer(Optimizer):
         self.__dict__["_fusedopt_find_infs"] = found_inf is None
         try:
             self.step()
-            return self.__dict__.pop("_fusedopt_found", None)
+            return self._step_outputs.pop("found", None)
         finally:
-            for name in ("grad_scale", "found_inf", "_fusedopt_find_infs", "_fusedopt_found"):
+            self._step_outputs.pop("found", None)
+            for name in ("grad_scale", "found_inf", "_fusedopt_find_infs"):
                 self.__dict__.pop(name, None)
 
     def _fused_step(
@@ -471,6 +516,8 @@ class FusedOptimizer(Optimizer):
             if any(p.grad is not None for p in group["params"]):
                 self._check_group(group, index)
         work = [(group, self._bucket_group(group)) for group in self.param_groups]
+        if torch.compiler.is_compiling() and any(buckets is None for _, buckets in work):
+            return _compile.run_eagerly(self._fused_step, grad_scale, found_inf, find_infs=find_infs)
         need_stats = self.max_grad_norm is not None or find_infs
         # ranks that share params' norm or inf flags (sharded params, ZeRO): all
         # join the same collectives, even with no grad (or an empty shard) here

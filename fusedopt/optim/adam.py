@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from .. import _ops
 from . import _torch_impl, _validate
 from ._base import Bucket, DeviceAmp, FusedOptimizer, Route, layout_of, native_eligible
 
@@ -186,6 +188,12 @@ class Adam(FusedOptimizer):
     def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:
         lr, lr_tensor = self._lr_args(group["lr"], device)
         beta1, beta2 = group["betas"]
+        if (isinstance(beta1, Tensor) or isinstance(beta2, Tensor)) and torch.compiler.is_compiling():
+            # the native op takes float betas, and a compiled step cannot read
+            # tensors on the host: tensor betas take the reference's device math
+            ops = _ops.reference
+        else:
+            beta1, beta2 = float(beta1), float(beta2)
         lists = bucket.lists
         ops.adam_(
             bucket.params,
@@ -197,8 +205,8 @@ class Adam(FusedOptimizer):
             lists["masters"],
             lr,
             lr_tensor,
-            float(beta1),
-            float(beta2),
+            beta1,
+            beta2,
             float(group["eps"]),
             float(group["weight_decay"]),
             bool(group["decoupled_weight_decay"]),

@@ -1,0 +1,66 @@
+"""The step's route under torch.compile.
+
+Eagerly, a step buckets its params in Python and keeps the result in a plan
+(see GroupPlan) that later steps check and reuse. Under torch.compile neither
+is wanted in the graph: dynamo would trace the per-param Python on every
+(re)compilation, tens of milliseconds a param, and the plan's checks are what
+its guards already do. So the compiled step asks for its buckets through the
+optimizer's ``_init_group``, which dynamo calls *eagerly* (untraced) for any
+torch.optim.Optimizer while it traces ``step``, as it does for torch's own
+optimizers: the method creates missing state and returns the buckets' tensors
+appended to an empty list, plus a constant that says how they split into
+buckets. Dynamo then guards every param, grad and state tensor it was handed
+(dtype, device, shape, strides, None-ness of grads, the state's keys), so any
+change that would change the buckets recompiles, and the graph reads the
+tensors fresh from their sources on every call: a step never updates stale
+tensors. The graph itself holds only the fused ops (and the reference path's
+torch ops for tensors the kernels do not take).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from .. import _ops
+
+
+def flatten(buckets: dict[tuple, Any], out: list[Tensor]) -> tuple:
+    """Appends every tensor of `buckets` to `out`; returns the constant layout
+    that `unflatten` rebuilds them from (keys, kinds, devices, list lengths)."""
+    layout = []
+    for key, b in buckets.items():
+        # resolve the backend now (eagerly), so that the traced step finds it cached
+        _ops.backend(b.device)
+        names = tuple(b.lists)
+        out.extend(b.params)
+        out.extend(b.grads)
+        for name in names:
+            out.extend(b.lists[name])
+        layout.append((key, b.kind, b.device, len(b.params), tuple((n, len(b.lists[n])) for n in names)))
+    return tuple(layout)
+
+
+def unflatten(layout: tuple, flat: list[Tensor], make_bucket: Callable) -> dict[tuple, Any]:
+    """The buckets `flatten` described, made with ``make_bucket(kind, device,
+    params, grads, lists)``, holding the tensors dynamo handed the trace."""
+    buckets = {}
+    at = 0
+    for key, kind, device, n, names in layout:
+        params, grads = flat[at : at + n], flat[at + n : at + 2 * n]
+        at += 2 * n
+        lists = defaultdict(list)
+        for name, length in names:
+            lists[name] = flat[at : at + length]
+            at += length
+        buckets[key] = make_bucket(kind, device, params, grads, lists)
+    return buckets
+
+
+def run_eagerly(step, *args, **kwargs):
+    """Runs `step` outside the compiled graph (a graph break; an error under
+    fullgraph=True): for what the compiled route does not take (DTensor params)."""
+    return torch.compiler.disable(step)(*args, **kwargs)

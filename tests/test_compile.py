@@ -1,0 +1,277 @@
+"""torch.compile: fusedopt's step traces whole (fullgraph=True) into its ops,
+equals the eager step, recompiles only when it must, and adds no graph break
+to a compiled train step.
+
+Most tests use backend="eager" or "aot_eager": dynamo's tracing (with fake
+tensors through the ops' fake kernels) and AOT's functionalization are what
+can break; inductor's code generation adds nothing to what these check and
+costs tens of seconds on a small CI machine, so it runs in one test."""
+
+import copy
+import os
+
+import pytest
+import torch
+from torch._dynamo.testing import CompileCounter, CompileCounterWithBackend
+
+import fusedopt
+from helpers import fp32_tol
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _tensor_kw(kw):
+    """A fresh copy of tensor hyperparameters, so two optimizers share none."""
+    out = {}
+    for k, v in kw.items():
+        if isinstance(v, torch.Tensor):
+            v = v.clone()
+        elif isinstance(v, tuple) and isinstance(v[0], torch.Tensor):
+            v = tuple(x.clone() for x in v)
+        out[k] = v
+    return out
+
+
+def _params(dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(7,), (3, 5), (64,), (2, 3, 4, 4)]
+    ps = [torch.randn(s, generator=gen).to(dtype) for s in shapes]
+    ps[3] = ps[3].contiguous(memory_format=torch.channels_last)
+    return [torch.nn.Parameter(p) for p in ps]
+
+
+CONFIGS = {
+    "AdamW clip": (fusedopt.AdamW, dict(lr=0.01, max_grad_norm=1.0), torch.float32),
+    "Adam amsgrad maximize L2": (fusedopt.Adam, dict(lr=0.01, amsgrad=True, maximize=True, weight_decay=0.1),
+                                 torch.float32),
+    "AdamW tensor lr and betas": (fusedopt.AdamW, dict(lr=torch.tensor(0.01), betas=(torch.tensor(0.9),
+                                                                                      torch.tensor(0.99))),
+                                  torch.float32),
+    "AdamW bf16 masters bf16 moments clip": (fusedopt.AdamW, dict(lr=0.01, master_weights=True,
+                                                                  state_dtype=torch.bfloat16, max_grad_norm=0.5),
+                                             torch.bfloat16),
+    "AdamW float64 (reference path) clip": (fusedopt.AdamW, dict(lr=0.01, max_grad_norm=1.0), torch.float64),
+    "SGD nesterov clip": (fusedopt.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, max_grad_norm=1.0),
+                          torch.float32),
+    "SGD tensor lr dampening maximize L2": (fusedopt.SGD, dict(lr=torch.tensor(0.1), momentum=0.9, dampening=0.1,
+                                                               maximize=True, weight_decay=0.01), torch.float32),
+    "SGD plain": (fusedopt.SGD, dict(lr=0.1), torch.float32),
+    "SGD bf16 masters": (fusedopt.SGD, dict(lr=0.1, momentum=0.9, master_weights=True), torch.bfloat16),
+}
+
+
+def _assert_same(pa, pb, oa, ob):
+    for a, b in zip(pa, pb):
+        torch.testing.assert_close(a.detach(), b.detach(), **fp32_tol())
+        sa, sb = oa.state.get(a, {}), ob.state.get(b, {})
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            torch.testing.assert_close(sa[k], sb[k], **fp32_tol())
+
+
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_fullgraph_step_equals_eager(name, backend):
+    if backend == "aot_eager" and name not in ("AdamW clip", "SGD nesterov clip", "AdamW float64 (reference path) clip"):
+        pytest.skip("aot_eager runs on a few configs; eager tracing covers the option grid")
+    cls, kw, dtype = CONFIGS[name]
+    pa, pb = _params(dtype), _params(dtype)
+    oa, ob = cls(pa, **_tensor_kw(kw)), cls(pb, **_tensor_kw(kw))
+    counter = CompileCounterWithBackend(backend)
+    step = torch.compile(oa.step, fullgraph=True, backend=counter)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        for a, b in zip(pa, pb):
+            g = torch.randn(a.shape, generator=gen).to(dtype)
+            a.grad, b.grad = g.clone(), g.clone()
+        step()
+        ob.step()
+    _assert_same(pa, pb, oa, ob)
+    if kw.get("max_grad_norm"):
+        torch.testing.assert_close(oa.last_grad_norm, ob.last_grad_norm, **fp32_tol())
+    # state is made eagerly while the first step is traced: one graph serves every step
+    assert counter.frame_count == 1
+
+
+def _run_scheduled(lr, steps=6):
+    params = _params()
+    opt = fusedopt.AdamW(params, lr=lr, max_grad_norm=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (s + 1))
+    counter = CompileCounter()
+    # The scheduler wraps opt.step in a function of a file dynamo skips, so no
+    # fullgraph=True here: that wrapper runs eagerly, and the step inside it is
+    # compiled as its own frame, whose graphs the counter counts (a graph break
+    # in the step would show as more than one).
+    step = torch.compile(opt.step, backend=counter)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        step()
+        sched.step()
+    return counter.frame_count, params
+
+
+def test_tensor_lr_changed_by_a_scheduler_never_recompiles():
+    frames, _ = _run_scheduled(torch.tensor(0.01))
+    assert frames == 1
+
+
+def test_float_lr_changed_by_a_scheduler_recompiles_once():
+    """The first change makes dynamo treat the float as an input; the step then
+    hands it to the op as a tensor, so later changes reuse that graph (passed as
+    a float argument it would recompile for every value)."""
+    frames, _ = _run_scheduled(0.01, steps=8)
+    assert frames == 2
+
+
+@pytest.mark.parametrize("lr", [0.01, torch.tensor(0.01)], ids=["float lr", "tensor lr"])
+def test_scheduled_compiled_steps_equal_eager(lr):
+    torch.manual_seed(3)
+    _, compiled = _run_scheduled(lr if isinstance(lr, float) else lr.clone())
+    torch.manual_seed(3)
+    params = _params()
+    opt = fusedopt.AdamW(params, lr=lr if isinstance(lr, float) else lr.clone(), max_grad_norm=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (s + 1))
+    for _ in range(6):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+        sched.step()
+    for a, b in zip(compiled, params):
+        torch.testing.assert_close(a, b, **fp32_tol())
+
+
+@pytest.mark.parametrize("cls,kw", [(fusedopt.AdamW, dict(lr=0.01, max_grad_norm=1.0)),
+                                    (fusedopt.SGD, dict(lr=0.1, momentum=0.9))], ids=["AdamW", "SGD"])
+def test_changes_between_compiled_steps_are_seen(cls, kw):
+    """The guards stand in for the eager plan's checks: a reset state, a None
+    grad, a loaded checkpoint and a new param group all take effect."""
+    pa, pb = _params(), _params()
+    oa, ob = cls(pa, **kw), cls(pb, **kw)
+    step = torch.compile(oa.step, fullgraph=True, backend="eager")
+    gen = torch.Generator().manual_seed(2)
+
+    def both(none=None):
+        for i, (a, b) in enumerate(zip(pa, pb)):
+            g = torch.randn(a.shape, generator=gen)
+            a.grad, b.grad = (None, None) if i == none else (g.clone(), g.clone())
+        step()
+        ob.step()
+        _assert_same(pa, pb, oa, ob)
+
+    both()
+    both()
+    oa.state.clear()
+    ob.state.clear()
+    both()
+    both(none=1)
+    saved = copy.deepcopy(ob.state_dict())
+    both()
+    oa.load_state_dict(copy.deepcopy(saved))
+    ob.load_state_dict(saved)
+    with torch.no_grad():
+        for a, b in zip(pa, pb):
+            a.copy_(b)
+    both()
+    extra_a, extra_b = torch.nn.Parameter(torch.ones(5)), torch.nn.Parameter(torch.ones(5))
+    oa.add_param_group({"params": [extra_a], "lr": 0.05})
+    ob.add_param_group({"params": [extra_b], "lr": 0.05})
+    pa.append(extra_a)
+    pb.append(extra_b)
+    both()
+
+
+SCALERS = {"fusedopt.GradScaler": fusedopt.GradScaler, "torch.amp.GradScaler": torch.amp.GradScaler}
+
+
+@pytest.mark.parametrize("clip", [None, 1.0], ids=["no clip", "clip"])
+@pytest.mark.parametrize("scaler_name", list(SCALERS))
+def test_compiled_step_driven_by_a_grad_scaler(scaler_name, clip):
+    """opt.step replaced by its compiled version; the scaler drives it (its own
+    update is torch's), with an inf step that must be skipped."""
+
+    def run(compiled):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(6, 3)
+        opt = fusedopt.AdamW(model.parameters(), lr=0.01, max_grad_norm=clip)
+        counter = CompileCounter()
+        if compiled:
+            opt.step = torch.compile(opt.step, fullgraph=True, backend=counter)
+        scaler = SCALERS[scaler_name]("cpu", init_scale=2.0**10, growth_interval=2)
+        gen = torch.Generator().manual_seed(1)
+        for s in range(6):
+            loss = model(torch.randn(4, 6, generator=gen)).square().mean()
+            if s == 2:
+                loss = loss * float("inf")
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad()
+        return model, opt, scaler, counter.frame_count
+
+    ma, oa, sa, frames = run(True)
+    mb, ob, sb, _ = run(False)
+    for a, b in zip(ma.parameters(), mb.parameters()):
+        torch.testing.assert_close(a, b, **fp32_tol())
+    assert sa.get_scale() == sb.get_scale()
+    assert [float(oa.state[p]["step"]) for p in ma.parameters()] == [5.0, 5.0]
+    assert frames == 1
+
+
+def _break_report(opt_factory):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    opt = opt_factory(model.parameters())
+    x = torch.randn(4, 8)
+
+    def train_step(x):
+        loss = model(x).square().mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    train_step(x)  # the state exists, as in any loop after its first step
+    return torch._dynamo.explain(train_step)(x)
+
+
+def test_train_step_has_no_graph_break_from_fusedopt():
+    ours = _break_report(lambda ps: fusedopt.AdamW(ps, lr=0.01, max_grad_norm=1.0))
+    theirs = _break_report(lambda ps: torch.optim.AdamW(ps, lr=0.01))
+    assert ours.graph_break_count <= theirs.graph_break_count
+    package = os.path.dirname(os.path.abspath(fusedopt.__file__))
+    for reason in ours.break_reasons:
+        for frame in reason.user_stack:
+            assert not os.path.abspath(frame.filename).startswith(package), reason.reason
+
+
+@pytest.mark.slow
+def test_inductor_amp_step_equals_eager():
+    """The one inductor run: AOT's functionalization of the mutating ops and
+    inductor's re-inplacing, with fusedopt's scaler and an inf step."""
+
+    def run(compiled):
+        params = _params()
+        opt = fusedopt.AdamW(params, lr=0.01, max_grad_norm=1.0)
+        if compiled:
+            opt.step = torch.compile(opt.step, fullgraph=True)
+        scaler = fusedopt.GradScaler("cpu", init_scale=2.0**8, growth_interval=2)
+        gen = torch.Generator().manual_seed(1)
+        for s in range(5):
+            loss = sum((p * torch.randn(p.shape, generator=gen)).sum() for p in params)
+            scaler.scale(loss * float("inf") if s == 1 else loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad()
+        return params, opt, scaler
+
+    pa, oa, sa = run(True)
+    pb, ob, sb = run(False)
+    _assert_same(pa, pb, oa, ob)
+    torch.testing.assert_close(oa.last_grad_norm, ob.last_grad_norm, **fp32_tol())
+    assert sa.get_scale() == sb.get_scale()
