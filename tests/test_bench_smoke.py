@@ -155,6 +155,22 @@ def test_the_pytest_benchmark_suites_run_on_the_runner():
     assert " passed" in res.stdout and "failed" not in res.stdout
 
 
+@pytest.mark.slow  # inductor compiles torch's step for tens of seconds on a small machine
+def test_cpu_compile_step_runs_and_reports(tmp_path):
+    out = tmp_path / "report.json"
+    res = _bench(*TINY, "--step", "compile", "--out", str(out), "--no-plot")
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads(out.read_text())
+    assert list(report["steps"]) == ["compile"]
+    w = report["steps"]["compile"]["workloads"]["100x1K"]
+    expected = {"torch-compiled", "torch-fused"} | ({"fusedopt-compiled", "fusedopt"} if NATIVE_CPU else set())
+    assert expected <= w["results"].keys()
+    assert w["results"]["torch-compiled"]["speedup"] == 1.0  # the compiled step's baseline
+    assert all(r["median_ms"] > 0 for r in w["results"].values())
+    assert all(w["first_call_s"][n] > 0 for n in expected)
+    assert "first call (tracing and compiling): torch compiled" in res.stdout
+
+
 @pytest.mark.cuda
 def test_cuda_bench_runs_and_reports(tmp_path):
     out = tmp_path / "report.json"

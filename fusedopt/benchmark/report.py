@@ -39,6 +39,10 @@ def text(report: dict) -> str:
                 first = False
             for name, why in w.get("failed", {}).items():
                 lines.append(f"  {'':12s} {section['labels'][name]:42s} failed: {why}")
+            compiled = {n: t for n, t in w.get("first_call_s", {}).items() if n.endswith("-compiled")}
+            if compiled:
+                lines.append(f"  {'':12s} first call (tracing and compiling): "
+                             + ", ".join(f"{section['labels'][n]} {t:.1f} s" for n, t in compiled.items()))
         for wl, why in {**section["skipped"], **section.get("errors", {})}.items():
             lines.append(f"  {wl:12s} {why}")
     return "\n".join(lines)

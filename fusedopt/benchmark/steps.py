@@ -3,6 +3,9 @@
   adamw   one AdamW step alone, on params whose grads are already there
   amp     the whole AMP step: unscale + inf check + clip(1.0) + AdamW + scale
           update (amp_pipelines.py)
+  compile the AdamW step under torch.compile (inductor): fusedopt's compiled
+          step (fullgraph=True) against torch's "compiled optimizer", with both
+          eager steps beside them
 
 Each entry builds a runner from params (with grads): calling it runs one step;
 reset() puts back what a step consumed (the scaled grads), untimed.
@@ -102,4 +105,45 @@ AMP = Step(
     )},
 )
 
-STEPS: dict[str, Step] = {s.name: s for s in (ADAMW, AMP)}
+class _CompiledStep(_OptimizerStep):
+    """opt.step compiled by torch.compile (inductor). The first call traces and
+    compiles (the runner reports its time); the later ones run the graph."""
+
+    def __init__(self, opt, fullgraph: bool):
+        import torch
+
+        super().__init__(opt)
+        # an entry rebuilt every round (memory permitting it only one at a time)
+        # is a new optimizer for dynamo each time: keep its graphs under the limit
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        self.compiled = torch.compile(opt.step, fullgraph=fullgraph)
+
+    def __call__(self):
+        self.compiled()
+
+
+def _compiled_entry(name: str, label: str, impl_name: str, fullgraph: bool, **kw) -> Entry:
+    impl = IMPLEMENTATIONS[impl_name]
+    return Entry(name, label, impl, lambda ps, device: _CompiledStep(impl.make(ps), fullgraph), **kw)
+
+
+COMPILE = Step(
+    "compile",
+    "One AdamW step under torch.compile",
+    "AdamW step, compiled",
+    28,
+    "28 bytes per fp32 parameter: read p, g, m, v; write p, m, v",
+    16,  # p, g, m, v
+    {e.name: e for e in (
+        # torch's recommended compiled optimizer: torch.compile of its step (which
+        # breaks the graph around itself, so no fullgraph)
+        _compiled_entry("torch-compiled", "torch compiled", "torch-foreach", fullgraph=False),
+        _compiled_entry("fusedopt-compiled", "fusedopt compiled", "fusedopt", fullgraph=True, native_only=True,
+                        highlight=True),
+        _adamw_entry("fusedopt", "fusedopt (eager)", native_only=True),
+        _adamw_entry("torch-fused", "torch fused (eager)"),
+    )},
+    baseline="torch-compiled",
+)
+
+STEPS: dict[str, Step] = {s.name: s for s in (ADAMW, AMP, COMPILE)}
