@@ -220,11 +220,14 @@ def test_reduce_overhead_step_with_a_grad_scaler(scaler_cls):
 
 
 def test_reference_path_never_syncs():
-    """float64 params take the reference path on a GPU too: tensor lr, AMP
-    protocol, clipping, SGD's first-step flag, all without a host sync."""
-    base = _params(torch.float64)
-    for cls, kw in ((fusedopt.AdamW, dict(max_grad_norm=1.0, amsgrad=True)),
-                    (fusedopt.SGD, dict(momentum=0.9, nesterov=True, max_grad_norm=1.0))):
+    """float64 params take the reference path on a GPU too (and so do Adam's
+    betas given as CUDA tensors): tensor lr, AMP protocol, clipping, SGD's
+    first-step flag, all without a host sync."""
+    f64, f32 = _params(torch.float64), _params(torch.float32)
+    betas = (torch.tensor(0.9, device=DEV), torch.tensor(0.99, device=DEV))
+    for cls, kw, base in ((fusedopt.AdamW, dict(max_grad_norm=1.0, amsgrad=True), f64),
+                          (fusedopt.SGD, dict(momentum=0.9, nesterov=True, max_grad_norm=1.0), f64),
+                          (fusedopt.AdamW, dict(betas=betas, max_grad_norm=1.0), f32)):
         params = _clone(base)
         opt = cls(params, lr=torch.tensor(0.01, device=DEV), **kw)
         for step in range(3):

@@ -219,3 +219,26 @@ def test_reference_traces_without_graph_breaks(kind):
 
     torch._dynamo.reset()
     torch.compile(fn, fullgraph=True, backend="eager")(torch.tensor(0.01))
+
+
+def test_adam_reference_with_tensor_betas_matches_torch():
+    """Tensor betas (the compiled step's route, and CUDA betas' in eager) stay
+    tensors in the update; torch reads them as it goes."""
+    from helpers import fp32_tol
+
+    gen = torch.Generator().manual_seed(0)
+    ps = [torch.randn(s, generator=gen) for s in SHAPES]
+    qs = [p.clone() for p in ps]
+    betas = (torch.tensor(0.8), torch.tensor(0.95))
+    opt = torch.optim.AdamW(qs, lr=0.01, betas=betas, weight_decay=0.1, foreach=False)
+    m, v = ([torch.zeros_like(p) for p in ps] for _ in range(2))
+    steps = [torch.zeros(()) for _ in ps]
+    for _ in range(6):
+        grads = [torch.randn(p.shape, generator=gen) for p in ps]
+        for q, g in zip(qs, grads):
+            q.grad = g.clone()
+        opt.step()
+        reference.adam_(ps, grads, m, v, [], steps, [], 0.01, None, *betas, 1e-8, 0.1, True, False, False,
+                        None, None, None, 0.0)
+    for a, b in zip(ps, qs):
+        torch.testing.assert_close(a, b, **fp32_tol())

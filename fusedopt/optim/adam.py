@@ -45,6 +45,13 @@ def _check_adam_args(lr, betas, eps, weight_decay, foreach, capturable) -> None:
                 raise ValueError(f"Tensor betas[{i}] must be 1-element")
 
 
+def _betas_stay_on_device(beta1, beta2) -> bool:
+    """Tensor betas that must not be read on the host: any under torch.compile,
+    and those on a device other than the CPU (a read would be a sync)."""
+    tensors = [b for b in (beta1, beta2) if isinstance(b, Tensor)]
+    return bool(tensors) and (torch.compiler.is_compiling() or any(b.device.type != "cpu" for b in tensors))
+
+
 class Adam(FusedOptimizer):
     """Adam (and, with ``decoupled_weight_decay=True``, AdamW) on fused kernels.
 
@@ -188,9 +195,9 @@ class Adam(FusedOptimizer):
     def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:
         lr, lr_tensor = self._lr_args(group["lr"], device)
         beta1, beta2 = group["betas"]
-        if (isinstance(beta1, Tensor) or isinstance(beta2, Tensor)) and torch.compiler.is_compiling():
-            # the native op takes float betas, and a compiled step cannot read
-            # tensors on the host: tensor betas take the reference's device math
+        if _betas_stay_on_device(beta1, beta2):
+            # the native op takes float betas; reading these on the host would be a
+            # sync (or, compiled, a graph break): the reference's device math instead
             ops = _ops.reference
         else:
             beta1, beta2 = float(beta1), float(beta2)
