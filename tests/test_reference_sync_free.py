@@ -24,6 +24,16 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().view({2: torch.int16, 4: torch.int32, 8: torch.int64, 1: torch.uint8}[t.element_size()])
 
 
+def _lockstep(torch_opt, qs, gen, dtype, steps, ours):
+    """`steps` steps of a torch optimizer on qs and of `ours(grads)`, same grads."""
+    for _ in range(steps):
+        grads = [torch.randn(q.shape, generator=gen, dtype=dtype) for q in qs]
+        for q, g in zip(qs, grads):
+            q.grad = g.clone()
+        torch_opt.step()
+        ours(grads)
+
+
 def _assert_bitwise(a, b):
     for i, (x, y) in enumerate(zip(a, b)):
         assert x.dtype == y.dtype, f"tensor {i}"
@@ -45,13 +55,9 @@ def test_adam_reference_is_torch_single_tensor_bit_for_bit(dtype, tensor_lr, ams
     opt = cls(qs, lr=lr, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize, foreach=False)
     m, v, vmax = ([torch.zeros_like(p) for p in ps] for _ in range(3))
     steps = [torch.zeros((), dtype=torch.float32) for _ in ps]
-    for _ in range(6):
-        grads = [torch.randn(p.shape, generator=gen, dtype=dtype) for p in ps]
-        for q, g in zip(qs, grads):
-            q.grad = g.clone()
-        opt.step()
-        reference.adam_(ps, grads, m, v, vmax, steps, [], 0.0 if tensor_lr else lr, lr if tensor_lr else None,
-                        0.9, 0.999, 1e-8, weight_decay, decoupled, amsgrad, maximize, None, None, None, 0.0)
+    _lockstep(opt, qs, gen, dtype, 6, lambda grads: reference.adam_(
+        ps, grads, m, v, vmax, steps, [], 0.0 if tensor_lr else lr, lr if tensor_lr else None,
+        0.9, 0.999, 1e-8, weight_decay, decoupled, amsgrad, maximize, None, None, None, 0.0))
     _assert_bitwise(ps, qs)
     _assert_bitwise(m, [opt.state[q]["exp_avg"] for q in qs])
     _assert_bitwise(v, [opt.state[q]["exp_avg_sq"] for q in qs])
@@ -79,13 +85,9 @@ def test_sgd_reference_is_torch_bit_for_bit(dtype, tensor_lr, momentum, dampenin
                           nesterov=nesterov, maximize=maximize, foreach=False, **extra)
     bufs = [torch.zeros_like(p) for p in ps]
     first = [torch.ones((), dtype=torch.bool) for _ in ps]
-    for _ in range(5):
-        grads = [torch.randn(p.shape, generator=gen, dtype=dtype) for p in ps]
-        for q, g in zip(qs, grads):
-            q.grad = g.clone()
-        opt.step()
-        reference.sgd_(ps, grads, bufs, first, [], 0.0 if tensor_lr else lr, lr.detach() if tensor_lr else None,
-                       momentum, dampening, weight_decay, nesterov, maximize, None, None, None, 0.0)
+    _lockstep(opt, qs, gen, dtype, 5, lambda grads: reference.sgd_(
+        ps, grads, bufs, first, [], 0.0 if tensor_lr else lr, lr.detach() if tensor_lr else None,
+        momentum, dampening, weight_decay, nesterov, maximize, None, None, None, 0.0))
     _assert_bitwise(ps, [q.detach() for q in qs])
     if momentum:
         _assert_bitwise(bufs, [opt.state[q]["momentum_buffer"].detach() for q in qs])
@@ -233,12 +235,7 @@ def test_adam_reference_with_tensor_betas_matches_torch():
     opt = torch.optim.AdamW(qs, lr=0.01, betas=betas, weight_decay=0.1, foreach=False)
     m, v = ([torch.zeros_like(p) for p in ps] for _ in range(2))
     steps = [torch.zeros(()) for _ in ps]
-    for _ in range(6):
-        grads = [torch.randn(p.shape, generator=gen) for p in ps]
-        for q, g in zip(qs, grads):
-            q.grad = g.clone()
-        opt.step()
-        reference.adam_(ps, grads, m, v, [], steps, [], 0.01, None, *betas, 1e-8, 0.1, True, False, False,
-                        None, None, None, 0.0)
+    _lockstep(opt, qs, gen, torch.float32, 6, lambda grads: reference.adam_(
+        ps, grads, m, v, [], steps, [], 0.01, None, *betas, 1e-8, 0.1, True, False, False, None, None, None, 0.0))
     for a, b in zip(ps, qs):
         torch.testing.assert_close(a, b, **fp32_tol())
