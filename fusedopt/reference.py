@@ -34,9 +34,9 @@ with the per-step scalars held in 0-dim tensors instead of Python floats:
   t2)``, the order in which ATen's kernel evaluates it. Adam's results are
   therefore torch's single-tensor results, bit for bit, for float32 and
   float64 tensors, float or tensor lr.
-* ``adam_`` also takes ``beta1``/``beta2`` as 0-dim tensors (the native op
-  takes floats; the compiled step sends tensor betas here rather than read
-  them on the host).
+* ``adam_`` also takes ``beta1``/``beta2`` as 0-dim tensors: the native op
+  takes floats, so tensor betas that must not be read on the host (any under
+  torch.compile, CUDA ones in eager) are computed here.
 * SGD with a float lr is torch's ``add_(grad, alpha=-lr)``; with a tensor lr it
   is ``addcmul_(grad, lr, value=-1)``, the device-side form torch itself uses
   for a tensor lr that requires grad (its default path reads the lr on the
