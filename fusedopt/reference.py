@@ -51,6 +51,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._traced_checks import expect_traced_dtypes
+
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -180,6 +182,7 @@ def adam_(
 ) -> None:
     if not params:
         return
+    expect_traced_dtypes(grads)
     keep = _keep(found_inf, params[0].device)
     factors = _grad_factors(grad_scale, sumsq, max_norm, maximize, max_value)
     lr_t = lr_tensor.to(params[0].device) if lr_tensor is not None else None
@@ -244,6 +247,7 @@ def sgd_(
 ) -> None:
     if not params:
         return
+    expect_traced_dtypes(grads)
     keep = _keep(found_inf, params[0].device)
     factors = _grad_factors(grad_scale, sumsq, max_norm, maximize, max_value)
     lr_t = lr_tensor.to(params[0].device) if lr_tensor is not None else None
@@ -284,6 +288,7 @@ def grad_stats_(
     looks at the grads themselves, before any clamp."""
     if not grads:
         return
+    expect_traced_dtypes(grads)
     inv = _inv_scale(grad_scale) if grad_scale is not None else None
     total = torch.zeros((), dtype=torch.float64, device=sumsq.device)
     bad = torch.zeros((), dtype=torch.bool, device=sumsq.device)

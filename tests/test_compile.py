@@ -275,3 +275,23 @@ def test_inductor_amp_step_equals_eager():
     _assert_same(pa, pb, oa, ob)
     torch.testing.assert_close(oa.last_grad_norm, ob.last_grad_norm, **fp32_tol())
     assert sa.get_scale() == sb.get_scale()
+
+
+@pytest.mark.slow
+def test_a_grad_that_changes_dtype_after_compilation_raises():
+    """dynamo guards an optimizer's grads only for None-ness, and inductor's code
+    reads a grad with its traced dtype: the reference path checks the dtypes
+    at run time and raises rather than read float32 grads as float64 ones
+    (the native ops check their arguments themselves)."""
+    p = torch.nn.Parameter(torch.randn(5, dtype=torch.float64))  # float64: the reference path
+    opt = fusedopt.AdamW([p], lr=0.01, max_grad_norm=1.0)
+    step = torch.compile(opt.step, fullgraph=True)
+    p.grad = torch.randn(5, dtype=torch.float64)
+    step()
+    p.grad = None
+    p.grad_dtype = torch.float32
+    p.grad = torch.randn(5)
+    before = p.detach().clone()
+    with pytest.raises(RuntimeError, match="changed dtype after the step was compiled"):
+        step()
+    assert torch.equal(p.detach(), before)

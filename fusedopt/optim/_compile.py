@@ -9,11 +9,15 @@ optimizer's ``_init_group``, which dynamo calls *eagerly* (untraced) for any
 torch.optim.Optimizer while it traces ``step``, as it does for torch's own
 optimizers: the method creates missing state and returns the buckets' tensors
 appended to an empty list, plus a constant that says how they split into
-buckets. Dynamo then guards every param, grad and state tensor it was handed
-(dtype, device, shape, strides, None-ness of grads, the state's keys), so any
-change that would change the buckets recompiles, and the graph reads the
-tensors fresh from their sources on every call: a step never updates stale
-tensors. The graph itself holds only the fused ops (and the reference path's
+buckets. Dynamo then guards every param and state tensor it was handed
+(dtype, device, shape, strides, the state's keys) and whether each grad is
+None, so those changes recompile, and the graph reads the tensors fresh from
+their sources on every call: a step never updates stale tensors. Grads
+themselves are guarded only for None-ness (dynamo's rule for every
+optimizer's grads): a grad whose dtype or layout changes after compilation is
+not re-routed as in eager mode, and the kernels' own argument checks,
+inductor's stride asserts or the reference path's dtype check
+(fusedopt/_traced_checks.py) raise instead. The graph itself holds only the fused ops (and the reference path's
 torch ops for tensors the kernels do not take).
 """
 
