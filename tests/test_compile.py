@@ -277,6 +277,31 @@ def test_inductor_amp_step_equals_eager():
     assert sa.get_scale() == sb.get_scale()
 
 
+def test_a_grad_whose_layout_changes_after_compilation_is_never_misread():
+    """Grads are not guarded beyond None-ness (dynamo's rule for optimizers): a
+    transposed grad reaches the compiled step. The native kernels refuse it;
+    the reference path computes with it correctly."""
+    pa = [torch.nn.Parameter(torch.randn(4, 6))]
+    pb = [torch.nn.Parameter(pa[0].detach().clone())]
+    oa, ob = fusedopt.AdamW(pa, lr=0.01), fusedopt.AdamW(pb, lr=0.01)
+    step = torch.compile(oa.step, fullgraph=True, backend="eager")
+    g = torch.randn(4, 6)
+    pa[0].grad, pb[0].grad = g.clone(), g.clone()
+    step()
+    ob.step()
+    g = torch.randn(6, 4).t()
+    pa[0].grad, pb[0].grad = g.clone(memory_format=torch.preserve_format), g.clone(memory_format=torch.preserve_format)
+    before = pa[0].detach().clone()
+    try:
+        step()
+    except RuntimeError as e:
+        assert "laid out" in str(e)
+        assert torch.equal(pa[0].detach(), before)
+        return
+    ob.step()
+    _assert_same(pa, pb, oa, ob)
+
+
 @pytest.mark.slow
 def test_a_grad_that_changes_dtype_after_compilation_raises():
     """dynamo guards an optimizer's grads only for None-ness, and inductor's code
