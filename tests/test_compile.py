@@ -223,16 +223,22 @@ def test_compiled_step_driven_by_a_grad_scaler(scaler_name, clip):
     assert frames == 1
 
 
-def _break_report(opt_factory):
+def _break_report(opt_factory, scaler_cls=None):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
     opt = opt_factory(model.parameters())
+    scaler = scaler_cls("cpu") if scaler_cls else None
     x = torch.randn(4, 8)
 
     def train_step(x):
         loss = model(x).square().mean()
-        loss.backward()
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         opt.zero_grad()
         return loss
 
@@ -240,9 +246,12 @@ def _break_report(opt_factory):
     return torch._dynamo.explain(train_step)(x)
 
 
-def test_train_step_has_no_graph_break_from_fusedopt():
-    ours = _break_report(lambda ps: fusedopt.AdamW(ps, lr=0.01, max_grad_norm=1.0))
-    theirs = _break_report(lambda ps: torch.optim.AdamW(ps, lr=0.01))
+@pytest.mark.parametrize("scaler", [None, "torch.amp.GradScaler", "fusedopt.GradScaler"])
+def test_train_step_has_no_graph_break_from_fusedopt(scaler):
+    """Against torch.optim.AdamW (with torch's scaler where there is one): no
+    more breaks, and none whose stack is in fusedopt."""
+    ours = _break_report(lambda ps: fusedopt.AdamW(ps, lr=0.01, max_grad_norm=1.0), SCALERS.get(scaler))
+    theirs = _break_report(lambda ps: torch.optim.AdamW(ps, lr=0.01), torch.amp.GradScaler if scaler else None)
     assert ours.graph_break_count <= theirs.graph_break_count
     package = os.path.dirname(os.path.abspath(fusedopt.__file__))
     for reason in ours.break_reasons:
