@@ -8,6 +8,7 @@ can break; inductor's code generation adds nothing to what these check and
 costs tens of seconds on a small CI machine, so it runs in one test."""
 
 import copy
+import datetime
 import os
 
 import pytest
@@ -329,3 +330,51 @@ def test_a_grad_that_changes_dtype_after_compilation_raises():
     with pytest.raises(RuntimeError, match="changed dtype after the step was compiled"):
         step()
     assert torch.equal(p.detach(), before)
+
+
+@pytest.fixture
+def one_rank_mesh():
+    """A 1-rank gloo job on 127.0.0.1 and its CPU mesh, torn down afterwards
+    (other tests expect torch.distributed uninitialized)."""
+    import socket
+
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        yield init_device_mesh("cpu", (1,))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_dtensor_params_run_the_step_eagerly_under_compile(one_rank_mesh):
+    """The compiled route does not take DTensor params: the step leaves the
+    graph (a graph break) and runs eagerly, equal to the eager step; with
+    fullgraph=True that break is an error, never a wrong graph."""
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    def make():
+        torch.manual_seed(0)
+        ps = [torch.nn.Parameter(distribute_tensor(torch.randn(8, 4), one_rank_mesh, [Shard(0)])) for _ in range(2)]
+        return ps, fusedopt.AdamW(ps, lr=0.01, max_grad_norm=1.0)
+
+    (pa, oa), (pb, ob) = make(), make()
+    step = torch.compile(oa.step, backend="eager")
+    for _ in range(3):
+        for a, b in zip(pa, pb):
+            g = distribute_tensor(torch.randn(8, 4), one_rank_mesh, [Shard(0)])
+            a.grad, b.grad = g, g.clone()
+        step()
+        ob.step()
+    for a, b in zip(pa, pb):
+        assert torch.equal(a.full_tensor(), b.full_tensor())
+    torch._dynamo.reset()
+    with pytest.raises(torch._dynamo.exc.Unsupported):
+        torch.compile(oa.step, backend="eager", fullgraph=True)()

@@ -17,8 +17,10 @@ themselves are guarded only for None-ness (dynamo's rule for every
 optimizer's grads): a grad whose dtype or layout changes after compilation is
 not re-routed as in eager mode, and the kernels' own argument checks,
 inductor's stride asserts or the reference path's dtype check
-(fusedopt/_traced_checks.py) raise instead. The graph itself holds only the fused ops (and the reference path's
-torch ops for tensors the kernels do not take).
+(fusedopt/_traced_checks.py) raise instead. The graph itself holds only the
+fused ops (and the reference path's torch ops for tensors the kernels do not
+take). DTensor params are not taken: a step with any runs eagerly (see
+run_eagerly).
 """
 
 from __future__ import annotations
