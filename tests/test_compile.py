@@ -22,8 +22,12 @@ from helpers import fp32_tol
 @pytest.fixture(autouse=True)
 def _fresh_dynamo():
     torch._dynamo.reset()
+    grad_enabled = torch.is_grad_enabled()
     yield
     torch._dynamo.reset()
+    # a compiled step that raises leaves the grad mode its graph set (the
+    # graph's no_grad is undone at its end, which is not reached)
+    torch.set_grad_enabled(grad_enabled)
 
 
 def _tensor_kw(kw):
@@ -258,6 +262,38 @@ def test_train_step_has_no_graph_break_from_fusedopt(scaler):
     for reason in ours.break_reasons:
         for frame in reason.user_stack:
             assert not os.path.abspath(frame.filename).startswith(package), reason.reason
+
+
+@pytest.mark.parametrize("scaler_name", list(SCALERS))
+def test_compiled_train_step_with_a_scaler_equals_eager(scaler_name):
+    """The whole train step compiled (forward, scaled backward, scaler.step,
+    scaler.update, zero_grad), with an inf step: the scaler's requests reach
+    the traced step, and the result is eager's."""
+
+    def run(compiled):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+        opt = fusedopt.AdamW(model.parameters(), lr=0.01, max_grad_norm=1.0)
+        scaler = SCALERS[scaler_name]("cpu", init_scale=2.0**10, growth_interval=2)
+
+        def train_step(x, factor):
+            loss = model(x).square().mean() * factor
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad()
+
+        step = torch.compile(train_step, backend="eager") if compiled else train_step
+        gen = torch.Generator().manual_seed(1)
+        for s in range(6):
+            step(torch.randn(4, 8, generator=gen), torch.tensor(float("inf") if s == 2 else 1.0))
+        return model, opt, scaler
+
+    (ma, oa, sa), (mb, ob, sb) = run(True), run(False)
+    for a, b in zip(ma.parameters(), mb.parameters()):
+        torch.testing.assert_close(a, b, **fp32_tol())
+        assert float(oa.state[a]["step"]) == float(ob.state[b]["step"]) == 5.0
+    assert sa.get_scale() == sb.get_scale()
 
 
 @pytest.mark.slow

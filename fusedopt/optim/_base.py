@@ -244,10 +244,11 @@ class FusedOptimizer(Optimizer):
         self.norm_group = norm_group
         self.master_weights = master_weights
         self.state_dtype = state_dtype
-        # What a step leaves behind (see last_grad_norm). A dict, not attributes:
-        # under torch.compile, dynamo drops attribute stores on an Optimizer made
-        # inside the compiled step (torch 2.13), but keeps a dict's updates.
-        self._step_outputs: dict[str, Any] = {"last_grad_norm": None}
+        # What fusedopt's GradScaler hands a step and what a step leaves behind
+        # (see last_grad_norm). A dict, not attributes: under torch.compile,
+        # dynamo drops attribute stores on an Optimizer made inside the compiled
+        # step (torch 2.13) or refuses them (2.11), but keeps a dict's updates.
+        self._step_io: dict[str, Any] = {"last_grad_norm": None}
         super().__init__(params, defaults)
         # torch checks these after the params, in this order
         _validate.check_differentiable(
@@ -266,11 +267,11 @@ class FusedOptimizer(Optimizer):
     def last_grad_norm(self) -> Tensor | None:
         """Pre-clip global norm of the unscaled grads of the last step that
         computed it (a device tensor; inf/nan after an overflow)."""
-        return self._step_outputs.get("last_grad_norm")
+        return self._step_io.get("last_grad_norm")
 
     @last_grad_norm.setter
     def last_grad_norm(self, value: Tensor | None) -> None:
-        self._step_outputs["last_grad_norm"] = value
+        self._step_io["last_grad_norm"] = value
 
     # -- pickling / copying keeps fusedopt's own options ----------------------------
 
@@ -287,7 +288,7 @@ class FusedOptimizer(Optimizer):
             if name not in state and name not in self.__dict__:
                 state[name] = default
         super().__setstate__(state)
-        self.__dict__.setdefault("_step_outputs", {"last_grad_norm": None})
+        self.__dict__.setdefault("_step_io", {"last_grad_norm": None})
 
     # -- what subclasses provide ----------------------------------------------------
 
@@ -471,33 +472,32 @@ class FusedOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        # getattr, not self.__dict__: torch.compile guards attribute reads (a read
-        # through __dict__ is not guarded, and a compiled step would reuse a graph
-        # traced without fusedopt.GradScaler's request)
-        found = self._fused_step(
-            getattr(self, "grad_scale", None),
-            getattr(self, "found_inf", None),
-            find_infs=getattr(self, "_fusedopt_find_infs", False),
-        )
+        request = self._step_io.get("amp")
+        if request is None:
+            # torch.amp.GradScaler's protocol: attributes (getattr, which
+            # torch.compile guards; a read through __dict__ it does not)
+            grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+        else:
+            grad_scale, found_inf = request
+        found = self._fused_step(grad_scale, found_inf, find_infs=request is not None and found_inf is None)
         if found is not None:
-            self._step_outputs["found"] = found
+            self._step_io["found"] = found
         return loss
 
     def _amp_step(self, grad_scale, found_inf) -> dict[torch.device, Tensor] | None:
         """The step fusedopt.GradScaler runs: through step() (so step hooks and
         lr-scheduler bookkeeping see it), with the scale and found_inf passed as
         torch's AMP protocol passes them. Without a found_inf the optimizer finds
-        infs itself and returns its per-device flags."""
-        self.__dict__["grad_scale"] = grad_scale
-        self.__dict__["found_inf"] = found_inf
-        self.__dict__["_fusedopt_find_infs"] = found_inf is None
+        infs itself and returns its per-device flags. The request and the result
+        go through a dict (see _step_io), which a compiled step, or a compiled
+        train step around this call, traces on every torch version."""
+        self._step_io["amp"] = (grad_scale, found_inf)
         try:
             self.step()
-            return self._step_outputs.pop("found", None)
+            return self._step_io.get("found")
         finally:
-            self._step_outputs.pop("found", None)
-            for name in ("grad_scale", "found_inf", "_fusedopt_find_infs"):
-                self.__dict__.pop(name, None)
+            self._step_io.pop("amp", None)
+            self._step_io.pop("found", None)
 
     def _fused_step(
         self,
@@ -550,7 +550,9 @@ class FusedOptimizer(Optimizer):
                 parts, groups, grad_scale, found_inf, home, need_stats, max_value=self.max_grad_value or 0.0
             )
             if need_stats:
-                self.last_grad_norm = sumsq.sqrt().reshape(())
+                # the dict, not the property: dynamo (torch < 2.13) cannot trace a
+                # property setter on an optimizer
+                self._step_io["last_grad_norm"] = sumsq.sqrt().reshape(())
             for d in devices:
                 if self.max_grad_norm is not None:
                     amp[d].sumsq = _on(sumsq, d)
@@ -571,6 +573,11 @@ class FusedOptimizer(Optimizer):
         """The reduction groups of this optimizer's params, in the order every
         rank joins them (see fusedopt/_collectives.py); the plans hold them."""
         norm = _collectives.of_norm_group(self.norm_group)
+        if torch.compiler.is_compiling():
+            # a compiled step has no DTensor params (those steps run eagerly), so
+            # no plan holds a group of its own; and dynamo (torch < 2.13) cannot
+            # trace id() of a dict
+            return _collectives.ordered_groups([norm])
         plans = [self.__dict__["_plans"][id(g)][1] for g in self.param_groups]
         if self.max_grad_norm is not None and self.norm_group is None:
             if not any(plan.has_dtensor for plan in plans):

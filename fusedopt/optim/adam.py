@@ -49,7 +49,9 @@ def _betas_stay_on_device(beta1, beta2) -> bool:
     """Tensor betas that must not be read on the host: any under torch.compile,
     and those on a device other than the CPU (a read would be a sync)."""
     tensors = [b for b in (beta1, beta2) if isinstance(b, Tensor)]
-    return bool(tensors) and (torch.compiler.is_compiling() or any(b.device.type != "cpu" for b in tensors))
+    if not tensors:
+        return False
+    return torch.compiler.is_compiling() or any(b.device.type != "cpu" for b in tensors)
 
 
 class Adam(FusedOptimizer):
