@@ -141,7 +141,10 @@ def check_adam_group(group: dict, index: int) -> None:
         raise ValueError(f"param_groups[{index}]['betas'] must hold 2 values, got {len(betas)}")
     for i, beta in enumerate(betas):
         _check_real(group, index, f"betas[{i}]", beta, tensor_ok=True)
-    beta1, beta2 = float(betas[0]), float(betas[1])
+    # Tensor betas are not read here: on a GPU that would be a host sync every
+    # step, and under torch.compile a data-dependent branch. torch does not
+    # refuse them either (a tensor beta of 1 gives inf/NaN, not an error).
+    beta1, beta2 = (float("nan") if isinstance(b, Tensor) else float(b) for b in betas)
     if beta1 == 1.0:
         # torch: lr / (1 - beta1**step) raises this very error
         raise ZeroDivisionError(
