@@ -363,7 +363,9 @@ def test_a_grad_that_changes_dtype_after_compilation_raises():
     p.grad_dtype = torch.float32
     p.grad = torch.randn(5)
     before = p.detach().clone()
-    with pytest.raises(RuntimeError, match="changed dtype after the step was compiled"):
+    # the check in the graph raises, or (torch 2.13, whose guards now see the
+    # change through the step's validation) dynamo's recompilation refuses it
+    with pytest.raises(RuntimeError, match="changed dtype after the step was compiled|grad_dtype"):
         step()
     assert torch.equal(p.detach(), before)
 
