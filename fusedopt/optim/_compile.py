@@ -12,15 +12,15 @@ appended to an empty list, plus a constant that says how they split into
 buckets. Dynamo then guards every param and state tensor it was handed
 (dtype, device, shape, strides, the state's keys) and whether each grad is
 None, so those changes recompile, and the graph reads the tensors fresh from
-their sources on every call: a step never updates stale tensors. Grads
-themselves are guarded only for None-ness (dynamo's rule for every
-optimizer's grads): a grad whose dtype or layout changes after compilation is
-not re-routed as in eager mode, and the kernels' own argument checks,
-inductor's stride asserts or the reference path's dtype check
-(fusedopt/_traced_checks.py) raise instead. The graph itself holds only the
-fused ops (and the reference path's torch ops for tensors the kernels do not
-take). DTensor params are not taken: a step with any runs eagerly (see
-run_eagerly).
+their sources on every call: a step never updates stale tensors. Grads handed
+through _init_group are guarded only for None-ness (dynamo's rule for every
+optimizer's grads); the step's argument checks read each grad through its
+param, which guards it fully on torch 2.13. Where a grad's dtype or layout
+change is not guarded, the kernels' own argument checks, inductor's stride
+asserts or the reference path's dtype check (fusedopt/_traced_checks.py)
+raise instead. The graph itself holds only the fused ops (and the reference
+path's torch ops for tensors the kernels do not take). DTensor params are not
+taken: a step with any runs eagerly (see run_eagerly).
 """
 
 from __future__ import annotations
