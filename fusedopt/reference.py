@@ -54,6 +54,7 @@ from torch import Tensor
 from ._traced_checks import expect_traced_dtypes
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+_addcmul_ = torch.ops.aten.addcmul_.default
 
 
 def _keep(found_inf: Tensor | None, device: torch.device) -> Tensor | None:
@@ -205,10 +206,13 @@ def adam_(
         exp_avg.lerp_(grad, 1 - (beta1.to(grad.device, w.dtype) if isinstance(beta1, Tensor) else beta1))
         if isinstance(beta2, Tensor):
             b2 = beta2.to(grad.device, w.dtype)
-            # addcmul_(grad, grad, value=1 - b2), evaluated as ATen does: (value * t1) * t2
+            # addcmul_'s value must be a number: (value * t1) * t2, ATen's order
             exp_avg_sq.mul_(b2).add_(grad.mul(1 - b2).mul_(grad))
         else:
-            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            # the ATen op itself: dynamo rewrites a traced Tensor.addcmul_(value=...)
+            # into a mul and an fma that round differently, and a compiled step
+            # would then not be the eager one
+            _addcmul_(exp_avg_sq.mul_(beta2), grad, grad, value=1 - beta2)
 
         # torch: lr / bias_correction1 in double for a float lr, in the lr's dtype for a tensor
         # (a true division: `float / tensor` would multiply by the reciprocal)

@@ -152,6 +152,31 @@ def test_scheduled_compiled_steps_equal_eager(lr):
 
 
 @pytest.mark.parametrize("cls,kw", [(fusedopt.AdamW, dict(lr=0.01, max_grad_norm=1.0)),
+                                    (fusedopt.SGD, dict(lr=0.1, momentum=0.9, nesterov=True))], ids=["AdamW", "SGD"])
+def test_compiled_reference_path_is_the_eager_one_bit_for_bit(cls, kw):
+    """float64 params (the reference path) and a float lr that a scheduler
+    changes: the traced torch ops are the eager ones (backend="eager"; no op
+    that dynamo rewrites with other rounding), with one recompile."""
+    pa, pb = _params(torch.float64), _params(torch.float64)
+    oa, ob = cls(pa, **kw), cls(pb, **kw)
+    sa, sb = (torch.optim.lr_scheduler.LambdaLR(o, lambda s: 1.0 / (s + 1)) for o in (oa, ob))
+    counter = CompileCounter()
+    step = torch.compile(oa.step, backend=counter)
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(5):
+        for a, b in zip(pa, pb):
+            g = torch.randn(a.shape, generator=gen, dtype=torch.float64)
+            a.grad, b.grad = g.clone(), g.clone()
+        step()
+        ob.step()
+        sa.step()
+        sb.step()
+    for a, b in zip(pa, pb):
+        assert torch.equal(a, b)
+    assert counter.frame_count == 2
+
+
+@pytest.mark.parametrize("cls,kw", [(fusedopt.AdamW, dict(lr=0.01, max_grad_norm=1.0)),
                                     (fusedopt.SGD, dict(lr=0.1, momentum=0.9))], ids=["AdamW", "SGD"])
 def test_changes_between_compiled_steps_are_seen(cls, kw):
     """The guards stand in for the eager plan's checks: a reset state, a None

@@ -333,16 +333,18 @@ class FusedOptimizer(Optimizer):
         return master
 
     @staticmethod
-    def _lr_args(lr, device: torch.device) -> tuple[float, Tensor | None]:
+    def _lr_args(lr, device: torch.device, ops) -> tuple[float, Tensor | None]:
         if isinstance(lr, Tensor):
             # the kernels read a float32 or float64 lr; torch accepts any dtype
             dtype = lr.dtype if lr.dtype in (torch.float32, torch.float64) else torch.float32
             return 0.0, lr.detach().to(device=device, dtype=dtype, non_blocking=True)
-        if torch.compiler.is_compiling():
+        if ops is not _ops.reference and torch.compiler.is_compiling():
             # A float lr that a scheduler changes becomes a symbolic input of the
-            # graph after one recompile; passed as the op's float argument it would
-            # be specialized again, one recompile per value. As a float64 tensor it
-            # stays an input (the kernels read it as the same double).
+            # graph after one recompile; passed as a native op's float argument it
+            # would be specialized again, one recompile per value. As a float64
+            # tensor it stays an input (the kernels read it as the same double).
+            # (The reference's torch ops take the symbolic float as it is, and so
+            # compute what they compute eagerly.)
             return 0.0, torch.full((), lr, dtype=torch.float64, device=device)
         return float(lr), None
 

@@ -195,7 +195,6 @@ class Adam(FusedOptimizer):
         return Route(key, "native" if native else "reference", tensors, [(state, k) for _, k in names])
 
     def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:
-        lr, lr_tensor = self._lr_args(group["lr"], device)
         beta1, beta2 = group["betas"]
         if _betas_stay_on_device(beta1, beta2):
             # the native op takes float betas; reading these on the host would be a
@@ -203,6 +202,7 @@ class Adam(FusedOptimizer):
             ops = _ops.reference
         else:
             beta1, beta2 = float(beta1), float(beta2)
+        lr, lr_tensor = self._lr_args(group["lr"], device, ops)
         lists = bucket.lists
         ops.adam_(
             bucket.params,

@@ -171,7 +171,7 @@ class SGD(FusedOptimizer):
         if bucket.kind in ("sparse", "torch"):
             self._torch_step(bucket, group, amp)
             return
-        lr, lr_tensor = self._lr_args(group["lr"], device)
+        lr, lr_tensor = self._lr_args(group["lr"], device, ops)
         lists = bucket.lists
         ops.sgd_(
             bucket.params,
