@@ -54,7 +54,13 @@ from torch import Tensor
 from ._traced_checks import expect_traced_dtypes
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+# ATen's ops themselves where dynamo would rewrite the Tensor method when
+# tracing (addcmul_(value=) into a mul and an fma; before torch 2.13, any
+# add(alpha=) into a mul and an add): the rewrites round differently, and a
+# compiled step would not be the eager one
 _addcmul_ = torch.ops.aten.addcmul_.default
+_add = torch.ops.aten.add.Tensor
+_add_ = torch.ops.aten.add_.Tensor
 
 
 def _keep(found_inf: Tensor | None, device: torch.device) -> Tensor | None:
@@ -201,7 +207,7 @@ def adam_(
             if decoupled:
                 p.mul_(1 - (lr if lr_t is None else lr_t) * weight_decay)
             else:
-                grad = grad.add(p, alpha=weight_decay)
+                grad = _add(grad, p, alpha=weight_decay)
         # tensor betas (the compiled step's route for them) stay on the device
         exp_avg.lerp_(grad, 1 - (beta1.to(grad.device, w.dtype) if isinstance(beta1, Tensor) else beta1))
         if isinstance(beta2, Tensor):
@@ -209,9 +215,6 @@ def adam_(
             # addcmul_'s value must be a number: (value * t1) * t2, ATen's order
             exp_avg_sq.mul_(b2).add_(grad.mul(1 - b2).mul_(grad))
         else:
-            # the ATen op itself: dynamo rewrites a traced Tensor.addcmul_(value=...)
-            # into a mul and an fma that round differently, and a compiled step
-            # would then not be the eager one
             _addcmul_(exp_avg_sq.mul_(beta2), grad, grad, value=1 - beta2)
 
         # torch: lr / bias_correction1 in double for a float lr, in the lr's dtype for a tensor
@@ -263,18 +266,18 @@ def sgd_(
         grad = _prepared_grad(grads[i], w.dtype, factors)
 
         if weight_decay != 0:
-            grad = grad.add(p, alpha=weight_decay)
+            grad = _add(grad, p, alpha=weight_decay)
         if momentum != 0:
             # the first applied step starts the buffer as a copy of the grad (torch's clone)
             first = momentum_first[i].to(buf.device)
-            buf.copy_(torch.where(first, grad, buf.mul(momentum).add_(grad, alpha=1 - dampening)))
+            buf.copy_(torch.where(first, grad, _add_(buf.mul(momentum), grad, alpha=1 - dampening)))
             if keep is None:
                 momentum_first[i].fill_(False)
             else:
                 momentum_first[i].copy_(first & ~keep)
-            grad = grad.add(buf, alpha=momentum) if nesterov else buf
+            grad = _add(grad, buf, alpha=momentum) if nesterov else buf
         if lr_t is None:
-            p.add_(grad, alpha=-lr)
+            _add_(p, grad, alpha=-lr)
         else:
             p.addcmul_(grad, lr_t, value=-1)
         w.store()
