@@ -131,9 +131,9 @@ COMPILE = Step(
     "compile",
     "One AdamW step under torch.compile",
     "AdamW step, compiled",
-    28,
-    "28 bytes per fp32 parameter: read p, g, m, v; write p, m, v",
-    16,  # p, g, m, v
+    ADAMW.bytes_per_param,  # the same step, so the same bytes and state
+    ADAMW.bytes_about,
+    ADAMW.state_bytes_per_param,
     {e.name: e for e in (
         # torch's recommended compiled optimizer: torch.compile of its step (which
         # breaks the graph around itself, so no fullgraph)
