@@ -1,5 +1,7 @@
-"""What Adam, AdamW and SGD share: the step's skeleton, the AMP protocol, the
-global-norm pass, bucketing tensors for the kernels, and checkpoint handling.
+"""What Adam, AdamW and SGD share: the step's skeleton. The pieces it is made
+of live beside it: the step plan (_plan.py), the stats pass and AMP control
+tensors (_step_stats.py), checkpoints (_checkpoint.py), validation
+(_validate.py) and the compiled route (_compile.py).
 
 A step is at most two passes over the gradients:
 
@@ -15,11 +17,8 @@ Nothing in it reads a device value on the host.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field
-from functools import partial
 from itertools import repeat
-from operator import attrgetter, eq, is_, is_not
+from operator import is_not
 from typing import Any
 
 import torch
@@ -28,154 +27,13 @@ from torch.optim import Optimizer
 
 from .. import _collectives, _dtensor, _ops
 from .._versions import bump
-from . import _compile, _torch_impl, _validate
+from . import _compile, _plan, _torch_impl, _validate
 from ._amp_flag import AmpScalingFlag
+from ._checkpoint import CheckpointMixin
+from ._plan import Bucket, Route, layout_of, native_eligible  # noqa: F401 (the subclasses' imports)
+from ._step_stats import DeviceAmp, device_amp
 
-NATIVE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _STATE_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16)
-_PLAIN_TENSOR_TYPES = (Tensor, torch.nn.Parameter)
-
-# fusedopt's own options; kept as optimizer attributes, never as param_group
-# keys, so that state_dicts stay exactly torch's.
-_FUSEDOPT_ATTRS = ("max_grad_norm", "master_weights", "state_dtype", "norm_group", "max_grad_value")
-_FUSEDOPT_DEFAULTS = (None, False, None, None, None)
-
-
-@dataclass
-class Bucket:
-    """Tensors one kernel call updates: one device, one dtype per list.
-
-    ``kind`` is "native" (the device's kernels), "reference" (plain torch, for
-    tensors the kernels do not take), "sparse" (SGD's sparse grads) or "torch"
-    (SGD's grads of another dtype than their param's: torch's own SGD)."""
-
-    kind: str
-    device: torch.device
-    params: list[Tensor] = field(default_factory=list)
-    grads: list[Tensor] = field(default_factory=list)
-    lists: dict[str, list[Tensor]] = field(default_factory=lambda: defaultdict(list))
-    # for re-using the bucket on later steps (see GroupPlan)
-    index: list[int] = field(default_factory=list)
-    grad_dtype: torch.dtype | None = None
-    param_dtype: torch.dtype | None = None
-    layout: str | None = None
-    # each param's state dict as it was: a reset state (state.clear(), del
-    # state[p], a new opt.state) must rebuild the plan
-    states: list[dict | None] = field(default_factory=list)
-    # the state tensors the lists hold, and the (state dict, key) each came from
-    check_dicts: list[dict] = field(default_factory=list)
-    check_keys: list[str] = field(default_factory=list)
-    check_tensors: list[Tensor] = field(default_factory=list)
-    # the params as self.state keys: ``params`` itself, except for DTensor params,
-    # whose ``params``/``grads``/``lists`` hold the local shards the kernels take
-    keys: list[Tensor] = field(default_factory=list)
-    sharded: bool = False
-    specs: list = field(default_factory=list)  # DTensor grads' specs at build, checked on reuse
-    # the ranks the bucket's grads' sum of squares is summed over (see _collectives)
-    reduce: Any = None
-    # what the plan was built for, re-checked on reuse: the params' shapes (p.data
-    # can be replaced), and the grads' dtypes of a non-native bucket
-    shapes: list[torch.Size] = field(default_factory=list)
-    grad_dtypes: list[torch.dtype] = field(default_factory=list)
-    # every tensor the native kernels write: their autograd versions are bumped
-    written: list[Tensor] = field(default_factory=list)
-    # a second (third...) occurrence of params listed twice in the group: run
-    # after the first, and left out of the global norm (see _repeats.py)
-    repeat: bool = False
-
-    @property
-    def native(self) -> bool:
-        return self.kind == "native"
-
-
-@dataclass
-class Route:
-    """Where one param goes this step, and the tensors its bucket lists take."""
-
-    key: tuple
-    kind: str
-    tensors: dict[str, Tensor]
-    # (state dict, key) pairs the tensors were read from, checked on reuse
-    sources: list[tuple[dict, str]]
-
-
-class GroupPlan:
-    """The buckets of one param group, kept between steps.
-
-    Re-bucketing every param every step costs microseconds per param in Python,
-    as much as the update itself for small tensors. A plan is reused while the
-    group's params, the set of params with grads, the state tensors and the
-    grads' dtype/device/layout are what it was built for; anything else
-    rebuilds it (and rebuilding re-checks everything before any tensor is
-    touched)."""
-
-    def __init__(self, signature, params, mask, buckets, reduce_groups, has_dtensor):
-        self.signature = signature
-        self.param_ids = [id(p) for p in params]
-        self.mask = mask
-        self.buckets = buckets
-        # every param's reduction group, with a grad or not (see _collectives)
-        self.reduce_groups = reduce_groups
-        self.has_dtensor = has_dtensor
-
-    def reuse(self, signature, params, grads, mask, state) -> dict | None:
-        # The checks run as C-level map() passes: this is the per-step cost of
-        # every param, so no Python bytecode runs per tensor here.
-        if signature != self.signature or mask != self.mask or list(map(id, params)) != self.param_ids:
-            return None
-        out = {}
-        for key, b in self.buckets.items():
-            sel = list(map(grads.__getitem__, b.index))
-            if b.sharded:
-                sel = _dtensor.local_grads(sel, b.specs)
-                if sel is None or not all(map(is_, map(_dtensor.local_of, b.keys), b.params)):
-                    return None
-            dev = -1 if b.device.type == "cpu" else b.device.index
-            if not all(map(eq, map(_get_device, sel), repeat(dev))):
-                return None
-            if not all(map(is_, map(state.get, b.keys), b.states)):
-                return None
-            if b.kind == "native":
-                laid_out = _LAYOUT_CHECKS[b.layout]
-                if not (
-                    all(map(is_, map(type, sel), repeat(Tensor)))
-                    and all(map(is_, map(_dtype_of, sel), repeat(b.grad_dtype)))
-                    and all(map(laid_out, sel))
-                    # the params themselves (p.data can be replaced)
-                    and all(map(is_, map(_dtype_of, b.params), repeat(b.param_dtype)))
-                    and all(map(eq, map(_get_device, b.params), repeat(dev)))
-                    and all(map(laid_out, b.params))
-                ):
-                    return None
-            elif not (
-                all(map(is_, map(_is_sparse, sel), repeat(b.kind == "sparse")))
-                and list(map(_dtype_of, sel)) == b.grad_dtypes
-            ):
-                return None
-            if not all(map(is_, map(dict.get, b.check_dicts, b.check_keys), b.check_tensors)):
-                return None
-            if list(map(_shape_of, b.params)) != b.shapes:
-                return None
-            out[key] = Bucket(
-                b.kind, b.device, b.params, sel, b.lists, keys=b.keys, reduce=b.reduce, written=b.written,
-                repeat=b.repeat,
-            )
-        return out
-
-
-_get_device = Tensor.get_device
-_dtype_of = attrgetter("dtype")
-_is_sparse = attrgetter("is_sparse")
-_shape_of = attrgetter("shape")
-
-
-@dataclass
-class DeviceAmp:
-    """The step's control tensors as seen by one device (all on that device)."""
-
-    grad_scale: Tensor | None = None
-    found_inf: Tensor | None = None
-    sumsq: Tensor | None = None
 
 
 def check_fusedopt_options(max_grad_norm, master_weights, state_dtype, max_grad_value=None) -> None:
@@ -187,46 +45,7 @@ def check_fusedopt_options(max_grad_norm, master_weights, state_dtype, max_grad_
         raise ValueError(f"Invalid state_dtype: {state_dtype} (use None, torch.float32, torch.bfloat16 or torch.float16)")
 
 
-# Memory layouts the kernels take: any in which a tensor's elements fill numel
-# consecutive slots, shared by a param and all its companions (the kernels see
-# flat arrays). Each has a cheap check that the step plan repeats every step.
-_LAYOUT_CHECKS = {
-    "contiguous": Tensor.is_contiguous,
-    "channels_last": partial(Tensor.is_contiguous, memory_format=torch.channels_last),
-    "channels_last_3d": partial(Tensor.is_contiguous, memory_format=torch.channels_last_3d),
-}
-
-
-def layout_of(t: Tensor) -> str | None:
-    if t.is_contiguous():
-        return "contiguous"
-    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
-        return "channels_last"
-    if t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d):
-        return "channels_last_3d"
-    return None
-
-
-def native_eligible(p: Tensor, g: Tensor, states: tuple[Tensor, ...]) -> bool:
-    """Whether the native kernels can take this param (else: the reference path).
-    A DTensor param is judged by its local shards (see fusedopt/_dtensor.py)."""
-    if _dtensor.is_dtensor(p):
-        p, g, states = p._local_tensor, _dtensor.local(g), tuple(map(_dtensor.local, states))
-    if type(p) not in _PLAIN_TENSOR_TYPES or type(g) is not Tensor:
-        return False  # other tensor subclasses dispatch their own ops
-    if p.dtype not in NATIVE_DTYPES or (g.dtype is not p.dtype and g.dtype is not torch.float32):
-        return False
-    layout = layout_of(p)
-    if layout is None or layout_of(g) != layout:
-        return False
-    first = states[0].dtype if states else None
-    for s in states:
-        if s.dtype is not first or type(s) is not Tensor or layout_of(s) != layout:
-            return False
-    return first is None or first in NATIVE_DTYPES
-
-
-class FusedOptimizer(Optimizer):
+class FusedOptimizer(CheckpointMixin, Optimizer):
     """Base of fusedopt's optimizers. Subclasses define the state and the op call."""
 
     # torch.amp.GradScaler hands us the scale and found_inf instead of unscaling
@@ -273,22 +92,6 @@ class FusedOptimizer(Optimizer):
     def last_grad_norm(self, value: Tensor | None) -> None:
         self._step_io["last_grad_norm"] = value
 
-    # -- pickling / copying keeps fusedopt's own options ----------------------------
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        for name in _FUSEDOPT_ATTRS:
-            state[name] = getattr(self, name)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # Also called by torch's load_state_dict with only state and param_groups:
-        # the options this optimizer already has must survive that.
-        for name, default in zip(_FUSEDOPT_ATTRS, _FUSEDOPT_DEFAULTS):
-            if name not in state and name not in self.__dict__:
-                state[name] = default
-        super().__setstate__(state)
-        self.__dict__.setdefault("_step_io", {"last_grad_norm": None})
 
     # -- what subclasses provide ----------------------------------------------------
 
@@ -382,60 +185,9 @@ class FusedOptimizer(Optimizer):
             buckets = plan[1].reuse(signature, params, grads, mask, self.state)
             if buckets is not None:
                 return buckets
-        buckets = self._build_buckets(group, params, grads)
-        self._store_plan(group, signature, params, mask, buckets)
+        buckets = _plan.build_buckets(self, group, params, grads)
+        _plan.store_plan(self, group, signature, params, mask, buckets)
         return buckets
-
-    def _build_buckets(self, group: dict, params: list[Tensor], grads: list[Tensor | None]) -> dict[tuple, Bucket]:
-        """Checks and routes every param with a grad (creating its state if
-        needed) into the buckets of one group."""
-        buckets = {}
-        norm = _collectives.of_norm_group(self.norm_group)
-        occurrences: dict[int, int] = {}
-        for i, (p, g) in enumerate(zip(params, grads)):
-            if g is None:
-                continue
-            self._check_grad_device(p, g)
-            sharded = _dtensor.check_grad(p, g)
-            # a param listed twice: its later occurrences go to buckets of their own
-            occurrence = occurrences.get(id(p), 0)
-            occurrences[id(p)] = occurrence + 1
-            r = self._route(p, g, group, occurrence)
-            reduce = _collectives.of_dtensor(p) if sharded else norm
-            key = r.key + (reduce, sharded) + (("repeat", occurrence) if occurrence else ())
-            lp, lg = (p._local_tensor, g._local_tensor) if sharded else (p, g)
-            b = buckets.get(key)
-            if b is None:
-                b = buckets[key] = Bucket(
-                    r.kind, lp.device, grad_dtype=lg.dtype, param_dtype=lp.dtype, layout=layout_of(lp),
-                    sharded=sharded, reduce=reduce, repeat=occurrence > 0,
-                )
-            b.keys.append(p)
-            b.params.append(lp)
-            b.states.append(self.state.get(p))
-            b.grads.append(lg)
-            b.index.append(i)
-            b.shapes.append(lp.shape)
-            b.grad_dtypes.append(lg.dtype)
-            # a DTensor's version counter is not its shard's: both are written
-            b.written.extend((p, lp) if sharded else (p,))
-            if sharded:
-                b.specs.append(g._spec)
-            for name, t in r.tensors.items():
-                local = _dtensor.local_state(p, t, name) if sharded else t
-                b.lists[name].append(local)
-                b.written.extend((t, local) if sharded else (t,))
-            for st, k in r.sources:
-                b.check_dicts.append(st)
-                b.check_keys.append(k)
-                b.check_tensors.append(st[k])
-        return buckets
-
-    def _store_plan(self, group: dict, signature: tuple, params: list[Tensor], mask: list[bool], buckets) -> None:
-        dtensors = [p for p in params if _dtensor.is_dtensor(p)]
-        reduce_groups = _collectives.ordered_groups(map(_collectives.of_dtensor, dtensors))
-        plan = GroupPlan(signature, params, mask, buckets, reduce_groups, bool(dtensors))
-        self.__dict__.setdefault("_plans", {})[id(group)] = (group, plan)
 
     def _init_group(self, group: dict, flat: list[Tensor]) -> tuple | None:
         """The compiled step's bucketing: torch.compile calls this eagerly, by
@@ -447,8 +199,8 @@ class FusedOptimizer(Optimizer):
         if any(map(_dtensor.is_dtensor, params)):
             return None
         grads = [p.grad for p in params]
-        buckets = self._build_buckets(group, params, grads)
-        self._store_plan(group, self._plan_signature(group), params, list(map(is_not, grads, repeat(None))), buckets)
+        buckets = _plan.build_buckets(self, group, params, grads)
+        _plan.store_plan(self, group, self._plan_signature(group), params, list(map(is_not, grads, repeat(None))), buckets)
         return _compile.flatten(buckets, flat)
 
     def _forget_plans(self) -> None:
@@ -527,41 +279,9 @@ class FusedOptimizer(Optimizer):
         if not groups and not any(buckets for _, buckets in work):
             return {} if find_infs else None
 
-        devices = []
-        for _, buckets in work:
-            for b in buckets.values():
-                if b.device not in devices:
-                    devices.append(b.device)
-
-        amp = {d: DeviceAmp() for d in devices}
-        for d in devices:
-            amp[d].grad_scale = _on(grad_scale, d)
-            amp[d].found_inf = _on(found_inf, d)
-
-        computed = None
-        if need_stats or groups:
-            home = devices[0] if devices else groups[0].device()
-            # a tied weight listed twice counts once in the global norm
-            parts = [
-                (b.device, b.reduce, b.grads, _ops.ops_for(b.device) if b.native else _ops.reference)
-                for _, buckets in work
-                for b in buckets.values()
-                if not b.repeat
-            ]
-            found, sumsq = _collectives.global_stats(
-                parts, groups, grad_scale, found_inf, home, need_stats, max_value=self.max_grad_value or 0.0
-            )
-            if need_stats:
-                # the dict, not the property: dynamo (torch < 2.13) cannot trace a
-                # property setter on an optimizer
-                self._step_io["last_grad_norm"] = sumsq.sqrt().reshape(())
-            for d in devices:
-                if self.max_grad_norm is not None:
-                    amp[d].sumsq = _on(sumsq, d)
-                if find_infs or found_inf is not None:
-                    amp[d].found_inf = _on(found, d)
-            if find_infs:
-                computed = {d: _on(found, d) for d in devices or [home]}
+        amp, computed = device_amp(
+            self, work, groups, grad_scale, found_inf, need_stats=need_stats, find_infs=find_infs
+        )
 
         for group, buckets in work:
             for bucket in buckets.values():
@@ -595,73 +315,3 @@ class FusedOptimizer(Optimizer):
                 name = _ops.backend(b.device) if b.native else b.kind
                 counts[name] = counts.get(name, 0) + len(b.params)
         return counts
-
-    # -- checkpoints -------------------------------------------------------------------
-
-    def _normalize_loaded_state(self) -> None:
-        """After load_state_dict: steps as float32 0-dim tensors on the param's
-        device (torch keeps them on the CPU, in float64 under a float64 default)."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                state = self.state.get(p)
-                if state and "step" in state:
-                    state["step"] = torch.as_tensor(state["step"], dtype=torch.float32).to(p.device).reshape(())
-
-    def _params_by_saved_id(self, state_dict: dict) -> dict[Any, Tensor]:
-        saved = [pid for g in state_dict["param_groups"] for pid in g["params"]]
-        mine = [p for g in self.param_groups for p in g["params"]]
-        return dict(zip(saved, mine))
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """torch's load_state_dict, hooks and all, except that the floating state
-        tensors keep the dtype this optimizer keeps them in: torch's loader casts
-        them to their param's dtype, which would round fp32 masters and fp32
-        moments of bf16 params. They bypass that cast between the user's
-        pre-hooks (which see and may change everything) and post-hooks (which see
-        the finished state)."""
-        kept: dict[Tensor, dict[str, Tensor]] = {}
-
-        def set_aside(optimizer, sd):
-            by_id = self._params_by_saved_id(sd)
-            passed = {}
-            for pid, st in sd["state"].items():
-                p = by_id.get(pid)
-                if isinstance(st, dict) and p is not None:
-                    ours = {k: v for k, v in st.items() if k != "step" and isinstance(v, Tensor) and v.is_floating_point()}
-                    kept[p] = ours
-                    st = {k: v for k, v in st.items() if k not in ours}
-                passed[pid] = st
-            return {**sd, "state": passed}
-
-        def restore(optimizer):
-            for p, tensors in kept.items():
-                for key, value in tensors.items():
-                    if key == "master_param":
-                        if not self._has_master(p):
-                            continue  # this optimizer keeps no master for p
-                        dtype = torch.float32
-                    elif p.is_floating_point():
-                        dtype = self._state_dtype_for(p)
-                    else:
-                        dtype = value.dtype
-                    self.state[p][key] = value.to(device=p.device, dtype=dtype)
-            self._normalize_loaded_state()
-            self._after_load()
-
-        self._forget_plans()
-        pre = self.register_load_state_dict_pre_hook(set_aside)
-        post = self.register_load_state_dict_post_hook(restore, prepend=True)
-        try:
-            super().load_state_dict(state_dict)
-        finally:
-            pre.remove()
-            post.remove()
-
-    def _after_load(self) -> None:
-        """Subclass hook: reset what a loaded state invalidates."""
-
-
-def _on(t: Tensor | None, device: torch.device) -> Tensor | None:
-    if t is None or t.device == device:
-        return t
-    return t.to(device, non_blocking=True)
