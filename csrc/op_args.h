@@ -17,6 +17,19 @@ struct CallInfo {
   Layout layout;     // the params' memory layout, which every list shares
 };
 
+// The one-element tensors a step reads (each may be absent), where the call runs.
+inline void check_step_scalars(
+    const Place& at,
+    const std::optional<Tensor>& lr_tensor,
+    const std::optional<Tensor>& grad_scale,
+    const std::optional<Tensor>& found_inf,
+    const std::optional<Tensor>& sumsq) {
+  check_lr_tensor(lr_tensor, at);
+  check_optional_scalar(grad_scale, at, "grad_scale");
+  check_optional_scalar(found_inf, at, "found_inf");
+  check_optional_scalar(sumsq, at, "sumsq");
+}
+
 inline CallInfo check_common(
     const TensorList& params,
     const TensorList& grads,
@@ -43,10 +56,7 @@ inline CallInfo check_common(
     FO_CHECK(c.param != DType::F32, "master_params are for float16/bfloat16 params only");
   }
   c.state = DType::F32;
-  check_lr_tensor(lr_tensor, c.place);
-  check_optional_scalar(grad_scale, c.place, "grad_scale");
-  check_optional_scalar(found_inf, c.place, "found_inf");
-  check_optional_scalar(sumsq, c.place, "sumsq");
+  check_step_scalars(c.place, lr_tensor, grad_scale, found_inf, sumsq);
   return c;
 }
 

@@ -2,14 +2,72 @@
 // then one parallel region over every element of every tensor.
 #include <vector>
 
-#include "../op_args.h"
-#include "kernels.h"
+#include "calls.h"
 #include "ops.h"
 #include "parallel.h"
 #include "scalars.h"
 
 namespace fusedopt {
 namespace cpu {
+
+AdamCall prepare_adam(
+    const CallInfo& d,
+    const TensorList& params,
+    const TensorList& grads,
+    const TensorList& exp_avgs,
+    const TensorList& exp_avg_sqs,
+    const TensorList& max_exp_avg_sqs,
+    const TensorList& steps,
+    const TensorList& master_params,
+    bool amsgrad) {
+  AdamCall call;
+  call.fn = active_kernels().adam(d.param, d.grad, d.state, amsgrad, d.master);
+  FO_CHECK(call.fn != nullptr, "no CPU Adam kernel for params ", dtype_name(d.param), ", grads ",
+           dtype_name(d.grad), ", states ", dtype_name(d.state), d.master ? " with master weights" : "");
+  const size_t n = params.size();
+  call.numels = d.numels;
+  call.tensors.resize(n);
+  call.steps.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    call.steps[i] = static_cast<float*>(steps[i].mutable_data_ptr());
+    call.tensors[i] = AdamTensor{
+        params[i].mutable_data_ptr(),
+        grads[i].const_data_ptr(),
+        exp_avgs[i].mutable_data_ptr(),
+        exp_avg_sqs[i].mutable_data_ptr(),
+        amsgrad ? max_exp_avg_sqs[i].mutable_data_ptr() : nullptr,
+        d.master ? static_cast<float*>(master_params[i].mutable_data_ptr()) : nullptr};
+  }
+  return call;
+}
+
+void run_adam(const AdamCall& call, const math::AdamHyper& hyper, const StepScalars& s) {
+  if (skip_step(s.found_inf)) return;
+  const size_t n = call.tensors.size();
+  const double lr_now = lr_value(s.lr, s.lr_tensor);
+  const math::GradFactors factors =
+      math::grad_factors(scalar_ptr(s.grad_scale), scalar_ptr(s.sumsq), s.max_norm, s.max_value, s.maximize);
+
+  // The constants depend on the tensor only through its step count, which is
+  // nearly always the same for all: derive them once per distinct count in a
+  // row (two pow() calls each) rather than once per tensor.
+  std::vector<math::AdamConsts> consts(n);
+  float last_step = 0.0f;
+  for (size_t i = 0; i < n; ++i) {
+    const float step = *call.steps[i] + 1.0f;
+    if (i == 0 || step != last_step) {
+      consts[i] = math::adam_consts(hyper, lr_now, step);
+      last_step = step;
+    } else {
+      consts[i] = consts[i - 1];
+    }
+  }
+
+  for_each_share(call.numels,
+                 [&](int64_t t, int64_t lo, int64_t hi) { call.fn(call.tensors[t], consts[t], factors, lo, hi); });
+
+  for (float* step : call.steps) *step += 1.0f;
+}
 
 void adam_(
     const TensorList& params,
@@ -37,35 +95,10 @@ void adam_(
   const CallInfo d = check_adam_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
                                        master_params, amsgrad, lr_tensor, grad_scale, found_inf, sumsq,
                                        /*cuda=*/false);
-  const AdamRangeFn fn = active_kernels().adam(d.param, d.grad, d.state, amsgrad, d.master);
-  FO_CHECK(fn != nullptr, "no CPU Adam kernel for params ", dtype_name(d.param), ", grads ",
-           dtype_name(d.grad), ", states ", dtype_name(d.state), d.master ? " with master weights" : "");
-  if (skip_step(found_inf)) return;
-
-  const size_t n = params.size();
-  const math::AdamHyper hyper{beta1, beta2, eps, weight_decay, decoupled};
-  const double lr_now = lr_value(lr, lr_tensor);
-  const math::GradFactors factors =
-      math::grad_factors(scalar_ptr(grad_scale), scalar_ptr(sumsq), max_norm, max_value, maximize);
-
-  std::vector<AdamTensor> tensors(n);
-  std::vector<math::AdamConsts> consts(n);
-  std::vector<float*> step_ptrs(n);
-  for (size_t i = 0; i < n; ++i) {
-    step_ptrs[i] = static_cast<float*>(steps[i].mutable_data_ptr());
-    consts[i] = math::adam_consts(hyper, lr_now, *step_ptrs[i] + 1.0f);
-    tensors[i] = AdamTensor{
-        params[i].mutable_data_ptr(),
-        grads[i].const_data_ptr(),
-        exp_avgs[i].mutable_data_ptr(),
-        exp_avg_sqs[i].mutable_data_ptr(),
-        amsgrad ? max_exp_avg_sqs[i].mutable_data_ptr() : nullptr,
-        d.master ? static_cast<float*>(master_params[i].mutable_data_ptr()) : nullptr};
-  }
-
-  for_each_share(d.numels, [&](int64_t t, int64_t lo, int64_t hi) { fn(tensors[t], consts[t], factors, lo, hi); });
-
-  for (float* s : step_ptrs) *s += 1.0f;
+  const AdamCall call =
+      prepare_adam(d, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params, amsgrad);
+  run_adam(call, math::AdamHyper{beta1, beta2, eps, weight_decay, decoupled},
+           StepScalars{lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize});
 }
 
 }  // namespace cpu

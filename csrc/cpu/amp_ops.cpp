@@ -2,10 +2,12 @@
 // that yields found_inf and the global sum of squares, and GradScaler.unscale_.
 #include <atomic>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "../math/clip.h"
 #include "../tensor_checks.h"
+#include "calls.h"
 #include "kernels.h"
 #include "ops.h"
 #include "parallel.h"
@@ -15,32 +17,43 @@ namespace fusedopt {
 namespace cpu {
 namespace {
 
-struct GradList {
-  std::vector<void*> data;
-  std::vector<DType> dtypes;
-  std::vector<int64_t> numels;
-  int64_t total = 0;
-};
-
 // Grads may mix dtypes within one call; each must be a dense CPU tensor.
 // `writable`: unscale_ writes the grads; grad_stats_ only reads them, and asking
 // for a mutable pointer would copy a copy-on-write tensor.
-GradList read_grads(const TensorList& grads, const Tensor& found_inf, const char* op, bool writable) {
-  GradList g;
+template <class Ptr>
+Grads<Ptr> read_grads(const TensorList& grads, const char* op) {
+  Grads<Ptr> g;
   for (size_t i = 0; i < grads.size(); ++i) {
     FO_CHECK(grads[i].is_cpu(), op, ": grads[", i, "] is not a CPU tensor");
     FO_CHECK(grads[i].is_contiguous() || dense(grads[i]), op, ": grads[", i, "] is neither contiguous nor dense");
     g.dtypes.push_back(storage_dtype(grads[i], "grads", i));
-    g.data.push_back(writable ? grads[i].mutable_data_ptr() : const_cast<void*>(grads[i].const_data_ptr()));
+    // grad_stats_ only reads the grads: asking for a mutable pointer would copy
+    // a copy-on-write tensor
+    if constexpr (std::is_const_v<std::remove_pointer_t<Ptr>>) {
+      g.data.push_back(grads[i].const_data_ptr());
+    } else {
+      g.data.push_back(grads[i].mutable_data_ptr());
+    }
     g.numels.push_back(grads[i].numel());
     g.total += grads[i].numel();
   }
-  FO_CHECK(found_inf.numel() == 1 && found_inf.scalar_type() == ScalarType::Float && found_inf.is_cpu(),
-           op, ": found_inf must be a one-element float32 CPU tensor");
   return g;
 }
 
+void check_found_inf(const Tensor& found_inf, const char* op) {
+  FO_CHECK(found_inf.numel() == 1 && found_inf.scalar_type() == ScalarType::Float && found_inf.is_cpu(),
+           op, ": found_inf must be a one-element float32 CPU tensor");
+}
+
 }  // namespace
+
+void check_stats_outputs(const std::optional<Tensor>& grad_scale, const Tensor& found_inf, const Tensor& sumsq,
+                         const char* op) {
+  check_found_inf(found_inf, op);
+  FO_CHECK(sumsq.numel() == 1 && sumsq.scalar_type() == ScalarType::Float && sumsq.is_cpu(),
+           op, ": sumsq must be a one-element float32 CPU tensor");
+  check_optional_scalar(grad_scale, Place{false, -1}, "grad_scale");
+}
 
 void grad_stats_(
     const TensorList& grads,
@@ -48,10 +61,13 @@ void grad_stats_(
     Tensor found_inf,
     Tensor sumsq,
     double max_value) {
-  const GradList g = read_grads(grads, found_inf, "grad_stats_", /*writable=*/false);
-  FO_CHECK(sumsq.numel() == 1 && sumsq.scalar_type() == ScalarType::Float && sumsq.is_cpu(),
-           "grad_stats_: sumsq must be a one-element float32 CPU tensor");
-  check_optional_scalar(grad_scale, Place{false, -1}, "grad_scale");
+  const GradList g = read_grads<const void*>(grads, "grad_stats_");
+  check_stats_outputs(grad_scale, found_inf, sumsq, "grad_stats_");
+  run_grad_stats(g, grad_scale, found_inf, sumsq, max_value);
+}
+
+void run_grad_stats(const GradList& g, const std::optional<Tensor>& grad_scale, const Tensor& found_inf,
+                    const Tensor& sumsq, double max_value) {
   const float inv = grad_scale.has_value() ? math::inv_scale_of(*scalar_ptr(grad_scale)) : 1.0f;
   const float bound = math::clamp_bound_of(max_value);
 
@@ -75,7 +91,8 @@ void grad_stats_(
 }
 
 void unscale_(const TensorList& grads, Tensor found_inf, Tensor inv_scale) {
-  const GradList g = read_grads(grads, found_inf, "unscale_", /*writable=*/true);
+  const Grads<void*> g = read_grads<void*>(grads, "unscale_");
+  check_found_inf(found_inf, "unscale_");
   FO_CHECK(inv_scale.numel() == 1 && inv_scale.scalar_type() == ScalarType::Float && inv_scale.is_cpu(),
            "unscale_: inv_scale must be a one-element float32 CPU tensor");
   const float inv = *static_cast<const float*>(inv_scale.data_ptr());
@@ -89,15 +106,7 @@ void unscale_(const TensorList& grads, Tensor found_inf, Tensor inv_scale) {
 }
 
 void clip_value_(const TensorList& grads, double clip_value) {
-  GradList g;
-  for (size_t i = 0; i < grads.size(); ++i) {
-    FO_CHECK(grads[i].is_cpu(), "clip_value_: grads[", i, "] is not a CPU tensor");
-    FO_CHECK(grads[i].is_contiguous() || dense(grads[i]), "clip_value_: grads[", i,
-             "] is neither contiguous nor dense");
-    g.dtypes.push_back(storage_dtype(grads[i], "grads", i));
-    g.data.push_back(grads[i].mutable_data_ptr());
-    g.numels.push_back(grads[i].numel());
-  }
+  const Grads<void*> g = read_grads<void*>(grads, "clip_value_");
   const float c = static_cast<float>(clip_value);
   const KernelTable& k = active_kernels();
   for_each_share(g.numels, [&](int64_t t, int64_t lo, int64_t hi) { k.clamp(g.dtypes[t])(g.data[t], -c, c, lo, hi); });

@@ -2,14 +2,63 @@
 // element of every tensor.
 #include <vector>
 
-#include "../op_args.h"
-#include "kernels.h"
+#include "calls.h"
 #include "ops.h"
 #include "parallel.h"
 #include "scalars.h"
 
 namespace fusedopt {
 namespace cpu {
+
+SgdCall prepare_sgd(
+    const CallInfo& d,
+    const TensorList& params,
+    const TensorList& grads,
+    const TensorList& momentum_buffers,
+    const TensorList& momentum_first,
+    const TensorList& master_params,
+    bool has_momentum) {
+  SgdCall call;
+  call.fn = active_kernels().sgd(d.param, d.grad, d.state, has_momentum, d.master);
+  FO_CHECK(call.fn != nullptr, "no CPU SGD kernel for params ", dtype_name(d.param), ", grads ",
+           dtype_name(d.grad), ", momentum buffers ", dtype_name(d.state),
+           d.master ? " with master weights" : "");
+  const size_t n = params.size();
+  call.has_momentum = has_momentum;
+  call.numels = d.numels;
+  call.tensors.resize(n);
+  if (has_momentum) call.first.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (has_momentum) call.first[i] = static_cast<bool*>(momentum_first[i].mutable_data_ptr());
+    call.tensors[i] = SgdTensor{
+        params[i].mutable_data_ptr(),
+        grads[i].const_data_ptr(),
+        has_momentum ? momentum_buffers[i].mutable_data_ptr() : nullptr,
+        d.master ? static_cast<float*>(master_params[i].mutable_data_ptr()) : nullptr,
+        false};
+  }
+  return call;
+}
+
+void run_sgd(const SgdCall& call, double momentum, double dampening, double weight_decay, bool nesterov,
+             const StepScalars& s) {
+  if (skip_step(s.found_inf)) return;
+  const size_t n = call.tensors.size();
+  const math::SgdConsts consts = math::sgd_consts(lr_value(s.lr, s.lr_tensor), momentum, dampening, weight_decay,
+                                                  nesterov);
+  const math::GradFactors factors =
+      math::grad_factors(scalar_ptr(s.grad_scale), scalar_ptr(s.sumsq), s.max_norm, s.max_value, s.maximize);
+
+  // the first-step flags as they are now (a copy: the call may run again)
+  std::vector<SgdTensor> tensors = call.tensors;
+  if (call.has_momentum) {
+    for (size_t i = 0; i < n; ++i) tensors[i].first = *call.first[i];
+  }
+
+  for_each_share(call.numels, [&](int64_t t, int64_t lo, int64_t hi) { call.fn(tensors[t], consts, factors, lo, hi); });
+
+  for (bool* first : call.first) *first = false;
+}
 
 void sgd_(
     const TensorList& params,
@@ -33,33 +82,9 @@ void sgd_(
   const bool has_momentum = momentum != 0.0;
   const CallInfo d = check_sgd_args(params, grads, momentum_buffers, momentum_first, master_params,
                                       has_momentum, lr_tensor, grad_scale, found_inf, sumsq, /*cuda=*/false);
-  const SgdRangeFn fn = active_kernels().sgd(d.param, d.grad, d.state, has_momentum, d.master);
-  FO_CHECK(fn != nullptr, "no CPU SGD kernel for params ", dtype_name(d.param), ", grads ",
-           dtype_name(d.grad), ", momentum buffers ", dtype_name(d.state),
-           d.master ? " with master weights" : "");
-  if (skip_step(found_inf)) return;
-
-  const size_t n = params.size();
-  const math::SgdConsts consts =
-      math::sgd_consts(lr_value(lr, lr_tensor), momentum, dampening, weight_decay, nesterov);
-  const math::GradFactors factors =
-      math::grad_factors(scalar_ptr(grad_scale), scalar_ptr(sumsq), max_norm, max_value, maximize);
-
-  std::vector<SgdTensor> tensors(n);
-  for (size_t i = 0; i < n; ++i) {
-    tensors[i] = SgdTensor{
-        params[i].mutable_data_ptr(),
-        grads[i].const_data_ptr(),
-        has_momentum ? momentum_buffers[i].mutable_data_ptr() : nullptr,
-        d.master ? static_cast<float*>(master_params[i].mutable_data_ptr()) : nullptr,
-        has_momentum && *static_cast<const bool*>(momentum_first[i].data_ptr())};
-  }
-
-  for_each_share(d.numels, [&](int64_t t, int64_t lo, int64_t hi) { fn(tensors[t], consts, factors, lo, hi); });
-
-  if (has_momentum) {
-    for (size_t i = 0; i < n; ++i) *static_cast<bool*>(momentum_first[i].mutable_data_ptr()) = false;
-  }
+  const SgdCall call = prepare_sgd(d, params, grads, momentum_buffers, momentum_first, master_params, has_momentum);
+  run_sgd(call, momentum, dampening, weight_decay, nesterov,
+          StepScalars{lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize});
 }
 
 }  // namespace cpu
