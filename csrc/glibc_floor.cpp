@@ -1,7 +1,7 @@
 // Keeps the libraries loadable wherever torch's own wheels load (manylinux_2_28:
 // glibc >= 2.28, the libstdc++ of GCC 8), whatever newer toolchain builds them.
 //
-// A newer glibc/libstdc++ gives four symbols newer versions than that floor;
+// A newer glibc/libstdc++ gives five symbols newer versions than that floor;
 // each has an older, equivalent form, bound here inside the library (hidden,
 // so nothing outside sees these definitions):
 //
@@ -10,12 +10,15 @@
 //    which the standard defines them to be;
 //  * __libc_single_threaded (GLIBC_2.32), which libstdc++'s reference counting
 //    reads to skip atomics: 0 here, i.e. always use the atomic path;
+//  * std::__throw_bad_array_new_length (GLIBCXX_3.4.29, GCC 11), which
+//    std::allocator calls for a length past what it can allocate: it throws
+//    std::bad_array_new_length, which the old libstdc++ has (CXXABI_1.3.8);
 //  * pow (GLIBC_2.29 is its new default version): bound to the GLIBC_2.2.5
 //    symbol, the same function under its old version, by math/common.h in
 //    every translation unit that may call it.
 //
 // tests/test_wheel.py checks the resulting symbol versions.
-#include <new>
+#include <new>  // std::bad_array_new_length
 #include <sstream>  // defines __GLIBCXX__ and, through glibc's headers, __GLIBC__
 
 #if defined(__linux__) && defined(__GLIBC__) && defined(__GLIBCXX__)
@@ -42,6 +45,13 @@ void fo_ostringstream_default(void* self) {
 
 void fo_stringstream_default(void* self) {
   new (self) IOStream(std::ios_base::in | std::ios_base::out);
+}
+
+extern "C" __attribute__((visibility("hidden"), noreturn)) void fo_throw_bad_array_new_length() __asm__(
+    "_ZSt28__throw_bad_array_new_lengthv");
+
+void fo_throw_bad_array_new_length() {
+  throw std::bad_array_new_length();
 }
 
 #endif
