@@ -35,4 +35,31 @@ STABLE_TORCH_LIBRARY(fusedopt, m) {
   // in one pass (torch's clamp_min_ then clamp_max_, also for clip_value < 0).
   m.def("clip_value_(Tensor(a!)[] grads, float clip_value) -> ()");
   m.def("cpu_isa() -> str");
+  // Step plans (CPU, eager steps only; csrc/plan_registry.h): a bucket's lists
+  // held native-side between steps, so that a step passes its grads and a
+  // handle. *_plan_make validates as adam_/sgd_ do and binds the first step's
+  // grads; plan_bind binds a later step's (false: the plan no longer fits, make
+  // a new one); plan_grad_stats_ is grad_stats_ over the bound grads; the
+  // *_plan_step_ ops are adam_/sgd_ over the plan and release the grads. They
+  // write tensors the plan holds, which no schema can name: torch.compile and
+  // opcheck see adam_ and sgd_ instead. `anchor` (params[0]) picks the backend.
+  m.def(
+      "adam_plan_make(Tensor[] params, Tensor[] grads, Tensor[] exp_avgs, Tensor[] exp_avg_sqs, "
+      "Tensor[] max_exp_avg_sqs, Tensor[] steps, Tensor[] master_params, bool amsgrad) -> int");
+  m.def(
+      "sgd_plan_make(Tensor[] params, Tensor[] grads, Tensor[] momentum_buffers, Tensor[] momentum_first, "
+      "Tensor[] master_params, bool has_momentum) -> int");
+  m.def("plan_bind(Tensor[] grads, int plan) -> bool");
+  m.def(
+      "plan_grad_stats_(int plan, Tensor? grad_scale, Tensor(a!) found_inf, Tensor(b!) sumsq, "
+      "float max_value=0.) -> ()");
+  m.def(
+      "adam_plan_step_(Tensor(a!) anchor, int plan, float lr, Tensor? lr_tensor, float beta1, float beta2, "
+      "float eps, float weight_decay, bool decoupled, bool maximize, Tensor? grad_scale, Tensor? found_inf, "
+      "Tensor? sumsq, float max_norm, float max_value=0.) -> ()");
+  m.def(
+      "sgd_plan_step_(Tensor(a!) anchor, int plan, float lr, Tensor? lr_tensor, float momentum, "
+      "float dampening, float weight_decay, bool nesterov, bool maximize, Tensor? grad_scale, "
+      "Tensor? found_inf, Tensor? sumsq, float max_norm, float max_value=0.) -> ()");
+  m.def("plan_free(Tensor anchor, int plan) -> ()");
 }

@@ -154,6 +154,15 @@ def _native_ops() -> SimpleNamespace:
 
 _NATIVE = _native_ops() if CPU_LIB.loaded else None
 
+# The step-plan ops (fusedopt/_native_plan.py): the CPU library's alone, called
+# through their default overloads (an overload packet resolves its overload on
+# every call, a cost paid per step).
+PLAN_OPS = (
+    "adam_plan_make", "sgd_plan_make", "plan_bind", "plan_grad_stats_", "adam_plan_step_", "sgd_plan_step_",
+    "plan_free",
+)
+PLANS = SimpleNamespace(**{n: getattr(torch.ops.fusedopt, n).default for n in PLAN_OPS}) if CPU_LIB.loaded else None
+
 
 def ops_for(device: torch.device):
     """The op implementations for tensors on `device`: the native ops or the

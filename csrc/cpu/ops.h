@@ -13,5 +13,24 @@ namespace cpu {
 
 std::string cpu_isa();
 
+// step plans (plan_ops.cpp)
+int64_t adam_plan_make(const TensorList& params, const TensorList& grads, const TensorList& exp_avgs,
+                       const TensorList& exp_avg_sqs, const TensorList& max_exp_avg_sqs, const TensorList& steps,
+                       const TensorList& master_params, bool amsgrad);
+int64_t sgd_plan_make(const TensorList& params, const TensorList& grads, const TensorList& momentum_buffers,
+                      const TensorList& momentum_first, const TensorList& master_params, bool has_momentum);
+bool plan_bind(const TensorList& grads, int64_t plan);
+void plan_grad_stats_(int64_t plan, std::optional<Tensor> grad_scale, Tensor found_inf, Tensor sumsq,
+                      double max_value);
+void adam_plan_step_(const Tensor& anchor, int64_t plan, double lr, std::optional<Tensor> lr_tensor, double beta1,
+                     double beta2, double eps, double weight_decay, bool decoupled, bool maximize,
+                     std::optional<Tensor> grad_scale, std::optional<Tensor> found_inf, std::optional<Tensor> sumsq,
+                     double max_norm, double max_value);
+void sgd_plan_step_(const Tensor& anchor, int64_t plan, double lr, std::optional<Tensor> lr_tensor, double momentum,
+                    double dampening, double weight_decay, bool nesterov, bool maximize,
+                    std::optional<Tensor> grad_scale, std::optional<Tensor> found_inf, std::optional<Tensor> sumsq,
+                    double max_norm, double max_value);
+void plan_free(const Tensor& anchor, int64_t plan);
+
 }  // namespace cpu
 }  // namespace fusedopt
