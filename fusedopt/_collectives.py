@@ -173,7 +173,9 @@ def global_stats(
 ) -> tuple[Tensor, Tensor]:
     """The global [found_inf, sum of squares of the unscaled grads], on ``home``.
 
-    parts: (device, reduce group or None, grads, ops) per stats launch; with
+    parts: (device, reduce group or None, stats) per stats launch, where
+    ``stats(grad_scale, found_inf, sumsq, max_value)`` is a grad_stats_ over that
+    launch's grads (a list op with its grads bound, or a native plan's); with
     ``compute`` False only found_inf is combined (no grad is read). groups: every
     group this rank must join, in the common order, including groups for which
     it has no grads (it then contributes zeros). max_value > 0: the sum is of
@@ -182,11 +184,11 @@ def global_stats(
     of one buffer: found (nonzero means skip) and sumsq."""
     bufs: dict = {}
     if compute:
-        for device, rg, grads, ops in parts:
+        for device, rg, stats in parts:
             buf = bufs.get((rg, device))
             if buf is None:
                 buf = bufs[(rg, device)] = torch.zeros(2, dtype=torch.float32, device=device)
-            ops.grad_stats_(grads, _on(grad_scale, device), buf[0:1], buf[1:2], max_value)
+            stats(_on(grad_scale, device), buf[0:1], buf[1:2], max_value)
     per_group: dict = {}
     for (rg, _), buf in bufs.items():
         buf = _on(buf, home)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -123,7 +124,7 @@ def _clip_dtensor_grads(grads: list[Tensor], max_norm: float, error_if_nonfinite
             by_part[(lg.device, rg)].append(lg)
             by_device[lg.device].append(lg)
             reduce_groups.append(rg)
-        parts = [(d, rg, gs, _ops.ops_for(d)) for (d, rg), gs in by_part.items()]
+        parts = [(d, rg, partial(_ops.ops_for(d).grad_stats_, gs)) for (d, rg), gs in by_part.items()]
         home = grads[0]._local_tensor.device
         groups = _collectives.ordered_groups(reduce_groups)
         _, sumsq = _collectives.global_stats(parts, groups, None, None, home, True)

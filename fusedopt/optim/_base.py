@@ -18,14 +18,14 @@ Nothing in it reads a device value on the host.
 from __future__ import annotations
 
 from itertools import repeat
-from operator import is_not
+from operator import attrgetter, is_, is_not
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .. import _collectives, _dtensor, _ops
+from .. import _collectives, _dtensor, _native_plan, _ops
 from .._versions import bump
 from . import _compile, _plan, _torch_impl, _validate
 from ._amp_flag import AmpScalingFlag
@@ -34,6 +34,7 @@ from ._plan import Bucket, Route, layout_of, native_eligible  # noqa: F401 (the 
 from ._step_stats import DeviceAmp, device_amp
 
 _STATE_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16)
+_grad_of = attrgetter("grad")
 
 
 def check_fusedopt_options(max_grad_norm, master_weights, state_dtype, max_grad_value=None) -> None:
@@ -110,6 +111,10 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
     def _check_group(self, group: dict, index: int) -> None:
         """Refuses hyperparameters the kernels cannot take (runs every step)."""
 
+    def _native_plan_for(self, bucket: Bucket, group: dict):
+        """A native step plan of the bucket's lists (fusedopt/_native_plan.py)."""
+        raise NotImplementedError
+
     def _torch_group_step(self, group: dict) -> None:
         """The group's step through torch's own implementation (differentiable=True)."""
         raise NotImplementedError
@@ -161,7 +166,26 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
 
     # -- bucketing ---------------------------------------------------------------------
 
-    def _bucket_group(self, group: dict) -> dict[tuple, Bucket]:
+    def _state_unchanged(self) -> bool:
+        """Whether self.state holds exactly the per-param dicts (same keys, same
+        dict objects, in order) it held after the last eager step's bucketing.
+        Iterating a dict hashes nothing, where looking each param up calls
+        Tensor.__hash__, a Python function, once per param."""
+        snap = self.__dict__.get("_state_snapshot")
+        state = self.state
+        return (
+            snap is not None
+            and snap[0] is state
+            and len(state) == len(snap[1])
+            and all(map(is_, state.keys(), snap[1]))
+            and all(map(is_, state.values(), snap[2]))
+        )
+
+    def _snapshot_state(self) -> None:
+        state = self.state
+        self.__dict__["_state_snapshot"] = (state, list(state.keys()), list(state.values()))
+
+    def _bucket_group(self, group: dict, state_same: bool = False) -> dict[tuple, Bucket]:
         if torch.compiler.is_compiling():
             # dynamo runs _init_group eagerly and guards what it returns (see _compile.py)
             flat: list[Tensor] = []
@@ -176,16 +200,19 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         # .grad of a tensor subclass (DTensor) goes through torch-function
         # handling, ~10x the cost of a plain attribute read
         with torch._C.DisableTorchFunctionSubclass():
-            grads = [p.grad for p in params]
+            grads = list(map(_grad_of, params))
         mask = list(map(is_not, grads, repeat(None)))
         signature = self._plan_signature(group)
         plans = self.__dict__.setdefault("_plans", {})
         plan = plans.get(id(group))
         if plan is not None and plan[0] is group:
-            buckets = plan[1].reuse(signature, params, grads, mask, self.state)
+            buckets = plan[1].reuse(signature, params, grads, mask, self.state, state_same)
             if buckets is not None:
                 return buckets
         buckets = _plan.build_buckets(self, group, params, grads)
+        for b in buckets.values():
+            if b.native and _native_plan.available(b.device):
+                b.native_plan = self._native_plan_for(b, group)  # validates, binds these grads
         _plan.store_plan(self, group, signature, params, mask, buckets)
         return buckets
 
@@ -269,9 +296,15 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         for index, group in enumerate(self.param_groups):
             if any(p.grad is not None for p in group["params"]):
                 self._check_group(group, index)
-        work = [(group, self._bucket_group(group)) for group in self.param_groups]
-        if torch.compiler.is_compiling() and any(buckets is None for _, buckets in work):
-            return _compile.run_eagerly(self._fused_step, grad_scale, found_inf, find_infs=find_infs)
+        if torch.compiler.is_compiling():
+            work = [(group, self._bucket_group(group)) for group in self.param_groups]
+            if any(buckets is None for _, buckets in work):
+                return _compile.run_eagerly(self._fused_step, grad_scale, found_inf, find_infs=find_infs)
+        else:
+            state_same = self._state_unchanged()
+            work = [(group, self._bucket_group(group, state_same)) for group in self.param_groups]
+            if not state_same:
+                self._snapshot_state()
         need_stats = self.max_grad_norm is not None or find_infs
         # ranks that share params' norm or inf flags (sharded params, ZeRO): all
         # join the same collectives, even with no grad (or an empty shard) here

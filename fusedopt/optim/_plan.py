@@ -10,6 +10,7 @@ touched.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
@@ -67,6 +68,9 @@ class Bucket:
     # a second (third...) occurrence of params listed twice in the group: run
     # after the first, and left out of the global norm (see _repeats.py)
     repeat: bool = False
+    # a native bucket's plan in the CPU library (fusedopt/_native_plan.py), made
+    # with the bucket; a step's copy of the bucket carries it once it is bound
+    native_plan: Any = None
 
     @property
     def native(self) -> bool:
@@ -103,7 +107,11 @@ class GroupPlan:
         self.reduce_groups = reduce_groups
         self.has_dtensor = has_dtensor
 
-    def reuse(self, signature, params, grads, mask, state) -> dict | None:
+    def reuse(self, signature, params, grads, mask, state, state_same: bool = False) -> dict | None:
+        """This step's buckets, or None if the plan no longer fits. ``state_same``:
+        the optimizer's state holds the very dicts it held when the last step's
+        plans were checked (FusedOptimizer._state_unchanged), so each param's
+        state dict need not be looked up again."""
         # The checks run as C-level map() passes: this is the per-step cost of
         # every param, so no Python bytecode runs per tensor here.
         if signature != self.signature or mask != self.mask or list(map(id, params)) != self.param_ids:
@@ -116,11 +124,16 @@ class GroupPlan:
                 if sel is None or not all(map(is_, map(_dtensor.local_of, b.keys), b.params)):
                     return None
             dev = -1 if b.device.type == "cpu" else b.device.index
-            if not all(map(eq, map(_get_device, sel), repeat(dev))):
+            if b.native_plan is None and not all(map(eq, map(_get_device, sel), repeat(dev))):
                 return None
-            if not all(map(is_, map(state.get, b.keys), b.states)):
+            if not state_same and not all(map(is_, map(state.get, b.keys), b.states)):
                 return None
-            if b.kind == "native":
+            if b.native_plan is not None:
+                # the grads' device, dtype and layout, and the params' (p.data can
+                # be replaced), checked native-side: see csrc/step_plan.h
+                if not all(map(is_, map(type, sel), repeat(Tensor))):
+                    return None
+            elif b.kind == "native":
                 laid_out = _LAYOUT_CHECKS[b.layout]
                 if not (
                     all(map(is_, map(type, sel), repeat(Tensor)))
@@ -139,12 +152,17 @@ class GroupPlan:
                 return None
             if not all(map(is_, map(dict.get, b.check_dicts, b.check_keys), b.check_tensors)):
                 return None
-            if list(map(_shape_of, b.params)) != b.shapes:
+            if b.native_plan is None and list(map(_shape_of, b.params)) != b.shapes:
                 return None
             out[key] = Bucket(
                 b.kind, b.device, b.params, sel, b.lists, keys=b.keys, reduce=b.reduce, written=b.written,
-                repeat=b.repeat,
+                repeat=b.repeat, native_plan=b.native_plan,
             )
+        # Bound last, once every Python-side check has passed: a plan's bind
+        # replaces the grads it held (a refused step leaves none bound).
+        for b in out.values():
+            if b.native_plan is not None and not b.native_plan.bind(b.grads):
+                return None
         return out
 
 
@@ -242,5 +260,8 @@ def build_buckets(opt, group: dict, params: list[Tensor], grads: list[Tensor | N
 def store_plan(opt, group: dict, signature: tuple, params: list[Tensor], mask: list[bool], buckets) -> None:
     dtensors = [p for p in params if _dtensor.is_dtensor(p)]
     reduce_groups = _collectives.ordered_groups(map(_collectives.of_dtensor, dtensors))
-    plan = GroupPlan(signature, params, mask, buckets, reduce_groups, bool(dtensors))
+    # The plan keeps no grads: each step brings its own, and holding the first
+    # step's would keep a whole model's grads alive past zero_grad().
+    kept = {key: dataclasses.replace(b, grads=[]) for key, b in buckets.items()}
+    plan = GroupPlan(signature, params, mask, kept, reduce_groups, bool(dtensors))
     opt.__dict__.setdefault("_plans", {})[id(group)] = (group, plan)

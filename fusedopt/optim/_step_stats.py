@@ -12,6 +12,7 @@ value on the host.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -27,6 +28,13 @@ class DeviceAmp:
     grad_scale: Tensor | None = None
     found_inf: Tensor | None = None
     sumsq: Tensor | None = None
+
+
+def _stats_of(b):
+    """The bucket's stats pass: over its native plan's bound grads, or a list op."""
+    if b.native_plan is not None:
+        return b.native_plan.grad_stats_
+    return partial((_ops.ops_for(b.device) if b.native else _ops.reference).grad_stats_, b.grads)
 
 
 def device_amp(
@@ -51,12 +59,7 @@ def device_amp(
     if need_stats or groups:
         home = devices[0] if devices else groups[0].device()
         # a tied weight listed twice counts once in the global norm
-        parts = [
-            (b.device, b.reduce, b.grads, _ops.ops_for(b.device) if b.native else _ops.reference)
-            for _, buckets in work
-            for b in buckets.values()
-            if not b.repeat
-        ]
+        parts = [(b.device, b.reduce, _stats_of(b)) for _, buckets in work for b in buckets.values() if not b.repeat]
         found, sumsq = _collectives.global_stats(
             parts, groups, grad_scale, found_inf, home, need_stats, max_value=opt.max_grad_value or 0.0
         )

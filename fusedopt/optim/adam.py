@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor
 
-from .. import _ops
+from .. import _native_plan, _ops
 from . import _torch_impl, _validate
 from ._base import Bucket, DeviceAmp, FusedOptimizer, Route, layout_of, native_eligible
 
@@ -162,6 +164,9 @@ class Adam(FusedOptimizer):
     def _check_group(self, group: dict, index: int) -> None:
         _validate.check_adam_group(group, index)
 
+    def _native_plan_for(self, bucket: Bucket, group: dict):
+        return _native_plan.adam(bucket, bool(group["amsgrad"]))
+
     def _torch_group_step(self, group: dict) -> None:
         _torch_impl.adam_group(self, group)
 
@@ -204,14 +209,21 @@ class Adam(FusedOptimizer):
             beta1, beta2 = float(beta1), float(beta2)
         lr, lr_tensor = self._lr_args(group["lr"], device, ops)
         lists = bucket.lists
-        ops.adam_(
-            bucket.params,
-            bucket.grads,
-            lists["exp_avgs"],
-            lists["exp_avg_sqs"],
-            lists["max_exp_avg_sqs"],
-            lists["steps"],
-            lists["masters"],
+        plan = bucket.native_plan
+        if plan is not None and ops is not _ops.reference and plan.flag == bool(group["amsgrad"]):
+            step = plan.adam_step_  # the same arguments, after the lists the plan holds
+        else:
+            step = partial(
+                ops.adam_,
+                bucket.params,
+                bucket.grads,
+                lists["exp_avgs"],
+                lists["exp_avg_sqs"],
+                lists["max_exp_avg_sqs"],
+                lists["steps"],
+                lists["masters"],
+            )
+        step(
             lr,
             lr_tensor,
             beta1,

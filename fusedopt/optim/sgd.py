@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor
 
-from .. import reference
+from .. import _native_plan, reference
 from . import _torch_impl, _validate
 from ._base import Bucket, DeviceAmp, FusedOptimizer, Route, layout_of, native_eligible
 
@@ -123,6 +125,9 @@ class SGD(FusedOptimizer):
     def _check_group(self, group: dict, index: int) -> None:
         _validate.check_sgd_group(group, index)
 
+    def _native_plan_for(self, bucket: Bucket, group: dict):
+        return _native_plan.sgd(bucket, group["momentum"] != 0)
+
     def _torch_group_step(self, group: dict) -> None:
         _torch_impl.sgd_group(self, group)
 
@@ -173,12 +178,12 @@ class SGD(FusedOptimizer):
             return
         lr, lr_tensor = self._lr_args(group["lr"], device, ops)
         lists = bucket.lists
-        ops.sgd_(
-            bucket.params,
-            bucket.grads,
-            lists["buffers"],
-            lists["first"],
-            lists["masters"],
+        plan = bucket.native_plan
+        if plan is not None and ops is not reference and plan.flag == (group["momentum"] != 0):
+            step = plan.sgd_step_  # the same arguments, after the lists the plan holds
+        else:
+            step = partial(ops.sgd_, bucket.params, bucket.grads, lists["buffers"], lists["first"], lists["masters"])
+        step(
             lr,
             lr_tensor,
             float(group["momentum"]),

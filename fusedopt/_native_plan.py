@@ -1,0 +1,93 @@
+"""Native step plans: a bucket's lists kept in the CPU library between steps.
+
+A list op (``adam_``, ``sgd_``) takes 5-7 lists of tensors and validates each
+on every call; across the dispatcher and the stable ABI that costs about as
+much per tensor as torch's whole fused step. A plan is made once from a
+bucket's lists (validated as the list op validates them); each eager step then
+hands over only its grads: ``bind`` checks them, and cheaply re-checks what the
+plan holds, then the stats pass and the update run over tables the plan keeps.
+The Python step plan (optim/_plan.py) owns each native plan through its bucket
+and frees it with the bucket.
+
+Only the CPU library serves plans, and only eager steps use them: under
+torch.compile (and in opcheck) the list ops, whose schemas name every tensor
+they write, are what is traced. FUSEDOPT_DISABLE_PLANS=1 sends every step
+through the list ops (for measuring the difference).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+from . import _ops
+
+ENABLED = os.environ.get("FUSEDOPT_DISABLE_PLANS", "") in ("", "0")
+
+
+def available(device: torch.device) -> bool:
+    """Whether steps on ``device`` can use native plans."""
+    return ENABLED and device.type == "cpu" and _ops.backend(device) == "cpu-native"
+
+
+class NativePlan:
+    """One native plan; freed when the last reference to it goes. It is made
+    with its first step's grads bound; a later step binds its own (``bind``),
+    and the update releases them."""
+
+    __slots__ = ("id", "anchor", "flag")
+
+    def __init__(self, plan_id: int, anchor: Tensor, flag: bool) -> None:
+        self.id = plan_id
+        self.anchor = anchor  # params[0]: the op's dispatch key (and where it runs)
+        self.flag = flag  # what it was made for: Adam's amsgrad, SGD's momentum != 0
+
+    def bind(self, grads: list[Tensor]) -> bool:
+        """This step's grads; False: the plan no longer fits them or the
+        tensors it holds (the caller makes a new one)."""
+        return _ops.PLANS.plan_bind(grads, self.id)
+
+    def grad_stats_(self, grad_scale, found_inf, sumsq, max_value: float) -> None:
+        _ops.PLANS.plan_grad_stats_(self.id, grad_scale, found_inf, sumsq, max_value)
+
+    def adam_step_(self, *args) -> None:
+        """adam_'s arguments after its lists and amsgrad (lr ... max_value)."""
+        lr, lr_tensor, beta1, beta2, eps, weight_decay, decoupled, _amsgrad, maximize, *rest = args
+        _ops.PLANS.adam_plan_step_(
+            self.anchor, self.id, lr, lr_tensor, beta1, beta2, eps, weight_decay, decoupled, maximize, *rest
+        )
+
+    def sgd_step_(self, *args) -> None:
+        """sgd_'s arguments after its lists (lr ... max_value)."""
+        _ops.PLANS.sgd_plan_step_(self.anchor, self.id, *args)
+
+    def __del__(self) -> None:
+        try:
+            _ops.PLANS.plan_free(self.anchor, self.id)
+        except Exception:  # noqa: BLE001 - interpreter shutdown: the registry outlives us
+            pass
+
+
+def adam(bucket, amsgrad: bool) -> NativePlan:
+    lists = bucket.lists
+    plan_id = _ops.PLANS.adam_plan_make(
+        bucket.params,
+        bucket.grads,
+        lists["exp_avgs"],
+        lists["exp_avg_sqs"],
+        lists["max_exp_avg_sqs"],
+        lists["steps"],
+        lists["masters"],
+        amsgrad,
+    )
+    return NativePlan(plan_id, bucket.params[0], amsgrad)
+
+
+def sgd(bucket, has_momentum: bool) -> NativePlan:
+    lists = bucket.lists
+    plan_id = _ops.PLANS.sgd_plan_make(
+        bucket.params, bucket.grads, lists["buffers"], lists["first"], lists["masters"], has_momentum
+    )
+    return NativePlan(plan_id, bucket.params[0], has_momentum)

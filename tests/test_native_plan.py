@@ -1,0 +1,222 @@
+"""Native step plans (fusedopt/_native_plan.py, csrc/cpu/plan_ops.cpp): an eager
+CPU step through a plan computes exactly what the list ops compute, a plan
+never writes through a pointer that went stale, and it lets go of every tensor
+it holds with its optimizer."""
+
+import gc
+import os
+import subprocess
+import sys
+import weakref
+
+import pytest
+import torch
+
+import fusedopt
+from fusedopt import _native_plan, _ops
+from helpers import fp32_tol, set_grads
+
+pytestmark = pytest.mark.skipif(
+    not _native_plan.available(torch.device("cpu")), reason="step plans need the native CPU library"
+)
+
+CONFIGS = {
+    "adamw": (fusedopt.AdamW, dict(lr=0.05)),
+    "adam amsgrad": (fusedopt.Adam, dict(lr=0.05, amsgrad=True, weight_decay=0.1)),
+    "adamw clip": (fusedopt.AdamW, dict(lr=0.05, max_grad_norm=0.5)),
+    "adamw clip value maximize": (fusedopt.AdamW, dict(lr=0.05, max_grad_value=0.3, maximize=True)),
+    "adamw tensor lr": (fusedopt.AdamW, dict(lr=torch.tensor(0.05))),
+    "bf16 master": (fusedopt.AdamW, dict(lr=0.05, master_weights=True)),
+    "bf16 states": (fusedopt.AdamW, dict(lr=0.05, state_dtype=torch.bfloat16)),
+    "sgd": (fusedopt.SGD, dict(lr=0.1)),
+    "sgd nesterov clip": (fusedopt.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, max_grad_norm=0.5)),
+    "sgd dampening master": (fusedopt.SGD, dict(lr=0.1, momentum=0.9, dampening=0.3, master_weights=True)),
+}
+
+
+def _params(config, shapes=((7,), (3, 5), (1,), (0,), (64,))):
+    gen = torch.Generator().manual_seed(0)
+    dtype = torch.bfloat16 if config.startswith("bf16") or "master" in config else torch.float32
+    return [torch.nn.Parameter(torch.randn(s, generator=gen).to(dtype)) for s in shapes]
+
+
+def _run(config, steps, plans, monkeypatch, scaler=False, channels_last=False):
+    cls, kw = CONFIGS[config]
+    params = _params(config)
+    if channels_last:
+        x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+        params.append(torch.nn.Parameter(x.to(params[0].dtype, memory_format=torch.channels_last)))
+    opt = cls(params, **kw)
+    grad_scaler = fusedopt.GradScaler("cpu", init_scale=1024.0) if scaler else None
+    monkeypatch.setattr(_native_plan, "ENABLED", plans)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        for i, p in enumerate(params):
+            g = torch.randn(p.shape, generator=gen).to(p.dtype).contiguous(memory_format=torch.preserve_format)
+            if p.dim() == 4:
+                g = g.contiguous(memory_format=torch.channels_last)
+            # a param without a grad on some steps: its group's plan is rebuilt
+            p.grad = None if (i + step) % 4 == 0 else (g * 1024.0 if scaler else g)
+        if scaler:
+            grad_scaler.scale(torch.ones(()))  # as scaler.scale(loss) starts the scale
+            if step == 2:
+                params[4].grad[3] = float("inf")  # this step is skipped
+            grad_scaler.step(opt)
+            grad_scaler.update()
+        else:
+            opt.step()
+    return params, opt
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_plan_steps_equal_list_op_steps_bit_for_bit(config, monkeypatch):
+    with_plans, opt = _run(config, 5, True, monkeypatch)
+    assert any(b.native_plan is not None for _, plan in opt._plans.values() for b in plan.buckets.values())
+    without, ref = _run(config, 5, False, monkeypatch)
+    for p, q in zip(with_plans, without):
+        assert torch.equal(p.detach(), q.detach())
+    for (_, sa), (_, sb) in zip(opt.state_dict()["state"].items(), ref.state_dict()["state"].items()):
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), k
+
+
+@pytest.mark.parametrize("config", ["adamw clip", "sgd nesterov clip"])
+def test_plan_steps_under_the_grad_scaler_and_channels_last(config, monkeypatch):
+    with_plans, _ = _run(config, 4, True, monkeypatch, scaler=True, channels_last=True)
+    without, _ = _run(config, 4, False, monkeypatch, scaler=True, channels_last=True)
+    for p, q in zip(with_plans, without):
+        assert torch.equal(p.detach(), q.detach())
+
+
+def _pair(shapes=((4, 4), (6,)), dtype=torch.float32, **kw):
+    torch.manual_seed(0)
+    a = [torch.nn.Parameter(torch.randn(s, dtype=dtype)) for s in shapes]
+    b = [torch.nn.Parameter(x.detach().clone()) for x in a]
+    return a, b, fusedopt.AdamW(a, lr=0.1, **kw), torch.optim.AdamW(b, lr=0.1, **kw)
+
+
+def _step(a, b, oa, ob, grad=lambda p: torch.randn_like(p)):
+    for x, y in zip(a, b):
+        g = grad(x)
+        x.grad, y.grad = g.clone(memory_format=torch.preserve_format), g.clone(memory_format=torch.preserve_format)
+    oa.step()
+    ob.step()
+
+
+def _same(a, b):
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x.detach(), y.detach(), **fp32_tol())
+
+
+def test_param_data_moved_to_new_storage_is_updated_there():
+    a, b, oa, ob = _pair()
+    _step(a, b, oa, ob)
+    old = a[0].data
+    before = old.clone()
+    a[0].data, b[0].data = a[0].data.clone(), b[0].data.clone()
+    _step(a, b, oa, ob)
+    _same(a, b)
+    assert torch.equal(old, before)  # the plan did not write the storage it was made with
+
+
+def test_state_data_moved_to_new_storage_is_updated_there():
+    a, b, oa, ob = _pair()
+    _step(a, b, oa, ob)
+    for opt, p in ((oa, a[1]), (ob, b[1])):
+        st = opt.state[p]
+        st["exp_avg"].data = st["exp_avg"].data.clone()  # how offloading code swaps a state's memory
+    _step(a, b, oa, ob)
+    _same(a, b)
+    torch.testing.assert_close(oa.state[a[1]]["exp_avg"], ob.state[b[1]]["exp_avg"], **fp32_tol())
+
+
+def test_param_data_transposed_in_place_of_its_storage():
+    # same storage and data pointer, other strides: the plan's pointers would be
+    # right and its element order wrong
+    a, b, oa, ob = _pair()
+    _step(a, b, oa, ob)
+    a[0].data, b[0].data = a[0].data.t(), b[0].data.t()
+    _step(a, b, oa, ob)
+    _same(a, b)
+
+
+def test_grads_that_change_kind_between_steps():
+    a, b, oa, ob = _pair()
+    _step(a, b, oa, ob)
+    _step(a, b, oa, ob, grad=lambda p: torch.randn(p.shape[::-1]).t() if p.dim() == 2 else torch.randn_like(p))
+    _step(a, b, oa, ob)
+    _same(a, b)
+
+
+def test_bf16_params_whose_grads_turn_float32():
+    a = [torch.nn.Parameter(torch.randn(8).bfloat16())]
+    opt = fusedopt.AdamW(a, lr=0.1)
+    ref_p = [torch.nn.Parameter(a[0].detach().clone())]
+    ref = fusedopt.AdamW(ref_p, lr=0.1)
+    for dtype in (torch.bfloat16, torch.float32, torch.float32):
+        g = torch.randn(8)
+        a[0].grad = ref_p[0].grad = None
+        set_grads(a, [g.to(dtype)])
+        opt.step()
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(_native_plan, "ENABLED", False)
+            set_grads(ref_p, [g.to(dtype)])
+            ref.step()
+    assert torch.equal(a[0].detach(), ref_p[0].detach())
+
+
+def test_plans_let_go_of_their_tensors_with_the_optimizer():
+    p = torch.nn.Parameter(torch.randn(16))
+    opt = fusedopt.AdamW([p], lr=0.1)
+    p.grad = torch.randn(16)
+    opt.step()
+    exp_avg = weakref.ref(opt.state[p]["exp_avg"])
+    grad = weakref.ref(p.grad)
+    p.grad = None  # the plan released the step's grad when the update was done
+    gc.collect()
+    assert grad() is None
+    del opt
+    gc.collect()
+    assert exp_avg() is None
+
+
+def test_a_reset_state_is_let_go_by_the_next_step():
+    p = torch.nn.Parameter(torch.randn(16))
+    opt = fusedopt.AdamW([p], lr=0.1)
+    p.grad = torch.randn(16)
+    opt.step()
+    exp_avg = weakref.ref(opt.state[p]["exp_avg"])
+    opt.state.clear()
+    opt.step()
+    gc.collect()
+    assert exp_avg() is None
+
+
+def test_plan_ops_refuse_what_they_cannot_serve():
+    ps, gs = [torch.zeros(3)], [torch.ones(3)]
+    states = [torch.zeros(3)], [torch.zeros(3)], [], [torch.zeros(())]
+    plan = _native_plan.NativePlan(_ops.PLANS.adam_plan_make(ps, gs, *states, [], False), ps[0], False)
+    args = (1e-3, None, 0.9, 0.999, 1e-8, 0.0, True, False, None, None, None, 0.0, 0.0)
+    _ops.PLANS.adam_plan_step_(ps[0], plan.id, *args)
+    with pytest.raises(RuntimeError, match="no grads bound"):
+        _ops.PLANS.adam_plan_step_(ps[0], plan.id, *args)  # the update released them
+    with pytest.raises(RuntimeError, match="not an SGD plan"):
+        _ops.PLANS.sgd_plan_step_(ps[0], plan.id, 1e-3, None, 0.0, 0.0, 0.0, False, False, None, None, None, 0.0, 0.0)
+    assert not plan.bind([torch.ones(4)])  # another element count: the caller makes a new plan
+    assert not plan.bind([torch.ones(3, dtype=torch.float64)])
+    assert plan.bind(gs)
+    with pytest.raises(RuntimeError, match="has 2 elements but params"):
+        _ops.PLANS.adam_plan_make(ps, [torch.ones(2)], *states, [], False)
+    plan_id = plan.id
+    del plan
+    with pytest.raises(RuntimeError, match=f"no step plan {plan_id}"):
+        _ops.PLANS.plan_bind(gs, plan_id)
+
+
+def test_disable_plans_from_the_environment():
+    env = dict(os.environ, FUSEDOPT_DISABLE_PLANS="1")
+    out = subprocess.run(
+        [sys.executable, "-c", "import fusedopt._native_plan as n; print(n.ENABLED)"],
+        env=env, capture_output=True, text=True, check=True, timeout=120,
+    )
+    assert out.stdout.strip() == "False"
