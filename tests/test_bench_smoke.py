@@ -4,6 +4,7 @@ message and no traceback; the bench/ pytest-benchmark suites still run on the
 runner's pieces."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from conftest import CUDA_KERNELS_OFF, NATIVE_CPU
-from fusedopt.benchmark import cli, implementations
+from fusedopt.benchmark import cli, host_cost, implementations
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--device", "cpu", "--workloads", "100x1K", "--rounds", "1", "--reps", "1"]
@@ -186,3 +187,27 @@ def test_cuda_bench_runs_and_reports(tmp_path):
             results = report["steps"][step]["workloads"][wl]["results"]
             assert {"torch-fused", "torch-foreach", ours} <= results.keys()
             assert all(r["median_ms"] > 0 and r["pct_of_probe"] > 0 for r in results.values())
+
+
+@pytest.fixture
+def keep_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)  # the command measures on one thread
+
+
+def test_host_cost_runs_and_reports(tmp_path, capsys, keep_threads):
+    out = tmp_path / "host.json"
+    assert host_cost.main(["--small", "4", "--large", "40", "--rounds", "1", "--budget", "400", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == set(host_cost.IMPLS)
+    for r in report["results"].values():
+        assert math.isfinite(r["us_per_tensor"]) and math.isfinite(r["ratio_to_torch_fused"])
+    assert "host cost per tensor" in capsys.readouterr().out
+
+
+def test_host_cost_refuses_a_bad_range(capsys):
+    with pytest.raises(SystemExit) as exc:
+        host_cost.main(["--small", "50", "--large", "10"])
+    assert exc.value.code == 2
+    assert "--small must be positive and below --large" in capsys.readouterr().err
