@@ -42,7 +42,9 @@ STABLE_TORCH_LIBRARY(fusedopt, m) {
   // a new one); plan_grad_stats_ is grad_stats_ over the bound grads; the
   // *_plan_step_ ops are adam_/sgd_ over the plan and release the grads. They
   // write tensors the plan holds, which no schema can name: torch.compile and
-  // opcheck see adam_ and sgd_ instead. `anchor` (params[0]) picks the backend.
+  // opcheck see adam_ and sgd_ instead. `anchor`, an empty CPU tensor, picks the
+  // backend (not a param: a param moved to another device by p.data = ... would
+  // send the call, plan_free included, to a backend that has no plans).
   m.def(
       "adam_plan_make(Tensor[] params, Tensor[] grads, Tensor[] exp_avgs, Tensor[] exp_avg_sqs, "
       "Tensor[] max_exp_avg_sqs, Tensor[] steps, Tensor[] master_params, bool amsgrad) -> int");
@@ -54,11 +56,11 @@ STABLE_TORCH_LIBRARY(fusedopt, m) {
       "plan_grad_stats_(int plan, Tensor? grad_scale, Tensor(a!) found_inf, Tensor(b!) sumsq, "
       "float max_value=0.) -> ()");
   m.def(
-      "adam_plan_step_(Tensor(a!) anchor, int plan, float lr, Tensor? lr_tensor, float beta1, float beta2, "
+      "adam_plan_step_(Tensor anchor, int plan, float lr, Tensor? lr_tensor, float beta1, float beta2, "
       "float eps, float weight_decay, bool decoupled, bool maximize, Tensor? grad_scale, Tensor? found_inf, "
       "Tensor? sumsq, float max_norm, float max_value=0.) -> ()");
   m.def(
-      "sgd_plan_step_(Tensor(a!) anchor, int plan, float lr, Tensor? lr_tensor, float momentum, "
+      "sgd_plan_step_(Tensor anchor, int plan, float lr, Tensor? lr_tensor, float momentum, "
       "float dampening, float weight_decay, bool nesterov, bool maximize, Tensor? grad_scale, "
       "Tensor? found_inf, Tensor? sumsq, float max_norm, float max_value=0.) -> ()");
   m.def("plan_free(Tensor anchor, int plan) -> ()");

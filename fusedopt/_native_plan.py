@@ -26,6 +26,10 @@ from . import _ops
 
 ENABLED = os.environ.get("FUSEDOPT_DISABLE_PLANS", "") in ("", "0")
 
+# What the plan ops dispatch on (they take no list that says where they run):
+# an empty CPU tensor, whatever happens to the params since.
+_ANCHOR = torch.empty(0)
+
 
 def available(device: torch.device) -> bool:
     """Whether steps on ``device`` can use native plans."""
@@ -37,11 +41,10 @@ class NativePlan:
     with its first step's grads bound; a later step binds its own (``bind``),
     and the update releases them."""
 
-    __slots__ = ("id", "anchor", "flag")
+    __slots__ = ("id", "flag")
 
-    def __init__(self, plan_id: int, anchor: Tensor, flag: bool) -> None:
+    def __init__(self, plan_id: int, flag: bool) -> None:
         self.id = plan_id
-        self.anchor = anchor  # params[0]: the op's dispatch key (and where it runs)
         self.flag = flag  # what it was made for: Adam's amsgrad, SGD's momentum != 0
 
     def bind(self, grads: list[Tensor]) -> bool:
@@ -56,38 +59,27 @@ class NativePlan:
         """adam_'s arguments after its lists and amsgrad (lr ... max_value)."""
         lr, lr_tensor, beta1, beta2, eps, weight_decay, decoupled, _amsgrad, maximize, *rest = args
         _ops.PLANS.adam_plan_step_(
-            self.anchor, self.id, lr, lr_tensor, beta1, beta2, eps, weight_decay, decoupled, maximize, *rest
+            _ANCHOR, self.id, lr, lr_tensor, beta1, beta2, eps, weight_decay, decoupled, maximize, *rest
         )
 
     def sgd_step_(self, *args) -> None:
         """sgd_'s arguments after its lists (lr ... max_value)."""
-        _ops.PLANS.sgd_plan_step_(self.anchor, self.id, *args)
+        _ops.PLANS.sgd_plan_step_(_ANCHOR, self.id, *args)
 
     def __del__(self) -> None:
         try:
-            _ops.PLANS.plan_free(self.anchor, self.id)
+            _ops.PLANS.plan_free(_ANCHOR, self.id)
         except Exception:  # noqa: BLE001 - interpreter shutdown: the registry outlives us
             pass
 
 
-def adam(bucket, amsgrad: bool) -> NativePlan:
-    lists = bucket.lists
-    plan_id = _ops.PLANS.adam_plan_make(
-        bucket.params,
-        bucket.grads,
-        lists["exp_avgs"],
-        lists["exp_avg_sqs"],
-        lists["max_exp_avg_sqs"],
-        lists["steps"],
-        lists["masters"],
-        amsgrad,
-    )
-    return NativePlan(plan_id, bucket.params[0], amsgrad)
+def adam(params: list[Tensor], grads: list[Tensor], states: tuple, amsgrad: bool) -> NativePlan:
+    """A plan of adam_'s lists: states are exp_avgs, exp_avg_sqs,
+    max_exp_avg_sqs, steps and master_params."""
+    return NativePlan(_ops.PLANS.adam_plan_make(params, grads, *states, amsgrad), amsgrad)
 
 
-def sgd(bucket, has_momentum: bool) -> NativePlan:
-    lists = bucket.lists
-    plan_id = _ops.PLANS.sgd_plan_make(
-        bucket.params, bucket.grads, lists["buffers"], lists["first"], lists["masters"], has_momentum
-    )
-    return NativePlan(plan_id, bucket.params[0], has_momentum)
+def sgd(params: list[Tensor], grads: list[Tensor], states: tuple, has_momentum: bool) -> NativePlan:
+    """A plan of sgd_'s lists: states are momentum_buffers, momentum_first and
+    master_params."""
+    return NativePlan(_ops.PLANS.sgd_plan_make(params, grads, *states, has_momentum), has_momentum)

@@ -195,7 +195,7 @@ def test_a_reset_state_is_let_go_by_the_next_step():
 def test_plan_ops_refuse_what_they_cannot_serve():
     ps, gs = [torch.zeros(3)], [torch.ones(3)]
     states = [torch.zeros(3)], [torch.zeros(3)], [], [torch.zeros(())]
-    plan = _native_plan.NativePlan(_ops.PLANS.adam_plan_make(ps, gs, *states, [], False), ps[0], False)
+    plan = _native_plan.NativePlan(_ops.PLANS.adam_plan_make(ps, gs, *states, [], False), False)
     args = (1e-3, None, 0.9, 0.999, 1e-8, 0.0, True, False, None, None, None, 0.0, 0.0)
     _ops.PLANS.adam_plan_step_(ps[0], plan.id, *args)
     with pytest.raises(RuntimeError, match="no grads bound"):

@@ -63,11 +63,6 @@ struct CpuPlan {
 
   void hold_grads(TensorList grads_now) {
     grads = std::move(grads_now);
-    stats.numels = numels;
-    stats.dtypes.assign(numels.size(), storage_dtype(grads[0], "grads", 0));
-    stats.data.assign(numels.size(), nullptr);
-    stats.total = 0;
-    for (int64_t n : numels) stats.total += n;
     set_grad_pointers();
     bound = true;
   }
@@ -116,6 +111,11 @@ int64_t make_plan(PlanKind kind, bool flag, std::vector<TensorList> held, Tensor
   plan->held.record(d.layout.contiguous);
   plan->numels = d.numels;
   plan->grad_dtype = grads[0].scalar_type();
+  // the stats pass's view of the grads: only the pointers change per step
+  plan->stats.numels = d.numels;
+  plan->stats.dtypes.assign(d.numels.size(), d.grad);
+  plan->stats.data.assign(d.numels.size(), nullptr);
+  for (int64_t n : d.numels) plan->stats.total += n;
   plan->hold_grads(std::move(grads));
   return Registry::instance().add(std::move(plan));
 }

@@ -165,7 +165,7 @@ class Adam(FusedOptimizer):
         _validate.check_adam_group(group, index)
 
     def _native_plan_for(self, bucket: Bucket, group: dict):
-        return _native_plan.adam(bucket, bool(group["amsgrad"]))
+        return _native_plan.adam(bucket.params, bucket.grads, _state_lists(bucket), bool(group["amsgrad"]))
 
     def _torch_group_step(self, group: dict) -> None:
         _torch_impl.adam_group(self, group)
@@ -208,21 +208,11 @@ class Adam(FusedOptimizer):
         else:
             beta1, beta2 = float(beta1), float(beta2)
         lr, lr_tensor = self._lr_args(group["lr"], device, ops)
-        lists = bucket.lists
         plan = bucket.native_plan
         if plan is not None and ops is not _ops.reference and plan.flag == bool(group["amsgrad"]):
             step = plan.adam_step_  # the same arguments, after the lists the plan holds
         else:
-            step = partial(
-                ops.adam_,
-                bucket.params,
-                bucket.grads,
-                lists["exp_avgs"],
-                lists["exp_avg_sqs"],
-                lists["max_exp_avg_sqs"],
-                lists["steps"],
-                lists["masters"],
-            )
+            step = partial(ops.adam_, bucket.params, bucket.grads, *_state_lists(bucket))
         step(
             lr,
             lr_tensor,
@@ -239,6 +229,12 @@ class Adam(FusedOptimizer):
             self.max_grad_norm or 0.0,
             self.max_grad_value or 0.0,
         )
+
+
+def _state_lists(bucket: Bucket) -> tuple:
+    """adam_'s lists after params and grads, in its order."""
+    lists = bucket.lists
+    return lists["exp_avgs"], lists["exp_avg_sqs"], lists["max_exp_avg_sqs"], lists["steps"], lists["masters"]
 
 
 class AdamW(Adam):

@@ -126,7 +126,7 @@ class SGD(FusedOptimizer):
         _validate.check_sgd_group(group, index)
 
     def _native_plan_for(self, bucket: Bucket, group: dict):
-        return _native_plan.sgd(bucket, group["momentum"] != 0)
+        return _native_plan.sgd(bucket.params, bucket.grads, _state_lists(bucket), group["momentum"] != 0)
 
     def _torch_group_step(self, group: dict) -> None:
         _torch_impl.sgd_group(self, group)
@@ -177,12 +177,11 @@ class SGD(FusedOptimizer):
             self._torch_step(bucket, group, amp)
             return
         lr, lr_tensor = self._lr_args(group["lr"], device, ops)
-        lists = bucket.lists
         plan = bucket.native_plan
         if plan is not None and ops is not reference and plan.flag == (group["momentum"] != 0):
             step = plan.sgd_step_  # the same arguments, after the lists the plan holds
         else:
-            step = partial(ops.sgd_, bucket.params, bucket.grads, lists["buffers"], lists["first"], lists["masters"])
+            step = partial(ops.sgd_, bucket.params, bucket.grads, *_state_lists(bucket))
         step(
             lr,
             lr_tensor,
@@ -257,6 +256,12 @@ class SGD(FusedOptimizer):
     def _after_load(self) -> None:
         # loaded buffers have been applied; missing ones start fresh
         self._momentum_first = {}
+
+
+def _state_lists(bucket: Bucket) -> tuple:
+    """sgd_'s lists after params and grads, in its order."""
+    lists = bucket.lists
+    return lists["buffers"], lists["first"], lists["masters"]
 
 
 def _clamped_sparse(g: Tensor, bound: float) -> Tensor:
