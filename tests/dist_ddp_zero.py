@@ -93,3 +93,16 @@ def zero_empty_rank(ctx) -> None:
     assert len(za.optim.param_groups[0]["params"]) == (1 if ctx.rank == 0 else 0)
     train_pair(ctx.rank, ma, za, mb, ob, 3, MAX_NORM, features=4)
     torch.testing.assert_close(ma.module.weight, mb.module.weight, **tol())
+
+
+@scenario("zero_compiled_step_with_norm_group_matches_ddp_global_clip", slow=True)
+def zero_compiled(ctx) -> None:
+    """The inner optimizer's step compiled whole: the norm's all-reduce over
+    norm_group is traced into the graph, so each rank clips by the global norm."""
+    ma, mb = _twins()
+    za = _zero(ma, norm_group="world")
+    za.optim.step = torch.compile(za.optim.step, fullgraph=True)
+    ob = torch.optim.AdamW(mb.parameters(), **HYPER["AdamW"])
+    train_pair(ctx.rank, ma, za, mb, ob, 3, MAX_NORM)
+    for pa, pb in zip(ma.parameters(), mb.parameters()):
+        torch.testing.assert_close(pa, pb, **tol())

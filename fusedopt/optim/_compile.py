@@ -36,9 +36,11 @@ from .. import _ops
 
 def flatten(buckets: dict[tuple, Any], out: list[Tensor]) -> tuple:
     """Appends every tensor of `buckets` to `out`; returns the constant layout
-    that `unflatten` rebuilds them from (keys, kinds, devices, list lengths)."""
+    that `unflatten` rebuilds them from (places, kinds, devices, list lengths)."""
     layout = []
-    for key, b in buckets.items():
+    # a bucket's place stands for its key: dynamo makes the layout a constant of
+    # the graph, and keys hold objects it cannot (the norm's ReduceGroup)
+    for key, b in enumerate(buckets.values()):
         # resolve the backend now (eagerly), so that the traced step finds it cached
         _ops.backend(b.device)
         names = tuple(b.lists)
