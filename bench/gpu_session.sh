@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in one run (device time is scarce): build against
-# the machine's torch, the `cuda` tests, compute-sanitizer, the benchmark.
+# the machine's torch, the `cuda` tests, compute-sanitizer, the benchmark, the
+# host cost per tensor.
 # Results go to $OUT (default bench/results/gpu-run).
 #
 #   OUT=/some/dir bash bench/gpu_session.sh
@@ -30,6 +31,10 @@ fi
 # both steps (AdamW alone, the whole AMP step) on every workload that fits the GPU
 "$PY" -m fusedopt bench --device cuda --rounds "${ROUNDS:-3}" --reps "${REPS:-10}" \
   --out "$OUT/cuda_bench.json" --plot "$OUT/cuda_bench.png" --markdown "$OUT/cuda_bench.md" 2>&1 | tee "$OUT/cuda_bench.txt"
+
+# what each extra tensor adds to a step's host time on the GPU (the list ops;
+# native step plans are the CPU library's)
+"$PY" -m fusedopt.benchmark.host_cost --device cuda --rounds 5 --out "$OUT/host_cost_cuda.json" 2>&1 | tee "$OUT/host_cost_cuda.txt"
 
 # ADAM_BOUNDS_AB=1: the Adam kernels' occupancy (csrc/cuda/adam.cu), the default
 # __launch_bounds__(512, 3) against __launch_bounds__(512) alone, timed back to
