@@ -126,6 +126,20 @@ struct Unbind {
   ~Unbind() { plan.unbind(); }
 };
 
+// An update over a plan of `kind` with grads bound: checks the step's scalars,
+// runs `update(plan)`, and releases the grads whatever happens.
+template <class Update>
+void update_bound(int64_t plan_id, PlanKind kind, const char* op, const StepScalars& s, Update update) {
+  const std::shared_ptr<CpuPlan> plan = Registry::instance().get(plan_id, op);
+  std::lock_guard<std::mutex> lock(plan->mu);
+  Unbind release{*plan};
+  FO_CHECK(plan->kind == kind, op, ": plan ", plan_id, " is not an ", kind == PlanKind::Adam ? "Adam" : "SGD",
+           " plan");
+  plan->check_bound(op);
+  check_step_scalars(Place{false, -1}, s.lr_tensor, s.grad_scale, s.found_inf, s.sumsq);
+  update(*plan);
+}
+
 }  // namespace
 
 int64_t adam_plan_make(
@@ -189,14 +203,10 @@ void adam_plan_step_(
     double max_norm,
     double max_value) {
   (void)anchor;  // only picks the dispatch key
-  const std::shared_ptr<CpuPlan> plan = Registry::instance().get(plan_id, "adam_plan_step_");
-  std::lock_guard<std::mutex> lock(plan->mu);
-  Unbind release{*plan};
-  FO_CHECK(plan->kind == PlanKind::Adam, "adam_plan_step_: plan ", plan_id, " is not an Adam plan");
-  plan->check_bound("adam_plan_step_");
-  check_step_scalars(Place{false, -1}, lr_tensor, grad_scale, found_inf, sumsq);
-  run_adam(plan->adam, math::AdamHyper{beta1, beta2, eps, weight_decay, decoupled},
-           StepScalars{lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize});
+  const StepScalars s{lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize};
+  update_bound(plan_id, PlanKind::Adam, "adam_plan_step_", s, [&](CpuPlan& plan) {
+    run_adam(plan.adam, math::AdamHyper{beta1, beta2, eps, weight_decay, decoupled}, s);
+  });
 }
 
 void sgd_plan_step_(
@@ -215,16 +225,12 @@ void sgd_plan_step_(
     double max_norm,
     double max_value) {
   (void)anchor;
-  const std::shared_ptr<CpuPlan> plan = Registry::instance().get(plan_id, "sgd_plan_step_");
-  std::lock_guard<std::mutex> lock(plan->mu);
-  Unbind release{*plan};
-  FO_CHECK(plan->kind == PlanKind::Sgd, "sgd_plan_step_: plan ", plan_id, " is not an SGD plan");
-  FO_CHECK((momentum != 0.0) == plan->flag, "sgd_plan_step_: plan ", plan_id, " was made for momentum ",
-           plan->flag ? "!= 0" : "== 0");
-  plan->check_bound("sgd_plan_step_");
-  check_step_scalars(Place{false, -1}, lr_tensor, grad_scale, found_inf, sumsq);
-  run_sgd(plan->sgd, momentum, dampening, weight_decay, nesterov,
-          StepScalars{lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize});
+  const StepScalars s{lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize};
+  update_bound(plan_id, PlanKind::Sgd, "sgd_plan_step_", s, [&](CpuPlan& plan) {
+    FO_CHECK((momentum != 0.0) == plan.flag, "sgd_plan_step_: plan ", plan_id, " was made for momentum ",
+             plan.flag ? "!= 0" : "== 0");
+    run_sgd(plan.sgd, momentum, dampening, weight_decay, nesterov, s);
+  });
 }
 
 void plan_free(const Tensor& anchor, int64_t plan_id) {
