@@ -16,6 +16,7 @@
 #include <mutex>
 #include <vector>
 
+#include "raw_handles.h"
 #include "tensor_checks.h"
 
 namespace fusedopt {
@@ -34,7 +35,7 @@ struct HeldLists {
   std::vector<TensorList> lists;
   std::vector<std::vector<HeldTensor>> seen;  // per list, per tensor
   std::vector<std::vector<int64_t>> shapes;   // the params'
-  ScalarType param_dtype = ScalarType::Float;
+  int32_t param_dtype = 0;                     // the shim's code (raw_handles.h)
   // Every param contiguous: then every companion is (check_list), and the
   // per-step check is is_contiguous(); a plan over channels_last params
   // re-validates its lists in full on every step instead.
@@ -51,7 +52,7 @@ struct HeldLists {
       const auto s = p.sizes();
       shapes.emplace_back(s.begin(), s.end());
     }
-    param_dtype = lists[0].empty() ? ScalarType::Float : lists[0][0].scalar_type();
+    param_dtype = lists[0].empty() ? 0 : raw::dtype(lists[0][0].get());
     contiguous = true;
     for (char c : params_contiguous) contiguous = contiguous && c != 0;
   }
@@ -61,11 +62,8 @@ struct HeldLists {
   bool params_same_kind() const {
     const TensorList& params = lists[0];
     for (size_t i = 0; i < params.size(); ++i) {
-      const Tensor& p = params[i];
-      if (p.scalar_type() != param_dtype) return false;
-      const auto s = p.sizes();
-      const std::vector<int64_t>& want = shapes[i];
-      if (s.size() != want.size() || !std::equal(want.begin(), want.end(), s.begin())) return false;
+      const AtenTensorHandle p = params[i].get();
+      if (raw::dtype(p) != param_dtype || !raw::has_shape(p, shapes[i])) return false;
     }
     return true;
   }
@@ -76,9 +74,11 @@ struct HeldLists {
     if (!params_same_kind()) return false;
     for (size_t l = 0; l < lists.size(); ++l) {
       const TensorList& ts = lists[l];
+      const std::vector<HeldTensor>& was = seen[l];
       for (size_t i = 0; i < ts.size(); ++i) {
-        if (ts[i].const_data_ptr() != seen[l][i].data) return false;
-        if (seen[l][i].numel > 1 && (ts[i].numel() != seen[l][i].numel || !ts[i].is_contiguous())) return false;
+        const AtenTensorHandle t = ts[i].get();
+        if (raw::data(t) != was[i].data) return false;
+        if (was[i].numel > 1 && (raw::numel(t) != was[i].numel || !raw::contiguous(t))) return false;
       }
     }
     return true;
@@ -88,14 +88,15 @@ struct HeldLists {
 // A step's grads, checked against the plan's params: the same device, count,
 // element counts and dtype, laid out like the params. False on any mismatch
 // (the Python side then rebuilds its plan, and a list op's checks name it).
-inline bool grads_match(const TensorList& grads, const HeldLists& held, const std::vector<int64_t>& numels,
-                        const Place& at, ScalarType grad_dtype) {
+inline bool grads_match(const raw::OwnedHandles& grads, const HeldLists& held, const std::vector<int64_t>& numels,
+                        const Place& at, int32_t grad_dtype) {
   if (grads.size() != numels.size()) return false;
+  const int32_t device = at.cuda ? aoti_torch_device_type_cuda() : aoti_torch_device_type_cpu();
   for (size_t i = 0; i < grads.size(); ++i) {
-    const Tensor& g = grads[i];
-    if (at.cuda ? !(g.is_cuda() && g.get_device_index() == at.index) : !g.is_cpu()) return false;
-    if (g.numel() != numels[i] || g.scalar_type() != grad_dtype) return false;
-    if (held.contiguous && numels[i] > 1 && !g.is_contiguous()) return false;
+    const AtenTensorHandle g = grads[i];
+    if (raw::device_type(g) != device || (at.cuda && raw::device_index(g) != at.index)) return false;
+    if (raw::numel(g) != numels[i] || raw::dtype(g) != grad_dtype) return false;
+    if (held.contiguous && numels[i] > 1 && !raw::contiguous(g)) return false;
   }
   return true;
 }

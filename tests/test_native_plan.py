@@ -220,3 +220,25 @@ def test_disable_plans_from_the_environment():
         env=env, capture_output=True, text=True, check=True, timeout=120,
     )
     assert out.stdout.strip() == "False"
+
+
+def test_plans_hold_a_steps_grads_only_until_its_update():
+    # the grads cross as raw handles owned by the plan (csrc/raw_handles.h):
+    # each must be let go on every path, or a model's grads would outlive zero_grad()
+    ps, gs = [torch.zeros(3), torch.zeros(2)], [torch.ones(3), torch.ones(2)]
+    states = [torch.zeros(3), torch.zeros(2)], [torch.zeros(3), torch.zeros(2)], [], [torch.zeros(()), torch.zeros(())]
+    base = [g._use_count() for g in gs]
+    plan = _native_plan.NativePlan(_ops.PLANS.adam_plan_make(ps, gs, *states, [], False), False)
+    assert [g._use_count() for g in gs] == [b + 1 for b in base]  # bound by the make
+    args = (1e-3, None, 0.9, 0.999, 1e-8, 0.0, True, False, None, None, None, 0.0, 0.0)
+    plan.adam_step_(*args[:7], False, *args[7:])
+    assert [g._use_count() for g in gs] == base
+    assert plan.bind(gs)
+    assert [g._use_count() for g in gs] == [b + 1 for b in base]
+    assert not plan.bind([gs[0], torch.ones(5)])  # refused: the plan keeps none of them
+    assert [g._use_count() for g in gs] == base
+    plan_id = plan.id
+    del plan
+    with pytest.raises(RuntimeError, match=f"no step plan {plan_id}"):
+        _ops.PLANS.plan_bind(gs, plan_id)
+    assert [g._use_count() for g in gs] == base

@@ -4,6 +4,8 @@
 #include <optional>
 #include <string>
 
+#include <torch/csrc/stable/c/shim.h>
+
 #include "../tensor_checks.h"
 
 namespace fusedopt {
@@ -19,7 +21,9 @@ int64_t adam_plan_make(const TensorList& params, const TensorList& grads, const 
                        const TensorList& master_params, bool amsgrad);
 int64_t sgd_plan_make(const TensorList& params, const TensorList& grads, const TensorList& momentum_buffers,
                       const TensorList& momentum_first, const TensorList& master_params, bool has_momentum);
-bool plan_bind(const TensorList& grads, int64_t plan);
+// grads arrives as the dispatcher's list, its tensors taken as raw handles
+// (raw_handles.h): the one list a plan's step passes, every step
+bool plan_bind(StableListHandle grads, int64_t plan);
 void plan_grad_stats_(int64_t plan, std::optional<Tensor> grad_scale, Tensor found_inf, Tensor sumsq,
                       double max_value);
 void adam_plan_step_(const Tensor& anchor, int64_t plan, double lr, std::optional<Tensor> lr_tensor, double beta1,

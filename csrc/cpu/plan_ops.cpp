@@ -23,8 +23,8 @@ struct CpuPlan {
   bool flag;  // Adam: amsgrad; SGD: momentum != 0
   HeldLists held;
   std::vector<int64_t> numels;
-  ScalarType grad_dtype;
-  TensorList grads;  // this step's, between plan_bind and the update
+  int32_t grad_dtype = 0;  // the shim's code (raw_handles.h)
+  raw::OwnedHandles grads;  // this step's, between plan_bind and the update
   bool bound = false;
   AdamCall adam;
   SgdCall sgd;
@@ -51,7 +51,7 @@ struct CpuPlan {
 
   void set_grad_pointers() {
     for (size_t i = 0; i < grads.size(); ++i) {
-      const void* g = grads[i].const_data_ptr();
+      const void* g = raw::data(grads[i]);
       stats.data[i] = g;
       if (kind == PlanKind::Adam) {
         adam.tensors[i].grad = g;
@@ -61,32 +61,39 @@ struct CpuPlan {
     }
   }
 
-  void hold_grads(TensorList grads_now) {
-    grads = std::move(grads_now);
-    set_grad_pointers();
-    bound = true;
-  }
-
   // True when the grads fit this plan and are now bound; false when anything
   // the plan holds changed or the grads differ in kind, so the caller must
   // make a new plan (whose validation names a real problem).
-  bool bind(TensorList grads_now) {
+  bool bind(raw::ListArg& grads_now) {
     unbind();
-    if (held.contiguous) {
-      if (!held.unchanged() || !grads_match(grads_now, held, numels, Place{false, -1}, grad_dtype)) return false;
-    } else {
-      // channels_last and the like: validated in full, tables rebuilt
-      if (!held.params_same_kind() || grads_now.size() != numels.size() ||
-          (!grads_now.empty() && grads_now[0].scalar_type() != grad_dtype)) {
-        return false;
-      }
-      try {
-        prepare(grads_now);
-      } catch (const std::exception&) {
-        return false;
-      }
+    grads_now.hand_to(grads);
+    bool fits = false;
+    try {
+      fits = fits_bound();
+      if (fits) set_grad_pointers();
+    } catch (...) {
+      unbind();  // a refused bind keeps no grads
+      throw;
     }
-    hold_grads(std::move(grads_now));
+    if (!fits) unbind();
+    bound = fits;
+    return fits;
+  }
+
+  bool fits_bound() {
+    if (held.contiguous) {
+      return held.unchanged() && grads_match(grads, held, numels, Place{false, -1}, grad_dtype);
+    }
+    // channels_last and the like: validated in full, tables rebuilt
+    if (!held.params_same_kind() || grads.size() != numels.size() ||
+        (!grads.empty() && raw::dtype(grads[0]) != grad_dtype)) {
+      return false;
+    }
+    try {
+      prepare(grads.tensors());
+    } catch (const std::exception&) {
+      return false;
+    }
     return true;
   }
 
@@ -96,13 +103,13 @@ struct CpuPlan {
 
   void unbind() {
     bound = false;
-    grads.clear();
+    grads.release();
   }
 };
 
 using Registry = PlanRegistry<CpuPlan>;
 
-int64_t make_plan(PlanKind kind, bool flag, std::vector<TensorList> held, TensorList grads) {
+int64_t make_plan(PlanKind kind, bool flag, std::vector<TensorList> held, const TensorList& grads) {
   auto plan = std::make_shared<CpuPlan>();
   plan->kind = kind;
   plan->flag = flag;
@@ -110,13 +117,15 @@ int64_t make_plan(PlanKind kind, bool flag, std::vector<TensorList> held, Tensor
   const CallInfo d = plan->prepare(grads);
   plan->held.record(d.layout.contiguous);
   plan->numels = d.numels;
-  plan->grad_dtype = grads[0].scalar_type();
+  plan->grad_dtype = raw::dtype(grads[0].get());
   // the stats pass's view of the grads: only the pointers change per step
   plan->stats.numels = d.numels;
   plan->stats.dtypes.assign(d.numels.size(), d.grad);
   plan->stats.data.assign(d.numels.size(), nullptr);
   for (int64_t n : d.numels) plan->stats.total += n;
-  plan->hold_grads(std::move(grads));
+  plan->grads.hold_copies(grads);
+  plan->set_grad_pointers();
+  plan->bound = true;
   return Registry::instance().add(std::move(plan));
 }
 
@@ -167,10 +176,11 @@ int64_t sgd_plan_make(
   return make_plan(PlanKind::Sgd, has_momentum, {params, momentum_buffers, momentum_first, master_params}, grads);
 }
 
-bool plan_bind(const TensorList& grads, int64_t plan_id) {
+bool plan_bind(StableListHandle grads, int64_t plan_id) {
+  raw::ListArg arg{grads};  // taken as handles: see raw_handles.h
   const std::shared_ptr<CpuPlan> plan = Registry::instance().get(plan_id, "plan_bind");
   std::lock_guard<std::mutex> lock(plan->mu);
-  return plan->bind(grads);
+  return plan->bind(arg);
 }
 
 void plan_grad_stats_(
