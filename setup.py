@@ -23,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -147,6 +148,8 @@ class BuildNative(build_ext):
                 self._build_cpu(ext)
             elif ext.name == "fusedopt._C_cuda":
                 self._build_cuda(ext)
+            elif ext.name == "fusedopt._bulk_c":
+                self._build_bulk(ext)
         self._write_build_info()
 
     # -- helpers --------------------------------------------------------------
@@ -185,6 +188,22 @@ class BuildNative(build_ext):
             objects.append(obj)
         self._compile_all(jobs)
         self._link(ext, objects, ["-ltorch_cpu"])
+
+    # -- the CPython helper ------------------------------------------------------
+
+    def _build_bulk(self, ext: Extension) -> None:
+        # plain C on CPython's limited API (abi3); no torch, no C++ runtime
+        cc = os.environ.get("CC", "cc")
+        objdir = self._obj_dir(ext)
+        objects = []
+        for src in map(Path, ext.sources):
+            obj = objdir / (src.stem + ".o")
+            _run([cc, "-O2", "-fPIC", "-fvisibility=hidden", "-Wall", f"-I{sysconfig.get_paths()['include']}",
+                  "-c", str(src), "-o", str(obj)])
+            objects.append(obj)
+        out = Path(self.get_ext_fullpath(ext.name))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _run([cc, "-shared", *map(str, objects), "-o", str(out)])
 
     # -- the CUDA library ------------------------------------------------------
 
@@ -261,7 +280,9 @@ def _extensions() -> list[Extension]:
         sources=[str(CSRC / "ops.cpp"), str(CSRC / "glibc_floor.cpp"), *_sources("cpu", (".cpp",))],
         py_limited_api=True,
     )
-    exts = [cpu]
+    # the per-tensor checks of a reused step plan, in C (fusedopt/_bulk.py)
+    bulk = Extension("fusedopt._bulk_c", sources=[str(CSRC / "python" / "bulk.c")], py_limited_api=True)
+    exts = [cpu, bulk]
     want = _env_flag("FUSEDOPT_CUDA")
     if want not in (None, "0", "1"):
         raise SystemExit(f"fusedopt: FUSEDOPT_CUDA must be 0, 1 or unset, not {want!r}")

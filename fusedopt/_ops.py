@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import torch
 
-from . import reference
+from . import _bulk, reference
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _CPU_ISAS = ("generic", "avx2", "avx512")
@@ -203,6 +203,7 @@ def backend_info() -> dict:
         "libraries": {
             "fusedopt._C": CPU_LIB.reason,
             "fusedopt._C_cuda": CUDA_LIB.reason,
+            "fusedopt._bulk_c": _bulk.REASON,
         },
         "build": build_info(),
         "runtime": {

@@ -18,14 +18,14 @@ Nothing in it reads a device value on the host.
 from __future__ import annotations
 
 from itertools import repeat
-from operator import attrgetter, is_, is_not
+from operator import is_not
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .. import _collectives, _dtensor, _native_plan, _ops
+from .. import _bulk, _collectives, _dtensor, _native_plan, _ops
 from .._versions import bump
 from . import _compile, _plan, _torch_impl, _validate
 from ._amp_flag import AmpScalingFlag
@@ -34,7 +34,6 @@ from ._plan import Bucket, Route, layout_of, native_eligible  # noqa: F401 (the 
 from ._step_stats import DeviceAmp, device_amp
 
 _STATE_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16)
-_grad_of = attrgetter("grad")
 
 
 def check_fusedopt_options(max_grad_norm, master_weights, state_dtype, max_grad_value=None) -> None:
@@ -177,8 +176,8 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             snap is not None
             and snap[0] is state
             and len(state) == len(snap[1])
-            and all(map(is_, state.keys(), snap[1]))
-            and all(map(is_, state.values(), snap[2]))
+            and _bulk.same(state.keys(), snap[1])
+            and _bulk.same(state.values(), snap[2])
         )
 
     def _snapshot_state(self) -> None:
@@ -197,22 +196,24 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
                 layout, flat, lambda *args: Bucket(*args, keys=args[2], reduce=norm)
             )
         params = group["params"]
+        if type(params) is not list:
+            params = list(params)  # the whole-list checks take lists
         # .grad of a tensor subclass (DTensor) goes through torch-function
         # handling, ~10x the cost of a plain attribute read
         with torch._C.DisableTorchFunctionSubclass():
-            grads = list(map(_grad_of, params))
-        mask = list(map(is_not, grads, repeat(None)))
+            grads = _bulk.attrs(params, "grad")
         signature = self._plan_signature(group)
         plans = self.__dict__.setdefault("_plans", {})
         plan = plans.get(id(group))
         if plan is not None and plan[0] is group:
-            buckets = plan[1].reuse(signature, params, grads, mask, self.state, state_same)
+            buckets = plan[1].reuse(signature, params, grads, self.state, state_same)
             if buckets is not None:
                 return buckets
         buckets = _plan.build_buckets(self, group, params, grads)
         for b in buckets.values():
             if b.native and _native_plan.available(b.device):
                 b.native_plan = self._native_plan_for(b, group)  # validates, binds these grads
+        mask = list(map(is_not, grads, repeat(None)))
         _plan.store_plan(self, group, signature, params, mask, buckets)
         return buckets
 

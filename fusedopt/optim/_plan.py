@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import _collectives, _dtensor
+from .. import _bulk, _collectives, _dtensor
 
 NATIVE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _PLAIN_TENSOR_TYPES = (Tensor, torch.nn.Parameter)
@@ -100,25 +100,26 @@ class GroupPlan:
 
     def __init__(self, signature, params, mask, buckets, reduce_groups, has_dtensor):
         self.signature = signature
-        self.param_ids = [id(p) for p in params]
+        self.params = list(params)  # compared by identity (the buckets hold them anyway)
         self.mask = mask
         self.buckets = buckets
         # every param's reduction group, with a grad or not (see _collectives)
         self.reduce_groups = reduce_groups
         self.has_dtensor = has_dtensor
 
-    def reuse(self, signature, params, grads, mask, state, state_same: bool = False) -> dict | None:
+    def reuse(self, signature, params, grads, state, state_same: bool = False) -> dict | None:
         """This step's buckets, or None if the plan no longer fits. ``state_same``:
         the optimizer's state holds the very dicts it held when the last step's
         plans were checked (FusedOptimizer._state_unchanged), so each param's
         state dict need not be looked up again."""
-        # The checks run as C-level map() passes: this is the per-step cost of
-        # every param, so no Python bytecode runs per tensor here.
-        if signature != self.signature or mask != self.mask or list(map(id, params)) != self.param_ids:
+        # The per-tensor checks are whole-list calls (fusedopt/_bulk.py, in C
+        # where built): this is the per-step cost of every param, so no Python
+        # bytecode runs per tensor here.
+        if signature != self.signature or not _bulk.nones_match(grads, self.mask) or not _bulk.same(params, self.params):
             return None
         out = {}
         for key, b in self.buckets.items():
-            sel = list(map(grads.__getitem__, b.index))
+            sel = _bulk.take(grads, b.index)
             if b.sharded:
                 sel = _dtensor.local_grads(sel, b.specs)
                 if sel is None or not all(map(is_, map(_dtensor.local_of, b.keys), b.params)):
@@ -126,17 +127,17 @@ class GroupPlan:
             dev = -1 if b.device.type == "cpu" else b.device.index
             if b.native_plan is None and not all(map(eq, map(_get_device, sel), repeat(dev))):
                 return None
-            if not state_same and not all(map(is_, map(state.get, b.keys), b.states)):
+            if not state_same and not _bulk.same(map(state.get, b.keys), b.states):
                 return None
             if b.native_plan is not None:
                 # the grads' device, dtype and layout, and the params' (p.data can
                 # be replaced), checked native-side: see csrc/step_plan.h
-                if not all(map(is_, map(type, sel), repeat(Tensor))):
+                if not _bulk.all_type(sel, Tensor):
                     return None
             elif b.kind == "native":
                 laid_out = _LAYOUT_CHECKS[b.layout]
                 if not (
-                    all(map(is_, map(type, sel), repeat(Tensor)))
+                    _bulk.all_type(sel, Tensor)
                     and all(map(is_, map(_dtype_of, sel), repeat(b.grad_dtype)))
                     and all(map(laid_out, sel))
                     # the params themselves (p.data can be replaced)
@@ -150,7 +151,7 @@ class GroupPlan:
                 and list(map(_dtype_of, sel)) == b.grad_dtypes
             ):
                 return None
-            if not all(map(is_, map(dict.get, b.check_dicts, b.check_keys), b.check_tensors)):
+            if not _bulk.items_are(b.check_dicts, b.check_keys, b.check_tensors):
                 return None
             if b.native_plan is None and list(map(_shape_of, b.params)) != b.shapes:
                 return None
