@@ -1,11 +1,14 @@
-"""Builds fusedopt's two native libraries against the LibTorch stable ABI.
+"""Builds fusedopt's two native libraries against the LibTorch stable ABI, and
+its small CPython helper.
 
 fusedopt/_C       CPU kernels and every op schema; always built.
 fusedopt/_C_cuda  CUDA kernels; built whenever nvcc is found (FUSEDOPT_CUDA=0
                   skips it, =1 makes a missing nvcc an error), also against a
                   CPU-only torch: the stable ABI needs no CUDA build of torch.
+fusedopt/_bulk_c  the step plan's per-tensor checks as C loops (fusedopt/_bulk.py);
+                  plain C on CPython's limited API (3.10), nothing from torch.
 
-Both use only the stable C shims of torch >= 2.10 and no Python API, so one
+The torch libraries use only the stable C shims of torch >= 2.10 and no Python API, so one
 build serves every later torch and every CPython >= 3.10 (an abi3 wheel). They
 are shared objects that torch.ops.load_library opens (fusedopt/_ops.py); their
 static initializers register the ops.
