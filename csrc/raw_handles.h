@@ -25,41 +25,21 @@ inline void ok(AOTITorchError err, const char* what) {
   FO_CHECK(err == AOTI_TORCH_SUCCESS, "reading a tensor's ", what, " through the C shim failed");
 }
 
-inline int32_t dtype(AtenTensorHandle h) {
-  int32_t d = 0;
-  ok(aoti_torch_get_dtype(h, &d), "dtype");
-  return d;
+// One read through a shim getter: fn(handle, &out).
+template <class T>
+inline T get(AOTITorchError (*fn)(AtenTensorHandle, T*), AtenTensorHandle h, const char* what) {
+  T out{};
+  ok(fn(h, &out), what);
+  return out;
 }
 
-inline int32_t device_type(AtenTensorHandle h) {
-  int32_t d = 0;
-  ok(aoti_torch_get_device_type(h, &d), "device");
-  return d;
-}
+inline int32_t dtype(AtenTensorHandle h) { return get(aoti_torch_get_dtype, h, "dtype"); }
+inline int32_t device_type(AtenTensorHandle h) { return get(aoti_torch_get_device_type, h, "device"); }
+inline int32_t device_index(AtenTensorHandle h) { return get(aoti_torch_get_device_index, h, "device"); }
+inline int64_t numel(AtenTensorHandle h) { return get(aoti_torch_get_numel, h, "numel"); }
 
-inline int32_t device_index(AtenTensorHandle h) {
-  int32_t d = 0;
-  ok(aoti_torch_get_device_index(h, &d), "device");
-  return d;
-}
-
-inline int64_t numel(AtenTensorHandle h) {
-  int64_t n = 0;
-  ok(aoti_torch_get_numel(h, &n), "numel");
-  return n;
-}
-
-inline bool contiguous(AtenTensorHandle h) {
-  bool c = false;
-  ok(aoti_torch_is_contiguous(h, &c), "layout");
-  return c;
-}
-
-inline const void* data(AtenTensorHandle h) {
-  const void* p = nullptr;
-  ok(torch_get_const_data_ptr(h, &p), "data pointer");
-  return p;
-}
+inline bool contiguous(AtenTensorHandle h) { return get(aoti_torch_is_contiguous, h, "layout"); }
+inline const void* data(AtenTensorHandle h) { return get(torch_get_const_data_ptr, h, "data pointer"); }
 
 // Whether the tensor's shape is `want`.
 inline bool has_shape(AtenTensorHandle h, const std::vector<int64_t>& want) {
@@ -72,20 +52,6 @@ inline bool has_shape(AtenTensorHandle h, const std::vector<int64_t>& want) {
     if (sizes[d] != want[d]) return false;
   }
   return true;
-}
-
-// The shim's dtype code of a ScalarType the kernels take.
-inline int32_t code_of(ScalarType t) {
-  switch (t) {
-    case ScalarType::BFloat16:
-      return aoti_torch_dtype_bfloat16();
-    case ScalarType::Half:
-      return aoti_torch_dtype_float16();
-    case ScalarType::Float:
-      return aoti_torch_dtype_float32();
-    default:
-      return aoti_torch_dtype_float64();
-  }
 }
 
 // The tensors of a Tensor[] argument, each handle owned here until release()
