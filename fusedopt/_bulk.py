@@ -16,7 +16,7 @@ import os
 from types import SimpleNamespace
 from itertools import repeat
 from operator import attrgetter, is_, is_not
-from typing import Any, Iterable
+from typing import Iterable
 
 
 def attrs(objs: list, name: str) -> list:
@@ -68,4 +68,4 @@ if os.environ.get("FUSEDOPT_DISABLE_NATIVE", "") in ("", "0"):
         IMPLEMENTATION = "c"
         REASON = "loaded _bulk_c.abi3.so (plan checks in C)"
 
-__all__: list[Any] = ["attrs", "same", "all_type", "nones_match", "take", "items_are", "IMPLEMENTATION", "REASON", "python"]
+__all__ = ["attrs", "same", "all_type", "nones_match", "take", "items_are", "IMPLEMENTATION", "REASON", "python"]
