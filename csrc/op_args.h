@@ -44,7 +44,7 @@ inline CallInfo check_common(
   c.place = place_of(params[0]);
   FO_CHECK(c.place.cuda == cuda, "params[0] is not a ", cuda ? "CUDA" : "CPU", " tensor");
   c.numels.reserve(params.size());
-  for (const Tensor& p : params) c.numels.push_back(p.numel());
+  for (TensorRef p : params) c.numels.push_back(p.numel());
   c.param = check_list(params, c.numels, c.place, "params", nullptr, &c.layout);
   c.grad = check_list(grads, c.numels, c.place, "grads", &c.layout);
   FO_CHECK(c.grad == c.param || c.grad == DType::F32, "grads of ", dtype_name(c.param),

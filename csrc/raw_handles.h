@@ -1,22 +1,28 @@
-// Tensors read through their raw C-shim handles, for the checks a step plan
-// repeats on every tensor of every step (step_plan.h).
+// Tensors read through their raw C-shim handles: how every op takes its
+// Tensor[] arguments.
 //
-// torch::stable::Tensor is the convenient way in, but on this path it costs
-// more than the checks themselves: each one made from a list wraps its handle
-// in a shared_ptr (an allocation and a free per tensor per step), and its
-// scalar_type() maps the dtype code through a chain of shim calls. Here a
-// step's grads stay the handles the dispatcher made for them, owned until the
-// update is done, and dtypes are compared as the shim's codes.
+// torch::stable's own way in, std::vector<torch::stable::Tensor>, costs more
+// than the checks an op makes on each tensor: every element wraps its handle
+// in a shared_ptr (an allocation and a free per tensor per call, thousands per
+// optimizer step; glibc's tcache overflows at a few thousand and frees turn
+// into consolidation), and each scalar_type() maps the dtype code through a
+// chain of calls into libtorch. Here an op keeps the handles the dispatcher
+// made for its list (TensorList owns them), reads them through TensorRef, and
+// compares dtypes and devices as the shim's codes.
 #pragma once
 
 #include <torch/csrc/stable/c/shim.h>
 #include <torch/csrc/stable/stableivalue_conversions.h>
 #include <torch/csrc/stable/tensor.h>
+#include <torch/headeronly/core/ScalarType.h>
+#include <torch/headeronly/util/Exception.h>
+#include <torch/headeronly/util/HeaderOnlyArrayRef.h>
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
-#include "tensor_checks.h"
+#define FO_CHECK(cond, ...) STD_TORCH_CHECK(cond, "fusedopt: ", __VA_ARGS__)
 
 namespace fusedopt {
 namespace raw {
@@ -41,44 +47,95 @@ inline int64_t numel(AtenTensorHandle h) { return get(aoti_torch_get_numel, h, "
 inline bool contiguous(AtenTensorHandle h) { return get(aoti_torch_is_contiguous, h, "layout"); }
 inline const void* data(AtenTensorHandle h) { return get(torch_get_const_data_ptr, h, "data pointer"); }
 
+// The shim's codes for the dtypes and devices the ops name, asked for once
+// (each is a call into libtorch).
+struct Codes {
+  int32_t f32, bf16, f16, f64, boolean;
+  int32_t cpu, cuda;
+};
+
+inline const Codes& codes() {
+  static const Codes c{aoti_torch_dtype_float32(), aoti_torch_dtype_bfloat16(), aoti_torch_dtype_float16(),
+                       aoti_torch_dtype_float64(), aoti_torch_dtype_bool(),     aoti_torch_device_type_cpu(),
+                       aoti_torch_device_type_cuda()};
+  return c;
+}
+
+}  // namespace raw
+
+using torch::headeronly::IntHeaderOnlyArrayRef;
+using torch::headeronly::ScalarType;
+
+// A tensor seen through its handle, not owned: the TensorList (or the
+// torch::stable::Tensor) it comes from keeps it alive. Reads as
+// torch::stable::Tensor does, one shim call each.
+class TensorRef {
+ public:
+  TensorRef(AtenTensorHandle h) : h_(h) {}  // NOLINT: implicit, as a list's element
+  TensorRef(const torch::stable::Tensor& t) : h_(t.get()) {}  // NOLINT
+
+  AtenTensorHandle get() const { return h_; }
+  int32_t dtype_code() const { return raw::dtype(h_); }
+  // For messages and rare paths: the code mapped to torch's enum (several calls).
+  ScalarType scalar_type() const {
+    return torch::stable::detail::to<ScalarType>(torch::stable::detail::from(dtype_code()));
+  }
+  bool is_cpu() const { return raw::device_type(h_) == raw::codes().cpu; }
+  bool is_cuda() const { return raw::device_type(h_) == raw::codes().cuda; }
+  int32_t get_device_index() const { return raw::device_index(h_); }
+  int64_t numel() const { return raw::numel(h_); }
+  bool is_contiguous() const { return raw::contiguous(h_); }
+  int64_t dim() const { return raw::get(aoti_torch_get_dim, h_, "shape"); }
+  IntHeaderOnlyArrayRef sizes() const {
+    return IntHeaderOnlyArrayRef(raw::get(aoti_torch_get_sizes, h_, "shape"), static_cast<size_t>(dim()));
+  }
+  IntHeaderOnlyArrayRef strides() const {
+    return IntHeaderOnlyArrayRef(raw::get(aoti_torch_get_strides, h_, "strides"), static_cast<size_t>(dim()));
+  }
+  // A mutable pointer materializes a copy-on-write tensor; ask only to write.
+  void* mutable_data_ptr() const { return raw::get(torch_get_mutable_data_ptr, h_, "data pointer"); }
+  const void* const_data_ptr() const { return raw::data(h_); }
+
+ private:
+  AtenTensorHandle h_;
+};
+
 // Whether the tensor's shape is `want`.
-inline bool has_shape(AtenTensorHandle h, const std::vector<int64_t>& want) {
-  int64_t dim = 0;
-  int64_t* sizes = nullptr;
-  ok(aoti_torch_get_dim(h, &dim), "shape");
-  ok(aoti_torch_get_sizes(h, &sizes), "shape");
-  if (static_cast<size_t>(dim) != want.size()) return false;
+inline bool has_shape(TensorRef t, const std::vector<int64_t>& want) {
+  const IntHeaderOnlyArrayRef sizes = t.sizes();
+  if (sizes.size() != want.size()) return false;
   for (size_t d = 0; d < want.size(); ++d) {
     if (sizes[d] != want[d]) return false;
   }
   return true;
 }
 
-// The tensors of a Tensor[] argument, each handle owned here until release()
-// (or destruction). The buffer keeps its capacity, so a plan that binds the
-// same number of grads every step allocates nothing for them.
-class OwnedHandles {
+// The tensors of a Tensor[] argument, each handle owned until release() or
+// destruction. An op's entry point declares the argument as StableListHandle
+// and hands it here at once; the dispatcher hands over the list and its
+// tensors both, as torch::stable's own list conversion takes them. The buffer
+// keeps its capacity, so a plan that binds as many grads every step allocates
+// nothing for them.
+class TensorList {
  public:
-  OwnedHandles() = default;
-  OwnedHandles(const OwnedHandles&) = delete;
-  OwnedHandles& operator=(const OwnedHandles&) = delete;
-  ~OwnedHandles() { release(); }
-
-  // Takes every tensor of `list` and frees the list itself (the dispatcher
-  // hands both over to the kernel, as torch::stable's own list conversion
-  // takes them). Whatever was held before is released first.
-  void take(StableListHandle list) { ok(take_from(list), "list"); }
-
-  // New references to `ts`, held like a taken list's.
-  void hold_copies(const TensorList& ts) {
-    release();
-    handles_.reserve(ts.size());
-    for (const Tensor& t : ts) {
-      AtenTensorHandle copy = nullptr;
-      ok(aoti_torch_new_tensor_handle(t.get(), &copy), "reference");
-      handles_.push_back(copy);
+  TensorList() = default;
+  explicit TensorList(StableListHandle list) { take(list); }
+  TensorList(const TensorList&) = delete;
+  TensorList& operator=(const TensorList&) = delete;
+  TensorList(TensorList&& other) noexcept : handles_(std::move(other.handles_)) { other.handles_.clear(); }
+  TensorList& operator=(TensorList&& other) noexcept {
+    if (this != &other) {
+      release();
+      handles_ = std::move(other.handles_);
+      other.handles_.clear();
     }
+    return *this;
   }
+  ~TensorList() { release(); }
+
+  // Takes every tensor of `list` and frees the list itself. Whatever was held
+  // before is released first.
+  void take(StableListHandle list) { raw::ok(take_from(list), "list"); }
 
   // take() without the throw, for destructors.
   AOTITorchError take_from(StableListHandle list) {
@@ -97,34 +154,37 @@ class OwnedHandles {
     return err;
   }
 
-  void release() {
-    for (AtenTensorHandle h : handles_) aoti_torch_delete_tensor_object(h);
-    handles_.clear();
-  }
-
-  // New references to the held tensors, as stable::Tensors (the slow paths,
-  // which validate in full).
-  TensorList tensors() const {
+  // New references to the same tensors.
+  TensorList copy() const {
     TensorList out;
-    out.reserve(handles_.size());
+    out.handles_.reserve(handles_.size());
     for (AtenTensorHandle h : handles_) {
-      AtenTensorHandle copy = nullptr;
-      ok(aoti_torch_new_tensor_handle(h, &copy), "reference");
-      out.emplace_back(copy);
+      AtenTensorHandle ref = nullptr;
+      raw::ok(aoti_torch_new_tensor_handle(h, &ref), "reference");
+      out.handles_.push_back(ref);
     }
     return out;
   }
 
+  void release() { delete_all(); }
+
   size_t size() const { return handles_.size(); }
   bool empty() const { return handles_.empty(); }
-  AtenTensorHandle operator[](size_t i) const { return handles_[i]; }
+  TensorRef operator[](size_t i) const { return handles_[i]; }
+  const AtenTensorHandle* begin() const { return handles_.data(); }
+  const AtenTensorHandle* end() const { return handles_.data() + handles_.size(); }
 
  private:
+  void delete_all() {
+    for (AtenTensorHandle h : handles_) aoti_torch_delete_tensor_object(h);
+    handles_.clear();
+  }
+
   std::vector<AtenTensorHandle> handles_;
 };
 
-// A Tensor[] argument not yet handed to a plan: frees the list and its tensors
-// if the call fails before it is (no plan of that id, say).
+// A Tensor[] argument not yet handed to its owner: frees the list and its
+// tensors if the call fails before it is (a plan_bind to no plan, say).
 class ListArg {
  public:
   explicit ListArg(StableListHandle list) : list_(list) {}
@@ -132,11 +192,11 @@ class ListArg {
   ListArg& operator=(const ListArg&) = delete;
   ~ListArg() {
     if (list_ != nullptr) {
-      OwnedHandles drop;
+      TensorList drop;
       (void)drop.take_from(list_);
     }
   }
-  void hand_to(OwnedHandles& owner) {
+  void hand_to(TensorList& owner) {
     StableListHandle list = list_;
     list_ = nullptr;
     owner.take(list);
@@ -146,5 +206,4 @@ class ListArg {
   StableListHandle list_;
 };
 
-}  // namespace raw
 }  // namespace fusedopt

@@ -45,10 +45,10 @@ struct HeldLists {
   void record(const std::vector<char>& params_contiguous) {
     seen.assign(lists.size(), {});
     for (size_t l = 0; l < lists.size(); ++l) {
-      for (const Tensor& t : lists[l]) seen[l].push_back({t.const_data_ptr(), t.numel()});
+      for (TensorRef t : lists[l]) seen[l].push_back({t.const_data_ptr(), t.numel()});
     }
     shapes.clear();
-    for (const Tensor& p : lists[0]) {
+    for (TensorRef p : lists[0]) {
       const auto s = p.sizes();
       shapes.emplace_back(s.begin(), s.end());
     }
@@ -62,8 +62,8 @@ struct HeldLists {
   bool params_same_kind() const {
     const TensorList& params = lists[0];
     for (size_t i = 0; i < params.size(); ++i) {
-      const AtenTensorHandle p = params[i].get();
-      if (raw::dtype(p) != param_dtype || !raw::has_shape(p, shapes[i])) return false;
+      const TensorRef p = params[i];
+      if (p.dtype_code() != param_dtype || !has_shape(p, shapes[i])) return false;
     }
     return true;
   }
@@ -88,12 +88,12 @@ struct HeldLists {
 // A step's grads, checked against the plan's params: the same device, count,
 // element counts and dtype, laid out like the params. False on any mismatch
 // (the Python side then rebuilds its plan, and a list op's checks name it).
-inline bool grads_match(const raw::OwnedHandles& grads, const HeldLists& held, const std::vector<int64_t>& numels,
+inline bool grads_match(const TensorList& grads, const HeldLists& held, const std::vector<int64_t>& numels,
                         const Place& at, int32_t grad_dtype) {
   if (grads.size() != numels.size()) return false;
   const int32_t device = at.cuda ? aoti_torch_device_type_cuda() : aoti_torch_device_type_cpu();
   for (size_t i = 0; i < grads.size(); ++i) {
-    const AtenTensorHandle g = grads[i];
+    const AtenTensorHandle g = grads[i].get();
     if (raw::device_type(g) != device || (at.cuda && raw::device_index(g) != at.index)) return false;
     if (raw::numel(g) != numels[i] || raw::dtype(g) != grad_dtype) return false;
     if (held.contiguous && numels[i] > 1 && !raw::contiguous(g)) return false;

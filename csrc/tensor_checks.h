@@ -6,8 +6,6 @@
 #pragma once
 
 #include <torch/csrc/stable/tensor.h>
-#include <torch/headeronly/core/ScalarType.h>
-#include <torch/headeronly/util/Exception.h>
 
 #include <algorithm>
 #include <optional>
@@ -15,17 +13,19 @@
 #include <vector>
 
 #include "cpu/dtypes.h"
+#include "raw_handles.h"
 
 namespace fusedopt {
 
 using torch::stable::Tensor;
-using torch::headeronly::ScalarType;
-using TensorList = std::vector<Tensor>;
-
-#define FO_CHECK(cond, ...) STD_TORCH_CHECK(cond, "fusedopt: ", __VA_ARGS__)
 
 inline const char* dtype_str(ScalarType t) {
   return torch::headeronly::toString(t);
+}
+
+// The C shim's code for a dtype (TensorRef::dtype_code() reads a tensor's).
+inline int32_t dtype_code(ScalarType t) {
+  return torch::stable::detail::to<int32_t>(torch::stable::detail::from(t));
 }
 
 // Where every tensor of a call must live: the device of params[0].
@@ -34,12 +34,12 @@ struct Place {
   int32_t index;
 };
 
-inline Place place_of(const Tensor& t) {
+inline Place place_of(TensorRef t) {
   const bool cuda = t.is_cuda();
   return {cuda, cuda ? t.get_device_index() : -1};
 }
 
-inline void check_place(const Tensor& t, const Place& at, const char* what, size_t i) {
+inline void check_place(TensorRef t, const Place& at, const char* what, size_t i) {
   if (at.cuda) {
     FO_CHECK(t.is_cuda() && t.get_device_index() == at.index, what, "[", i, "] is not on cuda:", at.index,
              " with the other tensors of the call");
@@ -48,17 +48,14 @@ inline void check_place(const Tensor& t, const Place& at, const char* what, size
   }
 }
 
-inline DType storage_dtype(const Tensor& t, const char* what, size_t i) {
-  switch (t.scalar_type()) {
-    case ScalarType::Float:
-      return DType::F32;
-    case ScalarType::BFloat16:
-      return DType::BF16;
-    case ScalarType::Half:
-      return DType::F16;
-    default:
-      break;
-  }
+// The storage type of a tensor the kernels read (the shim's dtype code, as
+// read once per tensor).
+inline DType storage_dtype(TensorRef t, const char* what, size_t i) {
+  const int32_t code = t.dtype_code();
+  const raw::Codes& c = raw::codes();
+  if (code == c.f32) return DType::F32;
+  if (code == c.bf16) return DType::BF16;
+  if (code == c.f16) return DType::F16;
   FO_CHECK(false, what, "[", i, "] has dtype ", dtype_str(t.scalar_type()),
            "; the native kernels take float32, bfloat16 or float16");
   return DType::F32;
@@ -67,7 +64,7 @@ inline DType storage_dtype(const Tensor& t, const char* what, size_t i) {
 // Whether a tensor's elements fill exactly numel consecutive slots of memory,
 // in any dimension order (contiguous, channels_last, ...). The kernels treat
 // such tensors as flat arrays; companions must then share the param's strides.
-inline bool dense(const Tensor& t) {
+inline bool dense(TensorRef t) {
   const auto sizes = t.sizes();
   const auto strides = t.strides();
   std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of dims longer than 1
@@ -83,12 +80,13 @@ inline bool dense(const Tensor& t) {
   return true;
 }
 
-inline bool same_strides(const Tensor& a, const Tensor& b) {
+inline bool same_strides(TensorRef a, TensorRef b) {
   const auto sa = a.strides();
   const auto sb = b.strides();
+  const auto sizes = a.sizes();
   if (sa.size() != sb.size()) return false;
   for (size_t d = 0; d < sa.size(); ++d) {
-    if (sa[d] != sb[d] && a.size(static_cast<int64_t>(d)) != 1) return false;
+    if (sa[d] != sb[d] && sizes[d] != 1) return false;
   }
   return true;
 }
@@ -118,7 +116,7 @@ inline DType check_list(
     record->contiguous.assign(ts.size(), 0);
   }
   for (size_t i = 0; i < ts.size(); ++i) {
-    const Tensor& t = ts[i];
+    const TensorRef t = ts[i];
     check_place(t, at, what, i);
     FO_CHECK(t.numel() == numels[i], what, "[", i, "] has ", t.numel(), " elements but params[", i, "] has ",
              numels[i]);
@@ -139,7 +137,7 @@ inline DType check_list(
 }
 
 // A one-element tensor of `dtype` where the call runs (scale, found_inf, sumsq, lr, steps).
-inline void check_scalar(const Tensor& t, const Place& at, ScalarType dtype, const char* what) {
+inline void check_scalar(TensorRef t, const Place& at, ScalarType dtype, const char* what) {
   check_place(t, at, what, 0);
   FO_CHECK(t.numel() == 1, what, " must have one element, got ", t.numel());
   FO_CHECK(t.scalar_type() == dtype, what, " must be ", dtype_str(dtype), ", got ", dtype_str(t.scalar_type()));
@@ -166,10 +164,11 @@ inline void check_per_param_scalars(
     ScalarType dtype,
     const char* what) {
   FO_CHECK(ts.size() == n, what, " has ", ts.size(), " tensors but params has ", n);
+  const int32_t code = dtype_code(dtype);
   for (size_t i = 0; i < n; ++i) {
     check_place(ts[i], at, what, i);
     FO_CHECK(ts[i].numel() == 1, what, "[", i, "] must have one element");
-    FO_CHECK(ts[i].scalar_type() == dtype, what, "[", i, "] must be ", dtype_str(dtype), ", got ",
+    FO_CHECK(ts[i].dtype_code() == code, what, "[", i, "] must be ", dtype_str(dtype), ", got ",
              dtype_str(ts[i].scalar_type()));
   }
 }

@@ -70,13 +70,13 @@ void run_adam(const AdamCall& call, const math::AdamHyper& hyper, const StepScal
 }
 
 void adam_(
-    const TensorList& params,
-    const TensorList& grads,
-    const TensorList& exp_avgs,
-    const TensorList& exp_avg_sqs,
-    const TensorList& max_exp_avg_sqs,
-    const TensorList& steps,
-    const TensorList& master_params,
+    StableListHandle params_arg,
+    StableListHandle grads_arg,
+    StableListHandle exp_avgs_arg,
+    StableListHandle exp_avg_sqs_arg,
+    StableListHandle max_exp_avg_sqs_arg,
+    StableListHandle steps_arg,
+    StableListHandle master_params_arg,
     double lr,
     std::optional<Tensor> lr_tensor,
     double beta1,
@@ -91,6 +91,8 @@ void adam_(
     std::optional<Tensor> sumsq,
     double max_norm,
     double max_value) {
+  const TensorList params{params_arg}, grads{grads_arg}, exp_avgs{exp_avgs_arg}, exp_avg_sqs{exp_avg_sqs_arg},
+      max_exp_avg_sqs{max_exp_avg_sqs_arg}, steps{steps_arg}, master_params{master_params_arg};
   if (params.empty()) return;
   const CallInfo d = check_adam_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
                                        master_params, amsgrad, lr_tensor, grad_scale, found_inf, sumsq,

@@ -23,19 +23,23 @@ namespace {
 template <class Ptr>
 Grads<Ptr> read_grads(const TensorList& grads, const char* op) {
   Grads<Ptr> g;
+  g.dtypes.reserve(grads.size());
+  g.data.reserve(grads.size());
+  g.numels.reserve(grads.size());
   for (size_t i = 0; i < grads.size(); ++i) {
-    FO_CHECK(grads[i].is_cpu(), op, ": grads[", i, "] is not a CPU tensor");
-    FO_CHECK(grads[i].is_contiguous() || dense(grads[i]), op, ": grads[", i, "] is neither contiguous nor dense");
-    g.dtypes.push_back(storage_dtype(grads[i], "grads", i));
+    const TensorRef t = grads[i];
+    FO_CHECK(t.is_cpu(), op, ": grads[", i, "] is not a CPU tensor");
+    FO_CHECK(t.is_contiguous() || dense(t), op, ": grads[", i, "] is neither contiguous nor dense");
+    g.dtypes.push_back(storage_dtype(t, "grads", i));
     // grad_stats_ only reads the grads: asking for a mutable pointer would copy
     // a copy-on-write tensor
     if constexpr (std::is_const_v<std::remove_pointer_t<Ptr>>) {
-      g.data.push_back(grads[i].const_data_ptr());
+      g.data.push_back(t.const_data_ptr());
     } else {
-      g.data.push_back(grads[i].mutable_data_ptr());
+      g.data.push_back(t.mutable_data_ptr());
     }
-    g.numels.push_back(grads[i].numel());
-    g.total += grads[i].numel();
+    g.numels.push_back(t.numel());
+    g.total += g.numels.back();
   }
   return g;
 }
@@ -56,11 +60,12 @@ void check_stats_outputs(const std::optional<Tensor>& grad_scale, const Tensor& 
 }
 
 void grad_stats_(
-    const TensorList& grads,
+    StableListHandle grads_arg,
     std::optional<Tensor> grad_scale,
     Tensor found_inf,
     Tensor sumsq,
     double max_value) {
+  const TensorList grads{grads_arg};
   const GradList g = read_grads<const void*>(grads, "grad_stats_");
   check_stats_outputs(grad_scale, found_inf, sumsq, "grad_stats_");
   run_grad_stats(g, grad_scale, found_inf, sumsq, max_value);
@@ -90,7 +95,8 @@ void run_grad_stats(const GradList& g, const std::optional<Tensor>& grad_scale, 
   if (any_bad.load() || !std::isfinite(total)) *static_cast<float*>(found_inf.mutable_data_ptr()) = 1.0f;
 }
 
-void unscale_(const TensorList& grads, Tensor found_inf, Tensor inv_scale) {
+void unscale_(StableListHandle grads_arg, Tensor found_inf, Tensor inv_scale) {
+  const TensorList grads{grads_arg};
   const Grads<void*> g = read_grads<void*>(grads, "unscale_");
   check_found_inf(found_inf, "unscale_");
   FO_CHECK(inv_scale.numel() == 1 && inv_scale.scalar_type() == ScalarType::Float && inv_scale.is_cpu(),
@@ -105,7 +111,8 @@ void unscale_(const TensorList& grads, Tensor found_inf, Tensor inv_scale) {
   if (any_bad.load()) *static_cast<float*>(found_inf.mutable_data_ptr()) = 1.0f;
 }
 
-void clip_value_(const TensorList& grads, double clip_value) {
+void clip_value_(StableListHandle grads_arg, double clip_value) {
+  const TensorList grads{grads_arg};
   const Grads<void*> g = read_grads<void*>(grads, "clip_value_");
   const float c = static_cast<float>(clip_value);
   const KernelTable& k = active_kernels();

@@ -16,13 +16,11 @@ namespace cpu {
 std::string cpu_isa();
 
 // step plans (plan_ops.cpp)
-int64_t adam_plan_make(const TensorList& params, const TensorList& grads, const TensorList& exp_avgs,
-                       const TensorList& exp_avg_sqs, const TensorList& max_exp_avg_sqs, const TensorList& steps,
-                       const TensorList& master_params, bool amsgrad);
-int64_t sgd_plan_make(const TensorList& params, const TensorList& grads, const TensorList& momentum_buffers,
-                      const TensorList& momentum_first, const TensorList& master_params, bool has_momentum);
-// grads arrives as the dispatcher's list, its tensors taken as raw handles
-// (raw_handles.h): the one list a plan's step passes, every step
+int64_t adam_plan_make(StableListHandle params, StableListHandle grads, StableListHandle exp_avgs,
+                       StableListHandle exp_avg_sqs, StableListHandle max_exp_avg_sqs, StableListHandle steps,
+                       StableListHandle master_params, bool amsgrad);
+int64_t sgd_plan_make(StableListHandle params, StableListHandle grads, StableListHandle momentum_buffers,
+                      StableListHandle momentum_first, StableListHandle master_params, bool has_momentum);
 bool plan_bind(StableListHandle grads, int64_t plan);
 void plan_grad_stats_(int64_t plan, std::optional<Tensor> grad_scale, Tensor found_inf, Tensor sumsq,
                       double max_value);

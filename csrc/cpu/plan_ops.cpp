@@ -24,7 +24,7 @@ struct CpuPlan {
   HeldLists held;
   std::vector<int64_t> numels;
   int32_t grad_dtype = 0;  // the shim's code (raw_handles.h)
-  raw::OwnedHandles grads;  // this step's, between plan_bind and the update
+  TensorList grads;  // this step's, between plan_bind and the update
   bool bound = false;
   AdamCall adam;
   SgdCall sgd;
@@ -51,7 +51,7 @@ struct CpuPlan {
 
   void set_grad_pointers() {
     for (size_t i = 0; i < grads.size(); ++i) {
-      const void* g = raw::data(grads[i]);
+      const void* g = grads[i].const_data_ptr();
       stats.data[i] = g;
       if (kind == PlanKind::Adam) {
         adam.tensors[i].grad = g;
@@ -64,7 +64,7 @@ struct CpuPlan {
   // True when the grads fit this plan and are now bound; false when anything
   // the plan holds changed or the grads differ in kind, so the caller must
   // make a new plan (whose validation names a real problem).
-  bool bind(raw::ListArg& grads_now) {
+  bool bind(ListArg& grads_now) {
     unbind();
     grads_now.hand_to(grads);
     bool fits = false;
@@ -86,11 +86,11 @@ struct CpuPlan {
     }
     // channels_last and the like: validated in full, tables rebuilt
     if (!held.params_same_kind() || grads.size() != numels.size() ||
-        (!grads.empty() && raw::dtype(grads[0]) != grad_dtype)) {
+        (!grads.empty() && grads[0].dtype_code() != grad_dtype)) {
       return false;
     }
     try {
-      prepare(grads.tensors());
+      prepare(grads);
     } catch (const std::exception&) {
       return false;
     }
@@ -109,7 +109,16 @@ struct CpuPlan {
 
 using Registry = PlanRegistry<CpuPlan>;
 
-int64_t make_plan(PlanKind kind, bool flag, std::vector<TensorList> held, const TensorList& grads) {
+// Tensor[] arguments taken, in order.
+template <class... Lists>
+std::vector<TensorList> lists_of(Lists... lists) {
+  std::vector<TensorList> out;
+  out.reserve(sizeof...(lists));
+  (out.emplace_back(lists), ...);
+  return out;
+}
+
+int64_t make_plan(PlanKind kind, bool flag, std::vector<TensorList> held, TensorList grads) {
   auto plan = std::make_shared<CpuPlan>();
   plan->kind = kind;
   plan->flag = flag;
@@ -117,13 +126,13 @@ int64_t make_plan(PlanKind kind, bool flag, std::vector<TensorList> held, const 
   const CallInfo d = plan->prepare(grads);
   plan->held.record(d.layout.contiguous);
   plan->numels = d.numels;
-  plan->grad_dtype = raw::dtype(grads[0].get());
+  plan->grad_dtype = grads[0].dtype_code();
   // the stats pass's view of the grads: only the pointers change per step
   plan->stats.numels = d.numels;
   plan->stats.dtypes.assign(d.numels.size(), d.grad);
   plan->stats.data.assign(d.numels.size(), nullptr);
   for (int64_t n : d.numels) plan->stats.total += n;
-  plan->grads.hold_copies(grads);
+  plan->grads = std::move(grads);
   plan->set_grad_pointers();
   plan->bound = true;
   return Registry::instance().add(std::move(plan));
@@ -152,32 +161,35 @@ void update_bound(int64_t plan_id, PlanKind kind, const char* op, const StepScal
 }  // namespace
 
 int64_t adam_plan_make(
-    const TensorList& params,
-    const TensorList& grads,
-    const TensorList& exp_avgs,
-    const TensorList& exp_avg_sqs,
-    const TensorList& max_exp_avg_sqs,
-    const TensorList& steps,
-    const TensorList& master_params,
+    StableListHandle params,
+    StableListHandle grads,
+    StableListHandle exp_avgs,
+    StableListHandle exp_avg_sqs,
+    StableListHandle max_exp_avg_sqs,
+    StableListHandle steps,
+    StableListHandle master_params,
     bool amsgrad) {
-  FO_CHECK(!params.empty(), "adam_plan_make: params is empty");
-  return make_plan(PlanKind::Adam, amsgrad, {params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params},
-                   grads);
+  std::vector<TensorList> held = lists_of(params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params);
+  TensorList step_grads{grads};
+  FO_CHECK(!held[0].empty(), "adam_plan_make: params is empty");
+  return make_plan(PlanKind::Adam, amsgrad, std::move(held), std::move(step_grads));
 }
 
 int64_t sgd_plan_make(
-    const TensorList& params,
-    const TensorList& grads,
-    const TensorList& momentum_buffers,
-    const TensorList& momentum_first,
-    const TensorList& master_params,
+    StableListHandle params,
+    StableListHandle grads,
+    StableListHandle momentum_buffers,
+    StableListHandle momentum_first,
+    StableListHandle master_params,
     bool has_momentum) {
-  FO_CHECK(!params.empty(), "sgd_plan_make: params is empty");
-  return make_plan(PlanKind::Sgd, has_momentum, {params, momentum_buffers, momentum_first, master_params}, grads);
+  std::vector<TensorList> held = lists_of(params, momentum_buffers, momentum_first, master_params);
+  TensorList step_grads{grads};
+  FO_CHECK(!held[0].empty(), "sgd_plan_make: params is empty");
+  return make_plan(PlanKind::Sgd, has_momentum, std::move(held), std::move(step_grads));
 }
 
 bool plan_bind(StableListHandle grads, int64_t plan_id) {
-  raw::ListArg arg{grads};  // taken as handles: see raw_handles.h
+  ListArg arg{grads};  // handed to the plan, or freed
   const std::shared_ptr<CpuPlan> plan = Registry::instance().get(plan_id, "plan_bind");
   std::lock_guard<std::mutex> lock(plan->mu);
   return plan->bind(arg);

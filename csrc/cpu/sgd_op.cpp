@@ -61,11 +61,11 @@ void run_sgd(const SgdCall& call, double momentum, double dampening, double weig
 }
 
 void sgd_(
-    const TensorList& params,
-    const TensorList& grads,
-    const TensorList& momentum_buffers,
-    const TensorList& momentum_first,
-    const TensorList& master_params,
+    StableListHandle params_arg,
+    StableListHandle grads_arg,
+    StableListHandle momentum_buffers_arg,
+    StableListHandle momentum_first_arg,
+    StableListHandle master_params_arg,
     double lr,
     std::optional<Tensor> lr_tensor,
     double momentum,
@@ -78,6 +78,8 @@ void sgd_(
     std::optional<Tensor> sumsq,
     double max_norm,
     double max_value) {
+  const TensorList params{params_arg}, grads{grads_arg}, momentum_buffers{momentum_buffers_arg},
+      momentum_first{momentum_first_arg}, master_params{master_params_arg};
   if (params.empty()) return;
   const bool has_momentum = momentum != 0.0;
   const CallInfo d = check_sgd_args(params, grads, momentum_buffers, momentum_first, master_params,

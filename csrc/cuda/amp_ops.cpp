@@ -43,11 +43,12 @@ bool any_elements(const std::vector<int64_t>& numels) {
 }  // namespace
 
 void grad_stats_(
-    const TensorList& grads,
+    StableListHandle grads_arg,
     std::optional<Tensor> grad_scale,
     Tensor found_inf,
     Tensor sumsq,
     double max_value) {
+  const TensorList grads{grads_arg};
   const Place at = place_of(found_inf);
   FO_CHECK(at.cuda, "grad_stats_: found_inf is not a CUDA tensor");
   check_scalar(found_inf, at, ScalarType::Float, "found_inf");
@@ -89,7 +90,8 @@ void grad_stats_(
   }
 }
 
-void unscale_(const TensorList& grads, Tensor found_inf, Tensor inv_scale) {
+void unscale_(StableListHandle grads_arg, Tensor found_inf, Tensor inv_scale) {
+  const TensorList grads{grads_arg};
   const Place at = place_of(found_inf);
   FO_CHECK(at.cuda, "unscale_: found_inf is not a CUDA tensor");
   check_scalar(found_inf, at, ScalarType::Float, "found_inf");
@@ -110,7 +112,8 @@ void unscale_(const TensorList& grads, Tensor found_inf, Tensor inv_scale) {
   }
 }
 
-void clip_value_(const TensorList& grads, double clip_value) {
+void clip_value_(StableListHandle grads_arg, double clip_value) {
+  const TensorList grads{grads_arg};
   if (grads.empty()) return;
   const Place at = place_of(grads[0]);
   FO_CHECK(at.cuda, "clip_value_: grads[0] is not a CUDA tensor");

@@ -30,14 +30,14 @@ inline void check_launch(const char* err, const char* op) {
 inline std::vector<void*> mutable_ptrs(const TensorList& ts) {
   std::vector<void*> out;
   out.reserve(ts.size());
-  for (const Tensor& t : ts) out.push_back(t.mutable_data_ptr());
+  for (TensorRef t : ts) out.push_back(t.mutable_data_ptr());
   return out;
 }
 
 inline std::vector<const void*> const_ptrs(const TensorList& ts) {
   std::vector<const void*> out;
   out.reserve(ts.size());
-  for (const Tensor& t : ts) out.push_back(t.const_data_ptr());
+  for (TensorRef t : ts) out.push_back(t.const_data_ptr());
   return out;
 }
 

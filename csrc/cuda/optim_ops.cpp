@@ -37,13 +37,13 @@ StepControl control_of(
 }  // namespace
 
 void adam_(
-    const TensorList& params,
-    const TensorList& grads,
-    const TensorList& exp_avgs,
-    const TensorList& exp_avg_sqs,
-    const TensorList& max_exp_avg_sqs,
-    const TensorList& steps,
-    const TensorList& master_params,
+    StableListHandle params_arg,
+    StableListHandle grads_arg,
+    StableListHandle exp_avgs_arg,
+    StableListHandle exp_avg_sqs_arg,
+    StableListHandle max_exp_avg_sqs_arg,
+    StableListHandle steps_arg,
+    StableListHandle master_params_arg,
     double lr,
     std::optional<Tensor> lr_tensor,
     double beta1,
@@ -58,6 +58,8 @@ void adam_(
     std::optional<Tensor> sumsq,
     double max_norm,
     double max_value) {
+  const TensorList params{params_arg}, grads{grads_arg}, exp_avgs{exp_avgs_arg}, exp_avg_sqs{exp_avg_sqs_arg},
+      max_exp_avg_sqs{max_exp_avg_sqs_arg}, steps{steps_arg}, master_params{master_params_arg};
   if (params.empty()) return;
   const CallInfo d = check_adam_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params,
                                      amsgrad, lr_tensor, grad_scale, found_inf, sumsq, /*cuda=*/true);
@@ -89,11 +91,11 @@ void adam_(
 }
 
 void sgd_(
-    const TensorList& params,
-    const TensorList& grads,
-    const TensorList& momentum_buffers,
-    const TensorList& momentum_first,
-    const TensorList& master_params,
+    StableListHandle params_arg,
+    StableListHandle grads_arg,
+    StableListHandle momentum_buffers_arg,
+    StableListHandle momentum_first_arg,
+    StableListHandle master_params_arg,
     double lr,
     std::optional<Tensor> lr_tensor,
     double momentum,
@@ -106,6 +108,8 @@ void sgd_(
     std::optional<Tensor> sumsq,
     double max_norm,
     double max_value) {
+  const TensorList params{params_arg}, grads{grads_arg}, momentum_buffers{momentum_buffers_arg},
+      momentum_first{momentum_first_arg}, master_params{master_params_arg};
   if (params.empty()) return;
   const bool has_momentum = momentum != 0.0;
   const CallInfo d = check_sgd_args(params, grads, momentum_buffers, momentum_first, master_params, has_momentum,
