@@ -8,7 +8,8 @@ fusedopt/_C_cuda  CUDA kernels; built whenever nvcc is found (FUSEDOPT_CUDA=0
 fusedopt/_bulk_c  the step plan's per-tensor checks as C loops (fusedopt/_bulk.py);
                   plain C on CPython's limited API (3.10), nothing from torch.
 
-The torch libraries use only the stable C shims of torch >= 2.10 and no Python API, so one
+The torch libraries use only the stable C shims of torch >= 2.10 and, of Python, only four
+stable-ABI GIL functions bound weakly (csrc/python_gil.h), so one
 build serves every later torch and every CPython >= 3.10 (an abi3 wheel). They
 are shared objects that torch.ops.load_library opens (fusedopt/_ops.py); their
 static initializers register the ops.
@@ -67,8 +68,9 @@ COMMON_CXX_FLAGS = [
     "-Wall",
     "-Wno-unused-function",
     f"-DTORCH_TARGET_VERSION={TORCH_TARGET_VERSION}",
-    # the libraries use no Python API at all: the ops are registered through
-    # torch.library when torch.ops.load_library opens them
+    # no Python headers: the ops are registered through torch.library when
+    # torch.ops.load_library opens them; the GIL functions they may call are
+    # declared weak in csrc/python_gil.h
 ]
 
 
@@ -308,8 +310,8 @@ def _extensions() -> list[Extension]:
 
 
 def _wheel_options() -> dict:
-    # cp310-abi3: the libraries use no Python API, so any CPython >= 3.10 loads
-    # them. manylinux_2_28 (torch's own floor) on glibc Linux: the libraries need
+    # cp310-abi3: the libraries use nothing of Python beyond its stable ABI, so
+    # any CPython >= 3.10 loads them. manylinux_2_28 (torch's own floor) on glibc Linux: the libraries need
     # nothing newer than GLIBC_2.17 / GLIBCXX_3.4.21 (csrc/glibc_floor.cpp), which
     # tests/test_wheel.py checks on every build.
     opts = {"py_limited_api": "cp310"}

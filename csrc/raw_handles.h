@@ -22,6 +22,8 @@
 #include <utility>
 #include <vector>
 
+#include "python_gil.h"
+
 #define FO_CHECK(cond, ...) STD_TORCH_CHECK(cond, "fusedopt: ", __VA_ARGS__)
 
 namespace fusedopt {
@@ -166,7 +168,15 @@ class TensorList {
     return out;
   }
 
-  void release() { delete_all(); }
+  // With the GIL held once for the lot (python_gil.h), not once per tensor.
+  void release() {
+    if (handles_.size() > 1) {
+      GilForRelease gil;
+      delete_all();
+    } else {
+      delete_all();
+    }
+  }
 
   size_t size() const { return handles_.size(); }
   bool empty() const { return handles_.empty(); }

@@ -1,15 +1,20 @@
-"""How the ops take their Tensor[] arguments (csrc/raw_handles.h): as the
-dispatcher's own handles, released when the call returns or is refused. Each
-op must let go of every tensor it was passed on every path (or a model's grads
-would outlive zero_grad()), and compute the same from several Python threads
-at once as from one."""
+"""How the ops take their Tensor[] arguments (csrc/raw_handles.h,
+csrc/python_gil.h): as the dispatcher's own handles, released when the call
+returns or is refused, with the GIL held once for the lot. Each op must let
+go of every tensor it was passed on every path (or a model's grads would
+outlive zero_grad()), compute the same from several Python threads at once as
+from one, and the libraries must reach Python's GIL functions only weakly, so
+that they still load where no Python is."""
 
 import threading
+from pathlib import Path
 
 import pytest
 import torch
 
+import fusedopt
 from conftest import requires_native_cpu
+from elf_tools import undefined_symbols
 
 pytestmark = requires_native_cpu
 
@@ -126,3 +131,13 @@ def test_ops_called_from_many_python_threads_compute_what_one_thread_does():
             for got, exp in zip(got_list, want_list):
                 assert torch.equal(got, exp)
 
+
+def test_libraries_reach_python_only_through_weak_symbols():
+    # a strong reference to a CPython function would tie the libraries to a
+    # Python at load time; weak ones bind where there is one, else stay null
+    libs = sorted(Path(fusedopt.__file__).resolve().parent.glob("_C*.so"))  # _C, and _C_cuda where built
+    assert libs
+    for lib in libs:
+        python = [(kind, name) for kind, name, _ in undefined_symbols(lib) if name.startswith(("Py", "_Py"))]
+        assert ("w", "PyGILState_Ensure") in python, lib
+        assert all(kind == "w" for kind, _ in python), python
