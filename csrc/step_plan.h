@@ -91,7 +91,7 @@ struct HeldLists {
 inline bool grads_match(const TensorList& grads, const HeldLists& held, const std::vector<int64_t>& numels,
                         const Place& at, int32_t grad_dtype) {
   if (grads.size() != numels.size()) return false;
-  const int32_t device = at.cuda ? aoti_torch_device_type_cuda() : aoti_torch_device_type_cpu();
+  const int32_t device = at.cuda ? raw::codes().cuda : raw::codes().cpu;
   for (size_t i = 0; i < grads.size(); ++i) {
     const AtenTensorHandle g = grads[i].get();
     if (raw::device_type(g) != device || (at.cuda && raw::device_index(g) != at.index)) return false;
