@@ -44,8 +44,6 @@ class GilForRelease {
     if (held_) PyGILState_Release(state_);
   }
 
-  bool held() const { return held_; }
-
  private:
   int state_ = 0;
   bool held_ = false;

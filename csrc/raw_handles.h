@@ -156,18 +156,6 @@ class TensorList {
     return err;
   }
 
-  // New references to the same tensors.
-  TensorList copy() const {
-    TensorList out;
-    out.handles_.reserve(handles_.size());
-    for (AtenTensorHandle h : handles_) {
-      AtenTensorHandle ref = nullptr;
-      raw::ok(aoti_torch_new_tensor_handle(h, &ref), "reference");
-      out.handles_.push_back(ref);
-    }
-    return out;
-  }
-
   // With the GIL held once for the lot (python_gil.h), not once per tensor.
   void release() {
     if (handles_.size() > 1) {

@@ -52,7 +52,7 @@ struct HeldLists {
       const auto s = p.sizes();
       shapes.emplace_back(s.begin(), s.end());
     }
-    param_dtype = lists[0].empty() ? 0 : raw::dtype(lists[0][0].get());
+    param_dtype = lists[0].empty() ? 0 : lists[0][0].dtype_code();
     contiguous = true;
     for (char c : params_contiguous) contiguous = contiguous && c != 0;
   }
@@ -76,9 +76,9 @@ struct HeldLists {
       const TensorList& ts = lists[l];
       const std::vector<HeldTensor>& was = seen[l];
       for (size_t i = 0; i < ts.size(); ++i) {
-        const AtenTensorHandle t = ts[i].get();
-        if (raw::data(t) != was[i].data) return false;
-        if (was[i].numel > 1 && (raw::numel(t) != was[i].numel || !raw::contiguous(t))) return false;
+        const TensorRef t = ts[i];
+        if (t.const_data_ptr() != was[i].data) return false;
+        if (was[i].numel > 1 && (t.numel() != was[i].numel || !t.is_contiguous())) return false;
       }
     }
     return true;
@@ -93,10 +93,10 @@ inline bool grads_match(const TensorList& grads, const HeldLists& held, const st
   if (grads.size() != numels.size()) return false;
   const int32_t device = at.cuda ? raw::codes().cuda : raw::codes().cpu;
   for (size_t i = 0; i < grads.size(); ++i) {
-    const AtenTensorHandle g = grads[i].get();
-    if (raw::device_type(g) != device || (at.cuda && raw::device_index(g) != at.index)) return false;
-    if (raw::numel(g) != numels[i] || raw::dtype(g) != grad_dtype) return false;
-    if (held.contiguous && numels[i] > 1 && !raw::contiguous(g)) return false;
+    const TensorRef g = grads[i];
+    if (raw::device_type(g.get()) != device || (at.cuda && g.get_device_index() != at.index)) return false;
+    if (g.numel() != numels[i] || g.dtype_code() != grad_dtype) return false;
+    if (held.contiguous && numels[i] > 1 && !g.is_contiguous()) return false;
   }
   return true;
 }
