@@ -8,7 +8,10 @@
 // dropped (see fusedopt/_native_plan.py). Until then the plan holds a
 // reference to every tensor it names: nothing it points at can be freed.
 //
-// Each library (CPU, CUDA) has a registry of its own plans. The registry is
+// Each library (CPU, CUDA) has a registry of its own plans, numbered from its
+// own Plan::kFirstId, far apart: an id sent to the other backend (a bug) is
+// refused there as unknown, never taken for one of that backend's plans.
+// The registry is
 // leaked on purpose: a plan still alive at exit must not release torch tensors
 // from a static destructor, after libtorch itself may be gone.
 #pragma once
@@ -59,7 +62,7 @@ class PlanRegistry {
  private:
   std::mutex mu_;
   std::unordered_map<int64_t, std::shared_ptr<Plan>> plans_;
-  int64_t next_ = 1;
+  int64_t next_ = Plan::kFirstId;
 };
 
 }  // namespace fusedopt
