@@ -5,6 +5,7 @@
 #include <array>
 
 #include "../math/clip.h"
+#include "calls.h"
 #include "device.h"
 #include "launch.h"
 #include "ops.h"
@@ -33,31 +34,31 @@ ByDType split_grads(const TensorList& grads, const Place& at, const char* op, bo
   return out;
 }
 
-bool any_elements(const std::vector<int64_t>& numels) {
-  for (int64_t n : numels) {
-    if (n > 0) return true;
+bool any_elements(int n, const int64_t* numels) {
+  for (int i = 0; i < n; ++i) {
+    if (numels[i] > 0) return true;
   }
   return false;
 }
 
+bool any_elements(const std::vector<int64_t>& numels) {
+  return any_elements(static_cast<int>(numels.size()), numels.data());
+}
+
 }  // namespace
 
-void grad_stats_(
-    StableListHandle grads_arg,
-    std::optional<Tensor> grad_scale,
-    Tensor found_inf,
-    Tensor sumsq,
-    double max_value) {
-  const TensorList grads{grads_arg};
-  const Place at = place_of(found_inf);
-  FO_CHECK(at.cuda, "grad_stats_: found_inf is not a CUDA tensor");
+void check_stats_outputs(const Place& at, const std::optional<Tensor>& grad_scale, const Tensor& found_inf,
+                         const Tensor& sumsq) {
   check_scalar(found_inf, at, ScalarType::Float, "found_inf");
   check_scalar(sumsq, at, ScalarType::Float, "sumsq");
   check_optional_scalar(grad_scale, at, "grad_scale");
-  const ByDType g = split_grads(grads, at, "grad_stats_", /*writable=*/false);
+}
+
+void run_grad_stats(const Place& at, const std::vector<StatsGroup>& groups, const std::optional<Tensor>& grad_scale,
+                    const Tensor& found_inf, const Tensor& sumsq, double max_value, const char* op) {
   int first = -1, last = -1;
-  for (int k = 0; k < 3; ++k) {
-    if (any_elements(g.numels[k])) {
+  for (int k = 0; k < static_cast<int>(groups.size()); ++k) {
+    if (any_elements(groups[k].n, groups[k].numel)) {
       if (first < 0) first = k;
       last = k;
     }
@@ -72,13 +73,13 @@ void grad_stats_(
   // which the allocator orders after the kernels on this stream.
   const Tensor workspace = torch::stable::new_empty(found_inf, {kWorkspaceDoubles}, ScalarType::Double);
   double* const ws = static_cast<double*>(workspace.mutable_data_ptr());
-  for (int k = 0; k < 3; ++k) {
-    if (!any_elements(g.numels[k])) continue;
+  for (int k = first; k <= last; ++k) {
+    if (!any_elements(groups[k].n, groups[k].numel)) continue;
     StatsLaunch a;
-    a.n = static_cast<int>(g.ptrs[k].size());
-    a.numel = g.numels[k].data();
-    a.grad = const_cast<const void* const*>(g.ptrs[k].data());
-    a.dtype = static_cast<DType>(k);
+    a.n = groups[k].n;
+    a.numel = groups[k].numel;
+    a.grad = groups[k].grad;
+    a.dtype = groups[k].dtype;
     a.grad_scale = optional_ptr(grad_scale);
     a.found_inf = static_cast<float*>(found_inf.mutable_data_ptr());
     a.sumsq = static_cast<float*>(sumsq.mutable_data_ptr());
@@ -86,8 +87,27 @@ void grad_stats_(
     a.max_value = math::clamp_bound_of(max_value);
     a.first = k == first;
     a.last = k == last;
-    check_launch(launch_grad_stats(a, stream), "grad_stats_");
+    check_launch(launch_grad_stats(a, stream), op);
   }
+}
+
+void grad_stats_(
+    StableListHandle grads_arg,
+    std::optional<Tensor> grad_scale,
+    Tensor found_inf,
+    Tensor sumsq,
+    double max_value) {
+  const TensorList grads{grads_arg};
+  const Place at = place_of(found_inf);
+  FO_CHECK(at.cuda, "grad_stats_: found_inf is not a CUDA tensor");
+  check_stats_outputs(at, grad_scale, found_inf, sumsq);
+  const ByDType g = split_grads(grads, at, "grad_stats_", /*writable=*/false);
+  std::vector<StatsGroup> groups;
+  for (int k = 0; k < 3; ++k) {
+    groups.push_back(StatsGroup{static_cast<int>(g.ptrs[k].size()), g.numels[k].data(),
+                                const_cast<const void* const*>(g.ptrs[k].data()), static_cast<DType>(k)});
+  }
+  run_grad_stats(at, groups, grad_scale, found_inf, sumsq, max_value, "grad_stats_");
 }
 
 void unscale_(StableListHandle grads_arg, Tensor found_inf, Tensor inv_scale) {

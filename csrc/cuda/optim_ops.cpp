@@ -2,6 +2,7 @@
 // CPU), gather pointers, launch on torch's current stream. Nothing here reads a
 // device value: lr, scale, found_inf and the norm are read by the kernels.
 #include "../op_args.h"
+#include "calls.h"
 #include "device.h"
 #include "launch.h"
 #include "ops.h"
@@ -9,6 +10,67 @@
 namespace fusedopt {
 namespace cuda {
 namespace {
+
+template <class T>
+T* const* data_or_null(const std::vector<T*>& v) {
+  return v.empty() ? nullptr : v.data();
+}
+
+}  // namespace
+
+TensorLists LaunchPointers::view(const std::vector<int64_t>& numels) const {
+  TensorLists t;
+  t.n = static_cast<int>(numels.size());
+  t.numel = numels.data();
+  t.param = data_or_null(param);
+  t.grad = grad.empty() ? nullptr : grad.data();
+  t.state0 = data_or_null(state0);
+  t.state1 = data_or_null(state1);
+  t.state2 = data_or_null(state2);
+  t.master = master.empty() ? nullptr : reinterpret_cast<float* const*>(master.data());
+  t.scalar = data_or_null(scalar);
+  return t;
+}
+
+LaunchPointers adam_pointers(
+    const CallInfo& d,
+    const TensorList& params,
+    const TensorList& grads,
+    const TensorList& exp_avgs,
+    const TensorList& exp_avg_sqs,
+    const TensorList& max_exp_avg_sqs,
+    const TensorList& steps,
+    const TensorList& master_params,
+    bool amsgrad) {
+  LaunchPointers p;
+  p.param = mutable_ptrs(params);
+  p.grad = const_ptrs(grads);
+  p.state0 = mutable_ptrs(exp_avgs);
+  p.state1 = mutable_ptrs(exp_avg_sqs);
+  if (amsgrad) p.state2 = mutable_ptrs(max_exp_avg_sqs);
+  if (d.master) p.master = mutable_ptrs(master_params);
+  p.scalar = mutable_ptrs(steps);
+  return p;
+}
+
+LaunchPointers sgd_pointers(
+    const CallInfo& d,
+    const TensorList& params,
+    const TensorList& grads,
+    const TensorList& momentum_buffers,
+    const TensorList& momentum_first,
+    const TensorList& master_params,
+    bool has_momentum) {
+  LaunchPointers p;
+  p.param = mutable_ptrs(params);
+  p.grad = const_ptrs(grads);
+  if (has_momentum) {
+    p.state0 = mutable_ptrs(momentum_buffers);
+    p.scalar = mutable_ptrs(momentum_first);
+  }
+  if (d.master) p.master = mutable_ptrs(master_params);
+  return p;
+}
 
 StepControl control_of(
     double lr,
@@ -34,7 +96,38 @@ StepControl control_of(
   return c;
 }
 
-}  // namespace
+void run_adam(const LaunchPointers& ptrs, const CallInfo& d, bool amsgrad, const math::AdamHyper& hyper,
+              const StepControl& ctl, const char* op) {
+  torch::stable::accelerator::DeviceGuard guard(d.place.index);
+  AdamLaunch a;
+  a.t = ptrs.view(d.numels);
+  a.param_dtype = d.param;
+  a.grad_dtype = d.grad;
+  a.state_dtype = d.state;
+  a.amsgrad = amsgrad;
+  a.master = d.master;
+  a.hyper = hyper;
+  a.ctl = ctl;
+  check_launch(launch_adam(a, current_stream(d.place.index)), op);
+}
+
+void run_sgd(const LaunchPointers& ptrs, const CallInfo& d, const SgdHyper& hyper, const StepControl& ctl,
+             const char* op) {
+  torch::stable::accelerator::DeviceGuard guard(d.place.index);
+  SgdLaunch a;
+  a.t = ptrs.view(d.numels);
+  a.param_dtype = d.param;
+  a.grad_dtype = d.grad;
+  a.state_dtype = d.state;
+  a.has_momentum = hyper.momentum != 0.0;
+  a.master = d.master;
+  a.momentum = hyper.momentum;
+  a.dampening = hyper.dampening;
+  a.weight_decay = hyper.weight_decay;
+  a.nesterov = hyper.nesterov;
+  a.ctl = ctl;
+  check_launch(launch_sgd(a, current_stream(d.place.index)), op);
+}
 
 void adam_(
     StableListHandle params_arg,
@@ -63,31 +156,10 @@ void adam_(
   if (params.empty()) return;
   const CallInfo d = check_adam_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params,
                                      amsgrad, lr_tensor, grad_scale, found_inf, sumsq, /*cuda=*/true);
-  torch::stable::accelerator::DeviceGuard guard(d.place.index);
-
-  const std::vector<void*> p = mutable_ptrs(params), m = mutable_ptrs(exp_avgs), v = mutable_ptrs(exp_avg_sqs);
-  const std::vector<void*> vm = mutable_ptrs(max_exp_avg_sqs), w = mutable_ptrs(master_params);
-  const std::vector<void*> s = mutable_ptrs(steps);
-  const std::vector<const void*> g = const_ptrs(grads);
-
-  AdamLaunch a;
-  a.t.n = static_cast<int>(params.size());
-  a.t.numel = d.numels.data();
-  a.t.param = p.data();
-  a.t.grad = g.data();
-  a.t.state0 = m.data();
-  a.t.state1 = v.data();
-  a.t.state2 = amsgrad ? vm.data() : nullptr;
-  a.t.master = d.master ? reinterpret_cast<float* const*>(w.data()) : nullptr;
-  a.t.scalar = s.data();
-  a.param_dtype = d.param;
-  a.grad_dtype = d.grad;
-  a.state_dtype = d.state;
-  a.amsgrad = amsgrad;
-  a.master = d.master;
-  a.hyper = math::AdamHyper{beta1, beta2, eps, weight_decay, decoupled};
-  a.ctl = control_of(lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize);
-  check_launch(launch_adam(a, current_stream(d.place.index)), "adam_");
+  const LaunchPointers ptrs =
+      adam_pointers(d, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params, amsgrad);
+  run_adam(ptrs, d, amsgrad, math::AdamHyper{beta1, beta2, eps, weight_decay, decoupled},
+           control_of(lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize), "adam_");
 }
 
 void sgd_(
@@ -114,31 +186,10 @@ void sgd_(
   const bool has_momentum = momentum != 0.0;
   const CallInfo d = check_sgd_args(params, grads, momentum_buffers, momentum_first, master_params, has_momentum,
                                     lr_tensor, grad_scale, found_inf, sumsq, /*cuda=*/true);
-  torch::stable::accelerator::DeviceGuard guard(d.place.index);
-
-  const std::vector<void*> p = mutable_ptrs(params), b = mutable_ptrs(momentum_buffers);
-  const std::vector<void*> w = mutable_ptrs(master_params), first = mutable_ptrs(momentum_first);
-  const std::vector<const void*> g = const_ptrs(grads);
-
-  SgdLaunch a;
-  a.t.n = static_cast<int>(params.size());
-  a.t.numel = d.numels.data();
-  a.t.param = p.data();
-  a.t.grad = g.data();
-  a.t.state0 = has_momentum ? b.data() : nullptr;
-  a.t.master = d.master ? reinterpret_cast<float* const*>(w.data()) : nullptr;
-  a.t.scalar = has_momentum ? first.data() : nullptr;
-  a.param_dtype = d.param;
-  a.grad_dtype = d.grad;
-  a.state_dtype = d.state;
-  a.has_momentum = has_momentum;
-  a.master = d.master;
-  a.momentum = momentum;
-  a.dampening = dampening;
-  a.weight_decay = weight_decay;
-  a.nesterov = nesterov;
-  a.ctl = control_of(lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize);
-  check_launch(launch_sgd(a, current_stream(d.place.index)), "sgd_");
+  const LaunchPointers ptrs =
+      sgd_pointers(d, params, grads, momentum_buffers, momentum_first, master_params, has_momentum);
+  run_sgd(ptrs, d, SgdHyper{momentum, dampening, weight_decay, nesterov},
+          control_of(lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize), "sgd_");
 }
 
 }  // namespace cuda
