@@ -32,9 +32,11 @@ fi
 "$PY" -m fusedopt bench --device cuda --rounds "${ROUNDS:-3}" --reps "${REPS:-10}" \
   --out "$OUT/cuda_bench.json" --plot "$OUT/cuda_bench.png" --markdown "$OUT/cuda_bench.md" 2>&1 | tee "$OUT/cuda_bench.txt"
 
-# what each extra tensor adds to a step's host time on the GPU (the list ops;
-# native step plans are the CPU library's)
+# what each extra tensor adds to a step's host time on the GPU: through the
+# native step plans (the default eager path), and through the list ops
 "$PY" -m fusedopt.benchmark.host_cost --device cuda --rounds 5 --out "$OUT/host_cost_cuda.json" 2>&1 | tee "$OUT/host_cost_cuda.txt"
+FUSEDOPT_DISABLE_PLANS=1 "$PY" -m fusedopt.benchmark.host_cost --device cuda --rounds 5 \
+  --out "$OUT/host_cost_cuda_list_ops.json" 2>&1 | tee "$OUT/host_cost_cuda_list_ops.txt"
 
 # ADAM_BOUNDS_AB=1: the Adam kernels' occupancy (csrc/cuda/adam.cu), the default
 # __launch_bounds__(512, 3) against __launch_bounds__(512) alone, timed back to

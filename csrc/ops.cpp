@@ -35,16 +35,17 @@ STABLE_TORCH_LIBRARY(fusedopt, m) {
   // in one pass (torch's clamp_min_ then clamp_max_, also for clip_value < 0).
   m.def("clip_value_(Tensor(a!)[] grads, float clip_value) -> ()");
   m.def("cpu_isa() -> str");
-  // Step plans (CPU, eager steps only; csrc/plan_registry.h): a bucket's lists
+  // Step plans (eager steps only, CPU and CUDA; csrc/plan_ops_common.h): a bucket's lists
   // held native-side between steps, so that a step passes its grads and a
   // handle. *_plan_make validates as adam_/sgd_ do and binds the first step's
   // grads; plan_bind binds a later step's (false: the plan no longer fits, make
   // a new one); plan_grad_stats_ is grad_stats_ over the bound grads; the
   // *_plan_step_ ops are adam_/sgd_ over the plan and release the grads. They
   // write tensors the plan holds, which no schema can name: torch.compile and
-  // opcheck see adam_ and sgd_ instead. `anchor`, an empty CPU tensor, picks the
-  // backend (not a param: a param moved to another device by p.data = ... would
-  // send the call, plan_free included, to a backend that has no plans).
+  // opcheck see adam_ and sgd_ instead. `anchor`, an empty tensor on the plan's
+  // device, picks the backend (not a param: a param moved to another device by
+  // p.data = ... would send the call, plan_free included, to a backend that does
+  // not have the plan).
   m.def(
       "adam_plan_make(Tensor[] params, Tensor[] grads, Tensor[] exp_avgs, Tensor[] exp_avg_sqs, "
       "Tensor[] max_exp_avg_sqs, Tensor[] steps, Tensor[] master_params, bool amsgrad) -> int");

@@ -1,4 +1,4 @@
-"""Native step plans: a bucket's lists kept in the CPU library between steps.
+"""Native step plans: a bucket's lists kept in a native library between steps.
 
 A list op (``adam_``, ``sgd_``) takes 5-7 lists of tensors and validates each
 on every call; across the dispatcher and the stable ABI that costs about as
@@ -9,10 +9,12 @@ plan holds, then the stats pass and the update run over tables the plan keeps.
 The Python step plan (optim/_plan.py) owns each native plan through its bucket
 and frees it with the bucket.
 
-Only the CPU library serves plans, and only eager steps use them: under
-torch.compile (and in opcheck) the list ops, whose schemas name every tensor
-they write, are what is traced. FUSEDOPT_DISABLE_PLANS=1 sends every step
-through the list ops (for measuring the difference).
+Both native libraries serve plans (csrc/plan_ops_common.h; on CUDA the plan
+keeps the launch pointers and a step refreshes only the grads'), and only
+eager steps use them: under torch.compile (and in opcheck) the list ops, whose
+schemas name every tensor they write, are what is traced.
+FUSEDOPT_DISABLE_PLANS=1 sends every step through the list ops (for measuring
+the difference, or to rule plans out).
 """
 
 from __future__ import annotations
@@ -27,13 +29,20 @@ from . import _ops
 ENABLED = os.environ.get("FUSEDOPT_DISABLE_PLANS", "") in ("", "0")
 
 # What the plan ops dispatch on (they take no list that says where they run):
-# an empty CPU tensor, whatever happens to the params since.
-_ANCHOR = torch.empty(0)
+# an empty tensor on the plan's device, whatever happens to the params since.
+_ANCHORS: dict[torch.device, Tensor] = {}
+
+
+def _anchor(device: torch.device) -> Tensor:
+    anchor = _ANCHORS.get(device)
+    if anchor is None:
+        anchor = _ANCHORS[device] = torch.empty(0, device=device)
+    return anchor
 
 
 def available(device: torch.device) -> bool:
     """Whether steps on ``device`` can use native plans."""
-    return ENABLED and device.type == "cpu" and _ops.backend(device) == "cpu-native"
+    return ENABLED and _ops.backend(device) in ("cpu-native", "cuda")
 
 
 class NativePlan:
@@ -41,11 +50,12 @@ class NativePlan:
     with its first step's grads bound; a later step binds its own (``bind``),
     and the update releases them."""
 
-    __slots__ = ("id", "flag")
+    __slots__ = ("id", "flag", "anchor")
 
-    def __init__(self, plan_id: int, flag: bool) -> None:
+    def __init__(self, plan_id: int, flag: bool, device: torch.device) -> None:
         self.id = plan_id
         self.flag = flag  # what it was made for: Adam's amsgrad, SGD's momentum != 0
+        self.anchor = _anchor(device)
 
     def bind(self, grads: list[Tensor]) -> bool:
         """This step's grads; False: the plan no longer fits them or the
@@ -59,16 +69,16 @@ class NativePlan:
         """adam_'s arguments after its lists and amsgrad (lr ... max_value)."""
         lr, lr_tensor, beta1, beta2, eps, weight_decay, decoupled, _amsgrad, maximize, *rest = args
         _ops.PLANS.adam_plan_step_(
-            _ANCHOR, self.id, lr, lr_tensor, beta1, beta2, eps, weight_decay, decoupled, maximize, *rest
+            self.anchor, self.id, lr, lr_tensor, beta1, beta2, eps, weight_decay, decoupled, maximize, *rest
         )
 
     def sgd_step_(self, *args) -> None:
         """sgd_'s arguments after its lists (lr ... max_value)."""
-        _ops.PLANS.sgd_plan_step_(_ANCHOR, self.id, *args)
+        _ops.PLANS.sgd_plan_step_(self.anchor, self.id, *args)
 
     def __del__(self) -> None:
         try:
-            _ops.PLANS.plan_free(_ANCHOR, self.id)
+            _ops.PLANS.plan_free(self.anchor, self.id)
         except Exception:  # noqa: BLE001 - interpreter shutdown: the registry outlives us
             pass
 
@@ -76,10 +86,10 @@ class NativePlan:
 def adam(params: list[Tensor], grads: list[Tensor], states: tuple, amsgrad: bool) -> NativePlan:
     """A plan of adam_'s lists: states are exp_avgs, exp_avg_sqs,
     max_exp_avg_sqs, steps and master_params."""
-    return NativePlan(_ops.PLANS.adam_plan_make(params, grads, *states, amsgrad), amsgrad)
+    return NativePlan(_ops.PLANS.adam_plan_make(params, grads, *states, amsgrad), amsgrad, params[0].device)
 
 
 def sgd(params: list[Tensor], grads: list[Tensor], states: tuple, has_momentum: bool) -> NativePlan:
     """A plan of sgd_'s lists: states are momentum_buffers, momentum_first and
     master_params."""
-    return NativePlan(_ops.PLANS.sgd_plan_make(params, grads, *states, has_momentum), has_momentum)
+    return NativePlan(_ops.PLANS.sgd_plan_make(params, grads, *states, has_momentum), has_momentum, params[0].device)

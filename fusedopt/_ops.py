@@ -154,8 +154,9 @@ def _native_ops() -> SimpleNamespace:
 
 _NATIVE = _native_ops() if CPU_LIB.loaded else None
 
-# The step-plan ops (fusedopt/_native_plan.py): the CPU library's alone, called
-# through their default overloads (an overload packet resolves its overload on
+# The step-plan ops (fusedopt/_native_plan.py), served by both native libraries
+# (they dispatch on their grads, found_inf or anchor), called through their
+# default overloads (an overload packet resolves its overload on
 # every call, a cost paid per step).
 PLAN_OPS = (
     "adam_plan_make", "sgd_plan_make", "plan_bind", "plan_grad_stats_", "adam_plan_step_", "sgd_plan_step_",

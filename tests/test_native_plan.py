@@ -15,76 +15,24 @@ import torch
 import fusedopt
 from fusedopt import _native_plan, _ops
 from helpers import fp32_tol, set_grads
+from plan_cases import CONFIGS, assert_same_run, planned_buckets, run_plan_case
 
 pytestmark = pytest.mark.skipif(
     not _native_plan.available(torch.device("cpu")), reason="step plans need the native CPU library"
 )
 
-CONFIGS = {
-    "adamw": (fusedopt.AdamW, dict(lr=0.05)),
-    "adam amsgrad": (fusedopt.Adam, dict(lr=0.05, amsgrad=True, weight_decay=0.1)),
-    "adamw clip": (fusedopt.AdamW, dict(lr=0.05, max_grad_norm=0.5)),
-    "adamw clip value maximize": (fusedopt.AdamW, dict(lr=0.05, max_grad_value=0.3, maximize=True)),
-    "adamw tensor lr": (fusedopt.AdamW, dict(lr=torch.tensor(0.05))),
-    "bf16 master": (fusedopt.AdamW, dict(lr=0.05, master_weights=True)),
-    "bf16 states": (fusedopt.AdamW, dict(lr=0.05, state_dtype=torch.bfloat16)),
-    "sgd": (fusedopt.SGD, dict(lr=0.1)),
-    "sgd nesterov clip": (fusedopt.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, max_grad_norm=0.5)),
-    "sgd dampening master": (fusedopt.SGD, dict(lr=0.1, momentum=0.9, dampening=0.3, master_weights=True)),
-}
-
-
-def _params(config, shapes=((7,), (3, 5), (1,), (0,), (64,))):
-    gen = torch.Generator().manual_seed(0)
-    dtype = torch.bfloat16 if config.startswith("bf16") or "master" in config else torch.float32
-    return [torch.nn.Parameter(torch.randn(s, generator=gen).to(dtype)) for s in shapes]
-
-
-def _run(config, steps, plans, monkeypatch, scaler=False, channels_last=False):
-    cls, kw = CONFIGS[config]
-    params = _params(config)
-    if channels_last:
-        x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(2))
-        params.append(torch.nn.Parameter(x.to(params[0].dtype, memory_format=torch.channels_last)))
-    opt = cls(params, **kw)
-    grad_scaler = fusedopt.GradScaler("cpu", init_scale=1024.0) if scaler else None
-    monkeypatch.setattr(_native_plan, "ENABLED", plans)
-    gen = torch.Generator().manual_seed(1)
-    for step in range(steps):
-        for i, p in enumerate(params):
-            g = torch.randn(p.shape, generator=gen).to(p.dtype).contiguous(memory_format=torch.preserve_format)
-            if p.dim() == 4:
-                g = g.contiguous(memory_format=torch.channels_last)
-            # a param without a grad on some steps: its group's plan is rebuilt
-            p.grad = None if (i + step) % 4 == 0 else (g * 1024.0 if scaler else g)
-        if scaler:
-            grad_scaler.scale(torch.ones(()))  # as scaler.scale(loss) starts the scale
-            if step == 2:
-                params[4].grad[3] = float("inf")  # this step is skipped
-            grad_scaler.step(opt)
-            grad_scaler.update()
-        else:
-            opt.step()
-    return params, opt
-
-
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_plan_steps_equal_list_op_steps_bit_for_bit(config, monkeypatch):
-    with_plans, opt = _run(config, 5, True, monkeypatch)
-    assert any(b.native_plan is not None for _, plan in opt._plans.values() for b in plan.buckets.values())
-    without, ref = _run(config, 5, False, monkeypatch)
-    for p, q in zip(with_plans, without):
-        assert torch.equal(p.detach(), q.detach())
-    for (_, sa), (_, sb) in zip(opt.state_dict()["state"].items(), ref.state_dict()["state"].items()):
-        for k in sa:
-            assert torch.equal(sa[k], sb[k]), k
+    with_plans = run_plan_case(config, 5, True, monkeypatch)
+    assert planned_buckets(with_plans[1])
+    assert_same_run(with_plans, run_plan_case(config, 5, False, monkeypatch))
 
 
 @pytest.mark.parametrize("config", ["adamw clip", "sgd nesterov clip"])
 def test_plan_steps_under_the_grad_scaler_and_channels_last(config, monkeypatch):
-    with_plans, _ = _run(config, 4, True, monkeypatch, scaler=True, channels_last=True)
-    without, _ = _run(config, 4, False, monkeypatch, scaler=True, channels_last=True)
-    for p, q in zip(with_plans, without):
+    with_plans = run_plan_case(config, 4, True, monkeypatch, scaler=True, channels_last=True)
+    without = run_plan_case(config, 4, False, monkeypatch, scaler=True, channels_last=True)
+    for p, q in zip(with_plans[0], without[0]):
         assert torch.equal(p.detach(), q.detach())
 
 
@@ -195,7 +143,7 @@ def test_a_reset_state_is_let_go_by_the_next_step():
 def test_plan_ops_refuse_what_they_cannot_serve():
     ps, gs = [torch.zeros(3)], [torch.ones(3)]
     states = [torch.zeros(3)], [torch.zeros(3)], [], [torch.zeros(())]
-    plan = _native_plan.NativePlan(_ops.PLANS.adam_plan_make(ps, gs, *states, [], False), False)
+    plan = _native_plan.NativePlan(_ops.PLANS.adam_plan_make(ps, gs, *states, [], False), False, torch.device("cpu"))
     args = (1e-3, None, 0.9, 0.999, 1e-8, 0.0, True, False, None, None, None, 0.0, 0.0)
     _ops.PLANS.adam_plan_step_(ps[0], plan.id, *args)
     with pytest.raises(RuntimeError, match="no grads bound"):
@@ -228,7 +176,7 @@ def test_plans_hold_a_steps_grads_only_until_its_update():
     ps, gs = [torch.zeros(3), torch.zeros(2)], [torch.ones(3), torch.ones(2)]
     states = [torch.zeros(3), torch.zeros(2)], [torch.zeros(3), torch.zeros(2)], [], [torch.zeros(()), torch.zeros(())]
     base = [g._use_count() for g in gs]
-    plan = _native_plan.NativePlan(_ops.PLANS.adam_plan_make(ps, gs, *states, [], False), False)
+    plan = _native_plan.NativePlan(_ops.PLANS.adam_plan_make(ps, gs, *states, [], False), False, torch.device("cpu"))
     assert [g._use_count() for g in gs] == [b + 1 for b in base]  # bound by the make
     args = (1e-3, None, 0.9, 0.999, 1e-8, 0.0, True, False, None, None, None, 0.0, 0.0)
     plan.adam_step_(*args[:7], False, *args[7:])

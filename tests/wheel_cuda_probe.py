@@ -57,10 +57,8 @@ def main() -> None:
         "shim_from": defining_object(cuda_lib[0], SHIM) if cuda_lib and _ops.CUDA_LIB.loaded else None,
         # every op the dispatcher knows in the namespace, with its kernels
         "ops": {n: {k: has(n, k) for k in ("CPU", "CUDA", "CompositeExplicitAutograd")} for n in names},
-        # the ops the package itself calls for tensors, and those of them that
-        # only the CPU library serves (step plans)
+        # the ops the package itself calls for tensors (the list ops, the step plans')
         "bound": sorted(f"fusedopt::{n}" for n in (*vars(_ops._native_ops()), *_ops.PLAN_OPS)),
-        "cpu_only": sorted(f"fusedopt::{n}" for n in _ops.PLAN_OPS),
     }))
 
 

@@ -9,6 +9,7 @@ namespace fusedopt {
 namespace cuda {
 
 #include "../op_decls.inc"
+#include "../plan_decls.inc"
 
 }  // namespace cuda
 }  // namespace fusedopt

@@ -1,0 +1,155 @@
+"""Native step plans on CUDA (csrc/cuda/plan_ops.cpp): an eager CUDA step
+through a plan launches what the list ops launch, over the same pointers, so
+the two paths must agree bit for bit; a plan follows params and states whose
+memory was replaced; it lets go of each step's grads after the update; and the
+CPU and CUDA libraries never take each other's plans.
+
+Every test here carries the `cuda` marker and is skipped without a GPU."""
+
+import gc
+import weakref
+
+import pytest
+import torch
+
+import fusedopt
+from conftest import requires_cuda_kernels
+from cuda_common import DEV
+from fusedopt import _native_plan, _ops
+from plan_cases import CONFIGS, assert_same_run, planned_buckets, run_plan_case
+
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("cuda_backend"), requires_cuda_kernels]
+
+CUDA_FIRST_ID = 1 << 40  # csrc/cuda/plan_ops.cpp: CudaTables::kFirstId
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_cuda_plan_steps_equal_list_op_steps_bit_for_bit(config, monkeypatch):
+    with_plans = run_plan_case(config, 5, True, monkeypatch, device=DEV)
+    buckets = planned_buckets(with_plans[1])
+    assert buckets, "no CUDA bucket took a native plan"
+    for b in buckets:
+        assert b.native_plan.anchor.device == torch.device(DEV, 0)
+        assert b.native_plan.id >= CUDA_FIRST_ID
+    assert_same_run(with_plans, run_plan_case(config, 5, False, monkeypatch, device=DEV))
+
+
+@pytest.mark.parametrize("config", ["adamw clip", "sgd nesterov clip"])
+def test_cuda_plan_steps_under_the_grad_scaler_and_channels_last(config, monkeypatch):
+    with_plans = run_plan_case(config, 4, True, monkeypatch, scaler=True, channels_last=True, device=DEV)
+    without = run_plan_case(config, 4, False, monkeypatch, scaler=True, channels_last=True, device=DEV)
+    for p, q in zip(with_plans[0], without[0]):
+        assert torch.equal(p.detach(), q.detach())
+
+
+def _pair():
+    """The same AdamW run twice on the GPU: through plans, and through the list ops."""
+    gen = torch.Generator().manual_seed(0)
+    base = [torch.randn(s, generator=gen) for s in ((4, 4), (6,), (70_000,))]
+    a = [torch.nn.Parameter(x.to(DEV)) for x in base]
+    b = [torch.nn.Parameter(x.to(DEV)) for x in base]
+    return a, b, fusedopt.AdamW(a, lr=0.1, max_grad_norm=1.0), fusedopt.AdamW(b, lr=0.1, max_grad_norm=1.0)
+
+
+def _step(a, b, oa, ob, monkeypatch, seed):
+    gen = torch.Generator().manual_seed(seed)
+    for x, y in zip(a, b):
+        g = torch.empty_like(x).copy_(torch.randn(x.shape, generator=gen))  # laid out like the param
+        x.grad, y.grad = g.clone(memory_format=torch.preserve_format), g.clone(memory_format=torch.preserve_format)
+    monkeypatch.setattr(_native_plan, "ENABLED", True)
+    oa.step()
+    monkeypatch.setattr(_native_plan, "ENABLED", False)
+    ob.step()
+
+
+def _equal(a, b):
+    for x, y in zip(a, b):
+        assert torch.equal(x.detach(), y.detach())
+
+
+def test_cuda_plan_follows_param_and_state_memory_replaced(monkeypatch):
+    a, b, oa, ob = _pair()
+    _step(a, b, oa, ob, monkeypatch, 1)
+    assert planned_buckets(oa)
+    old = a[0].data
+    before = old.clone()
+    a[0].data, b[0].data = a[0].data.clone(), b[0].data.clone()
+    for opt, p in ((oa, a[2]), (ob, b[2])):
+        opt.state[p]["exp_avg"].data = opt.state[p]["exp_avg"].data.clone()  # how offloading swaps memory
+    _step(a, b, oa, ob, monkeypatch, 2)
+    _equal(a, b)
+    assert torch.equal(old, before)  # nothing was written where the plan was made
+    a[0].data, b[0].data = a[0].data.t(), b[0].data.t()  # same memory, other strides
+    _step(a, b, oa, ob, monkeypatch, 3)
+    _equal(a, b)
+    torch.testing.assert_close(oa.state[a[2]]["exp_avg"], ob.state[b[2]]["exp_avg"], rtol=0, atol=0)
+
+
+def _plan_args():
+    ps = [torch.zeros(3, device=DEV), torch.zeros(2, device=DEV)]
+    gs = [torch.ones(3, device=DEV), torch.ones(2, device=DEV)]
+    states = (
+        [torch.zeros(3, device=DEV), torch.zeros(2, device=DEV)],
+        [torch.zeros(3, device=DEV), torch.zeros(2, device=DEV)],
+        [],
+        [torch.zeros((), device=DEV), torch.zeros((), device=DEV)],
+    )
+    return ps, gs, states
+
+
+ADAM_ARGS = (1e-3, None, 0.9, 0.999, 1e-8, 0.0, True, False, None, None, None, 0.0, 0.0)
+
+
+def test_cuda_plans_hold_a_steps_grads_only_until_its_update():
+    ps, gs, states = _plan_args()
+    base = [g._use_count() for g in gs]
+    plan = _native_plan.NativePlan(_ops.PLANS.adam_plan_make(ps, gs, *states, [], False), False, ps[0].device)
+    assert plan.id >= CUDA_FIRST_ID
+    assert [g._use_count() for g in gs] == [n + 1 for n in base]  # bound by the make
+    plan.adam_step_(*ADAM_ARGS[:7], False, *ADAM_ARGS[7:])
+    torch.cuda.synchronize()
+    assert [g._use_count() for g in gs] == base
+    assert plan.bind(gs)
+    assert not plan.bind([gs[0], torch.ones(5, device=DEV)])  # refused: the plan keeps none of them
+    assert [g._use_count() for g in gs] == base
+    with pytest.raises(RuntimeError, match=f"no step plan {plan.id}"):
+        plan.bind([g.cpu() for g in gs])  # CPU grads go to the CPU library, which has no such plan
+    plan_id = plan.id
+    del plan
+    with pytest.raises(RuntimeError, match=f"no step plan {plan_id}"):
+        _ops.PLANS.plan_bind(gs, plan_id)
+    assert [g._use_count() for g in gs] == base
+
+
+def test_cuda_plan_ops_refuse_what_they_cannot_serve():
+    ps, gs, states = _plan_args()
+    plan = _native_plan.NativePlan(_ops.PLANS.adam_plan_make(ps, gs, *states, [], False), False, ps[0].device)
+    found_inf, sumsq = torch.zeros(1, device=DEV), torch.zeros(1, device=DEV)
+    with pytest.raises(RuntimeError, match="sumsq"):
+        plan.grad_stats_(None, found_inf, torch.zeros(1), 0.0)  # where the plan's tensors are not
+    plan.grad_stats_(None, found_inf, sumsq, 0.0)
+    torch.testing.assert_close(sumsq, torch.tensor([5.0], device=DEV))  # 3 + 2 ones
+    with pytest.raises(RuntimeError, match="not an SGD plan"):
+        _ops.PLANS.sgd_plan_step_(plan.anchor, plan.id, 1e-3, None, 0.0, 0.0, 0.0, False, False, None, None, None,
+                                  0.0, 0.0)
+    assert not plan.bind([torch.ones(3, dtype=torch.float64, device=DEV), gs[1]])
+    # a CUDA plan's id sent to the CPU library is unknown there, not another plan
+    cpu = torch.empty(0)
+    with pytest.raises(RuntimeError, match=f"no step plan {plan.id}"):
+        _ops.PLANS.adam_plan_step_(cpu, plan.id, *ADAM_ARGS[:7], False, *ADAM_ARGS[7:])
+
+
+def test_cuda_plans_let_go_of_their_tensors_with_the_optimizer():
+    p = torch.nn.Parameter(torch.randn(16, device=DEV))
+    opt = fusedopt.AdamW([p], lr=0.1)
+    p.grad = torch.randn(16, device=DEV)
+    opt.step()
+    assert planned_buckets(opt)
+    exp_avg = weakref.ref(opt.state[p]["exp_avg"])
+    grad = weakref.ref(p.grad)
+    p.grad = None
+    gc.collect()
+    assert grad() is None
+    del opt
+    gc.collect()
+    assert exp_avg() is None
