@@ -39,7 +39,7 @@ STABLE_TORCH_LIBRARY(fusedopt, m) {
   // held native-side between steps, so that a step passes its grads and a
   // handle. *_plan_make validates as adam_/sgd_ do and binds the first step's
   // grads; plan_bind binds a later step's (false: the plan no longer fits, make
-  // a new one); plan_grad_stats_ is grad_stats_ over the bound grads; the
+  // a new one; also for another backend's plan, where these grads are not); plan_grad_stats_ is grad_stats_ over the bound grads; the
   // *_plan_step_ ops are adam_/sgd_ over the plan and release the grads. They
   // write tensors the plan holds, which no schema can name: torch.compile and
   // opcheck see adam_ and sgd_ instead. `anchor`, an empty tensor on the plan's
@@ -64,5 +64,6 @@ STABLE_TORCH_LIBRARY(fusedopt, m) {
       "sgd_plan_step_(Tensor anchor, int plan, float lr, Tensor? lr_tensor, float momentum, "
       "float dampening, float weight_decay, bool nesterov, bool maximize, Tensor? grad_scale, "
       "Tensor? found_inf, Tensor? sumsq, float max_norm, float max_value=0.) -> ()");
+  m.def("plan_release(Tensor anchor, int plan) -> ()");  // unbinds, for an update not through the plan
   m.def("plan_free(Tensor anchor, int plan) -> ()");
 }

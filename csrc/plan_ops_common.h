@@ -89,12 +89,13 @@ struct StepPlan {
       return false;
     }
     try {
-      prepare(grads);
+      return same_place(prepare(grads).place, place);  // moved to another device: a new plan
     } catch (const std::exception&) {
       return false;
     }
-    return true;
   }
+
+  static bool same_place(const Place& a, const Place& b) { return a.cuda == b.cuda && a.index == b.index; }
 
   void check_bound(const char* op) const {
     FO_CHECK(bound, op, ": the step plan has no grads bound for this step (plan_bind first)");
@@ -156,6 +157,10 @@ int64_t make_sgd_plan(StableListHandle params, StableListHandle grads, StableLis
 template <class Tables>
 bool bind_plan(StableListHandle grads, int64_t plan_id) {
   ListArg arg{grads};  // handed to the plan, or freed
+  // Another library's plan: the grads were dispatched here because they are not
+  // where that plan's tensors are (a model moved by .cpu() or .cuda()), so it
+  // does not fit them. An unknown id of this library's own is a bug: refused.
+  if (!PlansOf<Tables>::in_range(plan_id)) return false;
   const auto plan = PlansOf<Tables>::instance().get(plan_id, "plan_bind");
   std::lock_guard<std::mutex> lock(plan->mu);
   return plan->bind(arg);
@@ -194,6 +199,14 @@ void update_bound(int64_t plan_id, PlanKind kind, const char* op, const std::opt
 inline void check_plan_momentum(bool plan_has_momentum, double momentum, int64_t plan_id) {
   FO_CHECK((momentum != 0.0) == plan_has_momentum, "sgd_plan_step_: plan ", plan_id, " was made for momentum ",
            plan_has_momentum ? "!= 0" : "== 0");
+}
+
+// Lets go of the bound grads, for a step whose update did not go through the plan.
+template <class Tables>
+void release_plan(int64_t plan_id) {
+  const auto plan = PlansOf<Tables>::instance().get(plan_id, "plan_release");
+  std::lock_guard<std::mutex> lock(plan->mu);
+  plan->unbind();
 }
 
 template <class Tables>

@@ -25,9 +25,15 @@
 
 namespace fusedopt {
 
+// Each library's ids lie in a block of this many, the one holding its kFirstId.
+constexpr int64_t kPlanIdSpan = int64_t{1} << 40;
+
 template <class Plan>
 class PlanRegistry {
  public:
+  // Whether `id` is in this registry's range (made here, alive or freed).
+  static bool in_range(int64_t id) { return id >= 0 && id / kPlanIdSpan == Plan::kFirstId / kPlanIdSpan; }
+
   int64_t add(std::shared_ptr<Plan> plan) {
     std::lock_guard<std::mutex> lock(mu_);
     const int64_t id = next_++;

@@ -76,6 +76,11 @@ class NativePlan:
         """sgd_'s arguments after its lists (lr ... max_value)."""
         _ops.PLANS.sgd_plan_step_(self.anchor, self.id, *args)
 
+    def release(self) -> None:
+        """Lets go of the bound grads: for a step whose update goes elsewhere
+        (the update through the plan releases them itself)."""
+        _ops.PLANS.plan_release(self.anchor, self.id)
+
     def __del__(self) -> None:
         try:
             _ops.PLANS.plan_free(self.anchor, self.id)

@@ -160,7 +160,7 @@ _NATIVE = _native_ops() if CPU_LIB.loaded else None
 # every call, a cost paid per step).
 PLAN_OPS = (
     "adam_plan_make", "sgd_plan_make", "plan_bind", "plan_grad_stats_", "adam_plan_step_", "sgd_plan_step_",
-    "plan_free",
+    "plan_release", "plan_free",
 )
 PLANS = SimpleNamespace(**{n: getattr(torch.ops.fusedopt, n).default for n in PLAN_OPS}) if CPU_LIB.loaded else None
 

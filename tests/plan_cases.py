@@ -30,8 +30,23 @@ def plan_params(config, device="cpu", shapes=((7,), (3, 5), (1,), (0,), (64,))):
     return [torch.nn.Parameter(torch.randn(s, generator=gen).to(dtype).to(device)) for s in shapes]
 
 
+def recorded_binds(monkeypatch) -> list[bool]:
+    """A list that gets what every plan bind answers from now on."""
+    binds = []
+    bind = _native_plan.NativePlan.bind
+
+    def recorded(plan, grads):
+        binds.append(bind(plan, grads))
+        return binds[-1]
+
+    monkeypatch.setattr(_native_plan.NativePlan, "bind", recorded)
+    return binds
+
+
 def run_plan_case(config, steps, plans, monkeypatch, scaler=False, channels_last=False, device="cpu"):
-    """`steps` steps of `config` on `device`, through native plans or not."""
+    """`steps` steps of `config` on `device`, through native plans or not.
+    Returns the params, the optimizer and what each plan bind answered (a
+    step whose grads a plan took, True, ran on the tables it kept)."""
     cls, kw = CONFIGS[config]
     kw = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
     params = plan_params(config, device)
@@ -41,6 +56,7 @@ def run_plan_case(config, steps, plans, monkeypatch, scaler=False, channels_last
     opt = cls(params, **kw)
     grad_scaler = fusedopt.GradScaler(torch.device(device).type, init_scale=1024.0) if scaler else None
     monkeypatch.setattr(_native_plan, "ENABLED", plans)
+    binds = recorded_binds(monkeypatch)
     gen = torch.Generator().manual_seed(1)
     for step in range(steps):
         for i, p in enumerate(params):
@@ -48,8 +64,9 @@ def run_plan_case(config, steps, plans, monkeypatch, scaler=False, channels_last
             if p.dim() == 4:
                 g = g.contiguous(memory_format=torch.channels_last)
             g = g.to(device)
-            # a param without a grad on some steps: its group's plan is rebuilt
-            p.grad = None if (i + step) % 4 == 0 else (g * 1024.0 if scaler else g)
+            # a param without a grad on step 2: its group's plans are made anew
+            # then and on step 3; the other steps bind their grads to a plan
+            p.grad = None if (step == 2 and i == 1) else (g * 1024.0 if scaler else g)
         if scaler:
             grad_scaler.scale(torch.ones((), device=device))  # as scaler.scale(loss) starts the scale
             if step == 2:
@@ -58,7 +75,7 @@ def run_plan_case(config, steps, plans, monkeypatch, scaler=False, channels_last
             grad_scaler.update()
         else:
             opt.step()
-    return params, opt
+    return params, opt, binds
 
 
 def planned_buckets(opt):
@@ -68,7 +85,7 @@ def planned_buckets(opt):
 
 def assert_same_run(a, b):
     """Two run_plan_case results are equal bit for bit: params and every state."""
-    (pa, oa), (pb, ob) = a, b
+    (pa, oa, _), (pb, ob, _) = a, b
     for p, q in zip(pa, pb):
         assert torch.equal(p.detach(), q.detach())
     for (_, sa), (_, sb) in zip(oa.state_dict()["state"].items(), ob.state_dict()["state"].items()):

@@ -135,6 +135,11 @@ void sgd_plan_step_(
                           });
 }
 
+void plan_release(const Tensor& anchor, int64_t plan_id) {
+  (void)anchor;
+  release_plan<CpuTables>(plan_id);
+}
+
 void plan_free(const Tensor& anchor, int64_t plan_id) {
   (void)anchor;
   free_plan<CpuTables>(plan_id);

@@ -15,6 +15,7 @@ STABLE_TORCH_LIBRARY_IMPL(fusedopt, CPU, m) {
   m.impl("plan_grad_stats_", TORCH_BOX(&fusedopt::cpu::plan_grad_stats_));
   m.impl("adam_plan_step_", TORCH_BOX(&fusedopt::cpu::adam_plan_step_));
   m.impl("sgd_plan_step_", TORCH_BOX(&fusedopt::cpu::sgd_plan_step_));
+  m.impl("plan_release", TORCH_BOX(&fusedopt::cpu::plan_release));
   m.impl("plan_free", TORCH_BOX(&fusedopt::cpu::plan_free));
 }
 

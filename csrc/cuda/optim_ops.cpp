@@ -156,6 +156,9 @@ void adam_(
   if (params.empty()) return;
   const CallInfo d = check_adam_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params,
                                      amsgrad, lr_tensor, grad_scale, found_inf, sumsq, /*cuda=*/true);
+  // on the tensors' device before any mutable pointer is taken (that may copy a
+  // copy-on-write tensor, allocating on the current device)
+  torch::stable::accelerator::DeviceGuard guard(d.place.index);
   const LaunchPointers ptrs =
       adam_pointers(d, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params, amsgrad);
   run_adam(ptrs, d, amsgrad, math::AdamHyper{beta1, beta2, eps, weight_decay, decoupled},
@@ -186,6 +189,7 @@ void sgd_(
   const bool has_momentum = momentum != 0.0;
   const CallInfo d = check_sgd_args(params, grads, momentum_buffers, momentum_first, master_params, has_momentum,
                                     lr_tensor, grad_scale, found_inf, sumsq, /*cuda=*/true);
+  torch::stable::accelerator::DeviceGuard guard(d.place.index);  // as in adam_
   const LaunchPointers ptrs =
       sgd_pointers(d, params, grads, momentum_buffers, momentum_first, master_params, has_momentum);
   run_sgd(ptrs, d, SgdHyper{momentum, dampening, weight_decay, nesterov},

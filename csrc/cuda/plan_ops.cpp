@@ -5,6 +5,7 @@
 // a step's host work per tensor is the plan's re-check and one pointer.
 #include "../plan_ops_common.h"
 #include "calls.h"
+#include "device.h"
 #include "ops.h"
 
 namespace fusedopt {
@@ -21,6 +22,7 @@ struct CudaTables {
   void prepare(PlanKind kind, bool flag, const CallInfo& d, const std::vector<TensorList>& l,
                const TensorList& grads) {
     call = d;
+    torch::stable::accelerator::DeviceGuard guard(d.place.index);  // as in adam_ (optim_ops.cpp)
     ptrs = kind == PlanKind::Adam ? adam_pointers(d, l[0], grads, l[1], l[2], l[3], l[4], l[5], flag)
                                   : sgd_pointers(d, l[0], grads, l[1], l[2], l[3], flag);
   }
@@ -123,6 +125,11 @@ void sgd_plan_step_(
                 control_of(lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize),
                 "sgd_plan_step_");
       });
+}
+
+void plan_release(const Tensor& anchor, int64_t plan_id) {
+  (void)anchor;
+  release_plan<CudaTables>(plan_id);
 }
 
 void plan_free(const Tensor& anchor, int64_t plan_id) {

@@ -16,5 +16,6 @@ STABLE_TORCH_LIBRARY_IMPL(fusedopt, CUDA, m) {
   m.impl("plan_grad_stats_", TORCH_BOX(&fusedopt::cuda::plan_grad_stats_));
   m.impl("adam_plan_step_", TORCH_BOX(&fusedopt::cuda::adam_plan_step_));
   m.impl("sgd_plan_step_", TORCH_BOX(&fusedopt::cuda::sgd_plan_step_));
+  m.impl("plan_release", TORCH_BOX(&fusedopt::cuda::plan_release));
   m.impl("plan_free", TORCH_BOX(&fusedopt::cuda::plan_free));
 }

@@ -212,6 +212,8 @@ class Adam(FusedOptimizer):
         if plan is not None and ops is not _ops.reference and plan.flag == bool(group["amsgrad"]):
             step = plan.adam_step_  # the same arguments, after the lists the plan holds
         else:
+            if plan is not None:
+                plan.release()  # the grads it holds for this step: the list op or the reference updates
             step = partial(ops.adam_, bucket.params, bucket.grads, *_state_lists(bucket))
         step(
             lr,

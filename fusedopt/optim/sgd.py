@@ -181,6 +181,8 @@ class SGD(FusedOptimizer):
         if plan is not None and ops is not reference and plan.flag == (group["momentum"] != 0):
             step = plan.sgd_step_  # the same arguments, after the lists the plan holds
         else:
+            if plan is not None:
+                plan.release()  # the grads it holds for this step: the list op or the reference updates
             step = partial(ops.sgd_, bucket.params, bucket.grads, *_state_lists(bucket))
         step(
             lr,
