@@ -1,53 +1,109 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, in one run (device time is scarce): build against
-# the machine's torch, the `cuda` tests, compute-sanitizer, the benchmark, the
-# host cost per tensor.
-# Results go to $OUT (default bench/results/gpu-run).
+# Everything that needs a GPU, in one device call inside a time budget (a task
+# gets ~15 minutes of device time, the machine's start included; one call at
+# most 10). In order of what matters most:
+#   install  fusedopt from a wheel built on a machine without a GPU (`make
+#            wheel`; carry dist/), installed beside the machine's torch and
+#            imported from outside the source tree, so that everything after it
+#            is also the wheel proof. Without a wheel: a build here.
+#   tests    the `cuda` tests (kernels against the CPU kernels and torch's
+#            fused CUDA optimizers, step plans against the list ops, graphs)
+#   bench    the goals: the AMP + clip + AdamW step and AdamW alone against
+#            torch, on the 1B decoder, GPT-2 small, 2000 x 4096 and huge tensors
+#   host     the host cost per tensor, through step plans and through the list ops
+#   memcheck, racecheck   compute-sanitizer over tests/native/sanitize_step.py,
+#            caching allocator off
+#   bounds   only with ADAM_BOUNDS_AB=1, from a source build: the Adam kernels'
+#            occupancy variants (csrc/cuda/adam.cu)
+# Each stage runs under a timeout cut to the time left, and a stage that fails
+# or runs out of time does not stop the next; logs and reports go to $OUT, and
+# the lines printed last are the summary.
 #
-#   OUT=/some/dir bash bench/gpu_session.sh
-#   ADAM_BOUNDS_AB=1 bash bench/gpu_session.sh   # also time the Adam kernels' two occupancy variants
+#   OUT=/some/dir BUDGET=540 bash bench/gpu_session.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
+ROOT="$PWD"
 OUT="${OUT:-bench/results/gpu-run}"
 mkdir -p "$OUT"
-PY="${PYTHON:-python}"
+OUT="$(cd "$OUT" && pwd)"
+BUDGET="${BUDGET:-540}"
+PY="${PYTHON:-python3}"
+SUMMARY="$OUT/summary.txt"
+: > "$SUMMARY"
 
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } 2>&1 | tee "$OUT/machine.txt"
-if ! ls fusedopt/_C_cuda.*so >/dev/null 2>&1; then
-  "$PY" -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
-    || "$PY" setup.py build_ext --inplace >> "$OUT/build.log" 2>&1
+left() { echo $((BUDGET - SECONDS)); }
+
+# stage NAME CAP CMD...: CMD under min(CAP, time left) seconds, output in $OUT/NAME.txt
+stage() {
+  local name="$1" cap="$2"
+  shift 2
+  local t
+  t="$(left)"
+  if [ "$t" -lt "$cap" ]; then cap="$t"; fi
+  if [ "$cap" -lt 20 ]; then
+    echo "$name: not run (out of time)" | tee -a "$SUMMARY"
+    return 1
+  fi
+  local t0=$SECONDS rc
+  timeout --kill-after=10 "$cap" "$@" > "$OUT/$name.txt" 2>&1
+  rc=$?
+  echo "$name: exit $rc after $((SECONDS - t0)) s$([ "$rc" = 124 ] && echo " (timed out at $cap s)")" | tee -a "$SUMMARY"
+  tail -n 4 "$OUT/$name.txt" | sed 's/^/    /' | tee -a "$SUMMARY"
+  return "$rc"
+}
+
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  "$PY" -V
+  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+  git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || true; } > "$OUT/machine.txt" 2>&1
+
+WHEEL="${WHEEL:-$(ls -t dist/fusedopt-*.whl 2>/dev/null | head -n 1)}"
+if [ -n "$WHEEL" ]; then
+  # the machine's python is itself a venv: a --target directory on PYTHONPATH
+  # keeps its torch and adds only the wheel
+  SITE="$(mktemp -d)/site"
+  stage install 120 "$PY" -m pip install --no-deps --no-index --no-compile --target "$SITE" "$WHEEL"
+  export PYTHONPATH="$SITE"
+  SUITE="$(mktemp -d)"
+  cp -r tests "$SUITE/" && cp pyproject.toml "$SUITE/"  # the suite and its pytest configuration
+  cd "$SUITE"
+  echo "wheel $(basename "$WHEEL")" >> "$OUT/machine.txt"
+else
+  stage build 300 "$PY" -m pip install --no-build-isolation --no-deps -e .
 fi
-"$PY" -m fusedopt info 2>&1 | tee "$OUT/info.txt"
-"$PY" -m pytest -q -m cuda tests 2>&1 | tail -40 | tee "$OUT/cuda_tests.txt"
-if command -v compute-sanitizer >/dev/null; then
-  # caching allocator off: an out-of-bounds access must leave its allocation to be seen
+"$PY" -c "import fusedopt; print('fusedopt from', fusedopt.__file__)" >> "$OUT/machine.txt" 2>&1
+"$PY" -m fusedopt info > "$OUT/info.txt" 2>&1
+cat "$OUT/machine.txt" "$OUT/info.txt" | tee -a "$SUMMARY"
+
+PER_TEST=()
+"$PY" -c "import pytest_timeout" 2> /dev/null && PER_TEST=(--timeout 120)  # a hung test must not eat the budget
+stage tests 240 "$PY" -m pytest -q -m cuda tests -p no:cacheprovider "${PER_TEST[@]}"
+stage bench 200 "$PY" -m fusedopt bench --device cuda --rounds "${ROUNDS:-3}" --reps "${REPS:-10}" \
+  --out "$OUT/cuda_bench.json" --plot "$OUT/cuda_bench.png" --markdown "$OUT/cuda_bench.md"
+stage host 60 "$PY" -m fusedopt.benchmark.host_cost --device cuda --rounds 3 --out "$OUT/host_cost_cuda.json"
+FUSEDOPT_DISABLE_PLANS=1 stage host_list_ops 60 "$PY" -m fusedopt.benchmark.host_cost --device cuda --rounds 3 \
+  --out "$OUT/host_cost_cuda_list_ops.json"
+if command -v compute-sanitizer > /dev/null; then
   for tool in memcheck racecheck; do
-    PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool "$tool" --error-exitcode 1 \
-      "$PY" tests/native/sanitize_step.py 2>&1 | tail -15 | tee "$OUT/sanitizer_$tool.txt"
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 stage "$tool" 120 compute-sanitizer --tool "$tool" --error-exitcode 1 \
+      "$PY" tests/native/sanitize_step.py
   done
 else
-  echo "compute-sanitizer not found" | tee "$OUT/sanitizer_memcheck.txt"
+  echo "memcheck, racecheck: compute-sanitizer not found" | tee -a "$SUMMARY"
 fi
-# both steps (AdamW alone, the whole AMP step) on every workload that fits the GPU
-"$PY" -m fusedopt bench --device cuda --rounds "${ROUNDS:-3}" --reps "${REPS:-10}" \
-  --out "$OUT/cuda_bench.json" --plot "$OUT/cuda_bench.png" --markdown "$OUT/cuda_bench.md" 2>&1 | tee "$OUT/cuda_bench.txt"
 
-# what each extra tensor adds to a step's host time on the GPU: through the
-# native step plans (the default eager path), and through the list ops
-"$PY" -m fusedopt.benchmark.host_cost --device cuda --rounds 5 --out "$OUT/host_cost_cuda.json" 2>&1 | tee "$OUT/host_cost_cuda.txt"
-FUSEDOPT_DISABLE_PLANS=1 "$PY" -m fusedopt.benchmark.host_cost --device cuda --rounds 5 \
-  --out "$OUT/host_cost_cuda_list_ops.json" 2>&1 | tee "$OUT/host_cost_cuda_list_ops.txt"
-
-# ADAM_BOUNDS_AB=1: the Adam kernels' occupancy (csrc/cuda/adam.cu), the default
-# __launch_bounds__(512, 3) against __launch_bounds__(512) alone, timed back to
-# back on the sets the update dominates. Costs a rebuild (~1 min) and two runs.
+# ADAM_BOUNDS_AB=1: __launch_bounds__(512, 3), the default, against
+# __launch_bounds__(512) alone, timed back to back where the update dominates.
+# Needs the source tree (a rebuild, ~1 min) and two bench runs.
 if [ "${ADAM_BOUNDS_AB:-0}" = 1 ]; then
-  LIB="$(ls fusedopt/_C_cuda.*so)"
-  KEEP="$(mktemp -d)"
-  cp "$LIB" fusedopt/_build_info.json "$KEEP/"
-  AB=(--device cuda --step amp --workloads decoder-1B,2000x4096 --rounds "${ROUNDS:-3}" --reps "${REPS:-10}" --no-plot)
-  FUSEDOPT_NVCC_FLAGS=-DFUSEDOPT_ADAM_MIN_BLOCKS=0 "$PY" setup.py build_ext --inplace > "$OUT/build_adam_bounds.log" 2>&1 \
-    && "$PY" -m fusedopt bench "${AB[@]}" --out "$OUT/adam_bounds_512.json" 2>&1 | tee "$OUT/adam_bounds_512.txt"
-  cp "$KEEP/$(basename "$LIB")" "$LIB" && cp "$KEEP/_build_info.json" fusedopt/_build_info.json
-  "$PY" -m fusedopt bench "${AB[@]}" --out "$OUT/adam_bounds_512_3.json" 2>&1 | tee "$OUT/adam_bounds_512_3.txt"
+  cd "$ROOT"
+  unset PYTHONPATH
+  AB=(-m fusedopt bench --device cuda --step amp --workloads decoder-1B,2000x4096 --rounds 3 --reps 10 --no-plot)
+  stage bounds_build_512_3 240 "$PY" setup.py build_ext --inplace \
+    && stage bounds_512_3 90 "$PY" "${AB[@]}" --out "$OUT/adam_bounds_512_3.json"
+  FUSEDOPT_NVCC_FLAGS=-DFUSEDOPT_ADAM_MIN_BLOCKS=0 stage bounds_build_512 240 "$PY" setup.py build_ext --inplace \
+    && stage bounds_512 90 "$PY" "${AB[@]}" --out "$OUT/adam_bounds_512.json"
 fi
+
+echo "--- summary ($SECONDS s of $BUDGET) ---"
+cat "$SUMMARY"
