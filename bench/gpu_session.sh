@@ -68,7 +68,14 @@ if [ -n "$WHEEL" ]; then
   cp -r tests "$SUITE/" && cp pyproject.toml "$SUITE/"  # the suite and its pytest configuration
   cd "$SUITE"
   echo "wheel $(basename "$WHEEL")" >> "$OUT/machine.txt"
-else
+  if ! "$PY" -c "from fusedopt import _ops; assert _ops.CUDA_LIB.loaded, _ops.CUDA_LIB.reason" >> "$OUT/machine.txt" 2>&1; then
+    echo "the wheel's CUDA library did not load (machine.txt): building from source instead" | tee -a "$SUMMARY"
+    unset PYTHONPATH
+    cd "$ROOT"
+    WHEEL=""
+  fi
+fi
+if [ -z "$WHEEL" ]; then
   stage build 300 "$PY" -m pip install --no-build-isolation --no-deps -e .
 fi
 "$PY" -c "import fusedopt; print('fusedopt from', fusedopt.__file__)" >> "$OUT/machine.txt" 2>&1
