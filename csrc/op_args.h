@@ -17,6 +17,25 @@ struct CallInfo {
   Layout layout;     // the params' memory layout, which every list shares
 };
 
+// The step's scalars as an update op (list op or plan) received them.
+struct StepScalars {
+  double lr;
+  const std::optional<Tensor>& lr_tensor;
+  const std::optional<Tensor>& grad_scale;
+  const std::optional<Tensor>& found_inf;
+  const std::optional<Tensor>& sumsq;
+  double max_norm;
+  double max_value;
+  bool maximize;
+};
+
+struct SgdHyper {
+  double momentum;
+  double dampening;
+  double weight_decay;
+  bool nesterov;
+};
+
 // The one-element tensors a step reads (each may be absent), where the call runs.
 inline void check_step_scalars(
     const Place& at,

@@ -14,7 +14,14 @@
 //                  const TensorList& grads);
 //     // only the grads' data pointers changed since prepare()
 //     void set_grads(PlanKind, const TensorList& grads);
+//     // the stats pass and the updates over the bound grads
+//     void stats(const Place&, const std::optional<Tensor>& grad_scale, const Tensor& found_inf,
+//                const Tensor& sumsq, double max_value);
+//     void adam(bool amsgrad, const math::AdamHyper&, const StepScalars&);
+//     void sgd(const SgdHyper&, const StepScalars&);
 //   };
+//
+// and registers the plan ops with FUSEDOPT_PLAN_OPS_IMPL (at the end).
 #pragma once
 
 #include <memory>
@@ -23,6 +30,9 @@
 #include <stdexcept>
 #include <vector>
 
+#include <torch/csrc/stable/library.h>
+
+#include "math/adam.h"
 #include "op_args.h"
 #include "plan_registry.h"
 #include "step_plan.h"
@@ -137,8 +147,11 @@ int64_t make_plan(PlanKind kind, bool flag, std::vector<TensorList> held, Tensor
   return PlansOf<Tables>::instance().add(std::move(plan));
 }
 
+// The plan ops' entry points, one set per backend (schemas in csrc/ops.cpp).
+namespace plan_ops {
+
 template <class Tables>
-int64_t make_adam_plan(StableListHandle params, StableListHandle grads, StableListHandle exp_avgs,
+int64_t adam_plan_make(StableListHandle params, StableListHandle grads, StableListHandle exp_avgs,
                        StableListHandle exp_avg_sqs, StableListHandle max_exp_avg_sqs, StableListHandle steps,
                        StableListHandle master_params, bool amsgrad) {
   std::vector<TensorList> held = lists_of(params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params);
@@ -147,7 +160,7 @@ int64_t make_adam_plan(StableListHandle params, StableListHandle grads, StableLi
 }
 
 template <class Tables>
-int64_t make_sgd_plan(StableListHandle params, StableListHandle grads, StableListHandle momentum_buffers,
+int64_t sgd_plan_make(StableListHandle params, StableListHandle grads, StableListHandle momentum_buffers,
                       StableListHandle momentum_first, StableListHandle master_params, bool has_momentum) {
   std::vector<TensorList> held = lists_of(params, momentum_buffers, momentum_first, master_params);
   TensorList step_grads{grads};
@@ -155,7 +168,7 @@ int64_t make_sgd_plan(StableListHandle params, StableListHandle grads, StableLis
 }
 
 template <class Tables>
-bool bind_plan(StableListHandle grads, int64_t plan_id) {
+bool plan_bind(StableListHandle grads, int64_t plan_id) {
   ListArg arg{grads};  // handed to the plan, or freed
   // Another library's plan: the grads were dispatched here because they are not
   // where that plan's tensors are (a model moved by .cpu() or .cuda()), so it
@@ -166,22 +179,20 @@ bool bind_plan(StableListHandle grads, int64_t plan_id) {
   return plan->bind(arg);
 }
 
-// `run(plan)` over a plan with grads bound (the stats pass), under its lock.
-template <class Tables, class Run>
-void with_bound_plan(int64_t plan_id, const char* op, Run run) {
-  const auto plan = PlansOf<Tables>::instance().get(plan_id, op);
+template <class Tables>
+void plan_grad_stats_(int64_t plan_id, std::optional<Tensor> grad_scale, Tensor found_inf, Tensor sumsq,
+                      double max_value) {
+  const auto plan = PlansOf<Tables>::instance().get(plan_id, "plan_grad_stats_");
   std::lock_guard<std::mutex> lock(plan->mu);
-  plan->check_bound(op);
-  run(*plan);
+  plan->check_bound("plan_grad_stats_");
+  plan->tables.stats(plan->place, grad_scale, found_inf, sumsq, max_value);
 }
 
 // An update over a plan of `kind` with grads bound: checks the step's scalars
 // where the plan's tensors live, runs `update(plan)`, and releases the grads
 // whatever happens.
 template <class Tables, class Update>
-void update_bound(int64_t plan_id, PlanKind kind, const char* op, const std::optional<Tensor>& lr_tensor,
-                  const std::optional<Tensor>& grad_scale, const std::optional<Tensor>& found_inf,
-                  const std::optional<Tensor>& sumsq, Update update) {
+void update_bound(int64_t plan_id, PlanKind kind, const char* op, const StepScalars& s, Update update) {
   const auto plan = PlansOf<Tables>::instance().get(plan_id, op);
   std::lock_guard<std::mutex> lock(plan->mu);
   struct Unbind {
@@ -191,27 +202,62 @@ void update_bound(int64_t plan_id, PlanKind kind, const char* op, const std::opt
   FO_CHECK(plan->kind == kind, op, ": plan ", plan_id, " is not an ", kind == PlanKind::Adam ? "Adam" : "SGD",
            " plan");
   plan->check_bound(op);
-  check_step_scalars(plan->place, lr_tensor, grad_scale, found_inf, sumsq);
+  check_step_scalars(plan->place, s.lr_tensor, s.grad_scale, s.found_inf, s.sumsq);
   update(*plan);
 }
 
-// An SGD plan's kernels were chosen for momentum == 0 or != 0.
-inline void check_plan_momentum(bool plan_has_momentum, double momentum, int64_t plan_id) {
-  FO_CHECK((momentum != 0.0) == plan_has_momentum, "sgd_plan_step_: plan ", plan_id, " was made for momentum ",
-           plan_has_momentum ? "!= 0" : "== 0");
+// `anchor` (an empty tensor on the plan's device) only picks the dispatch key.
+template <class Tables>
+void adam_plan_step_(const Tensor& /*anchor*/, int64_t plan_id, double lr, std::optional<Tensor> lr_tensor,
+                     double beta1, double beta2, double eps, double weight_decay, bool decoupled, bool maximize,
+                     std::optional<Tensor> grad_scale, std::optional<Tensor> found_inf, std::optional<Tensor> sumsq,
+                     double max_norm, double max_value) {
+  const StepScalars s{lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize};
+  update_bound<Tables>(plan_id, PlanKind::Adam, "adam_plan_step_", s, [&](StepPlan<Tables>& plan) {
+    plan.tables.adam(plan.flag, math::AdamHyper{beta1, beta2, eps, weight_decay, decoupled}, s);
+  });
+}
+
+template <class Tables>
+void sgd_plan_step_(const Tensor& /*anchor*/, int64_t plan_id, double lr, std::optional<Tensor> lr_tensor,
+                    double momentum, double dampening, double weight_decay, bool nesterov, bool maximize,
+                    std::optional<Tensor> grad_scale, std::optional<Tensor> found_inf, std::optional<Tensor> sumsq,
+                    double max_norm, double max_value) {
+  const StepScalars s{lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize};
+  update_bound<Tables>(plan_id, PlanKind::Sgd, "sgd_plan_step_", s, [&](StepPlan<Tables>& plan) {
+    // the plan's kernels were chosen for momentum == 0 or != 0
+    FO_CHECK((momentum != 0.0) == plan.flag, "sgd_plan_step_: plan ", plan_id, " was made for momentum ",
+             plan.flag ? "!= 0" : "== 0");
+    plan.tables.sgd(SgdHyper{momentum, dampening, weight_decay, nesterov}, s);
+  });
 }
 
 // Lets go of the bound grads, for a step whose update did not go through the plan.
 template <class Tables>
-void release_plan(int64_t plan_id) {
+void plan_release(const Tensor& /*anchor*/, int64_t plan_id) {
   const auto plan = PlansOf<Tables>::instance().get(plan_id, "plan_release");
   std::lock_guard<std::mutex> lock(plan->mu);
   plan->unbind();
 }
 
 template <class Tables>
-void free_plan(int64_t plan_id) {
+void plan_free(const Tensor& /*anchor*/, int64_t plan_id) {
   PlansOf<Tables>::instance().remove(plan_id);
 }
 
+}  // namespace plan_ops
+
 }  // namespace fusedopt
+
+// Registers one backend's plan ops for its dispatch key (in its plan_ops.cpp).
+#define FUSEDOPT_PLAN_OPS_IMPL(key, Tables)                                               \
+  STABLE_TORCH_LIBRARY_IMPL(fusedopt, key, m) {                                           \
+    m.impl("adam_plan_make", TORCH_BOX(&fusedopt::plan_ops::adam_plan_make<Tables>));     \
+    m.impl("sgd_plan_make", TORCH_BOX(&fusedopt::plan_ops::sgd_plan_make<Tables>));       \
+    m.impl("plan_bind", TORCH_BOX(&fusedopt::plan_ops::plan_bind<Tables>));               \
+    m.impl("plan_grad_stats_", TORCH_BOX(&fusedopt::plan_ops::plan_grad_stats_<Tables>)); \
+    m.impl("adam_plan_step_", TORCH_BOX(&fusedopt::plan_ops::adam_plan_step_<Tables>));   \
+    m.impl("sgd_plan_step_", TORCH_BOX(&fusedopt::plan_ops::sgd_plan_step_<Tables>));     \
+    m.impl("plan_release", TORCH_BOX(&fusedopt::plan_ops::plan_release<Tables>));         \
+    m.impl("plan_free", TORCH_BOX(&fusedopt::plan_ops::plan_free<Tables>));               \
+  }

@@ -27,18 +27,6 @@ struct SgdCall {
   std::vector<bool*> first;
 };
 
-// The step's scalars as the op received them.
-struct StepScalars {
-  double lr;
-  const std::optional<Tensor>& lr_tensor;
-  const std::optional<Tensor>& grad_scale;
-  const std::optional<Tensor>& found_inf;
-  const std::optional<Tensor>& sumsq;
-  double max_norm;
-  double max_value;
-  bool maximize;
-};
-
 AdamCall prepare_adam(
     const CallInfo& d,
     const TensorList& params,

@@ -15,7 +15,5 @@ namespace cpu {
 
 std::string cpu_isa();
 
-#include "../plan_decls.inc"
-
 }  // namespace cpu
 }  // namespace fusedopt

@@ -9,14 +9,6 @@ STABLE_TORCH_LIBRARY_IMPL(fusedopt, CPU, m) {
   m.impl("grad_stats_", TORCH_BOX(&fusedopt::cpu::grad_stats_));
   m.impl("unscale_", TORCH_BOX(&fusedopt::cpu::unscale_));
   m.impl("clip_value_", TORCH_BOX(&fusedopt::cpu::clip_value_));
-  m.impl("adam_plan_make", TORCH_BOX(&fusedopt::cpu::adam_plan_make));
-  m.impl("sgd_plan_make", TORCH_BOX(&fusedopt::cpu::sgd_plan_make));
-  m.impl("plan_bind", TORCH_BOX(&fusedopt::cpu::plan_bind));
-  m.impl("plan_grad_stats_", TORCH_BOX(&fusedopt::cpu::plan_grad_stats_));
-  m.impl("adam_plan_step_", TORCH_BOX(&fusedopt::cpu::adam_plan_step_));
-  m.impl("sgd_plan_step_", TORCH_BOX(&fusedopt::cpu::sgd_plan_step_));
-  m.impl("plan_release", TORCH_BOX(&fusedopt::cpu::plan_release));
-  m.impl("plan_free", TORCH_BOX(&fusedopt::cpu::plan_free));
 }
 
 // cpu_isa takes no tensor, so it is served whatever the dispatch key.

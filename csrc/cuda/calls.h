@@ -42,26 +42,12 @@ LaunchPointers sgd_pointers(
     const TensorList& master_params,
     bool has_momentum);
 
-StepControl control_of(
-    double lr,
-    const std::optional<Tensor>& lr_tensor,
-    const std::optional<Tensor>& grad_scale,
-    const std::optional<Tensor>& found_inf,
-    const std::optional<Tensor>& sumsq,
-    double max_norm,
-    double max_value,
-    bool maximize);
+// The device pointers and values the kernels read for these scalars.
+StepControl control_of(const StepScalars& s);
 
 // Launch on torch's current stream of the call's device.
 void run_adam(const LaunchPointers& ptrs, const CallInfo& d, bool amsgrad, const math::AdamHyper& hyper,
               const StepControl& ctl, const char* op);
-
-struct SgdHyper {
-  double momentum;
-  double dampening;
-  double weight_decay;
-  bool nesterov;
-};
 
 void run_sgd(const LaunchPointers& ptrs, const CallInfo& d, const SgdHyper& hyper, const StepControl& ctl,
              const char* op);

@@ -9,7 +9,6 @@ namespace fusedopt {
 namespace cuda {
 
 #include "../op_decls.inc"
-#include "../plan_decls.inc"
 
 }  // namespace cuda
 }  // namespace fusedopt

@@ -72,27 +72,19 @@ LaunchPointers sgd_pointers(
   return p;
 }
 
-StepControl control_of(
-    double lr,
-    const std::optional<Tensor>& lr_tensor,
-    const std::optional<Tensor>& grad_scale,
-    const std::optional<Tensor>& found_inf,
-    const std::optional<Tensor>& sumsq,
-    double max_norm,
-    double max_value,
-    bool maximize) {
+StepControl control_of(const StepScalars& s) {
   StepControl c;
-  c.lr = lr;
-  if (lr_tensor.has_value()) {
-    c.lr_ptr = lr_tensor->const_data_ptr();
-    c.lr_is_double = lr_tensor->scalar_type() == ScalarType::Double;
+  c.lr = s.lr;
+  if (s.lr_tensor.has_value()) {
+    c.lr_ptr = s.lr_tensor->const_data_ptr();
+    c.lr_is_double = s.lr_tensor->scalar_type() == ScalarType::Double;
   }
-  c.grad_scale = optional_ptr(grad_scale);
-  c.found_inf = optional_ptr(found_inf);
-  c.sumsq = optional_ptr(sumsq);
-  c.max_norm = max_norm;
-  c.max_value = max_value;
-  c.maximize = maximize;
+  c.grad_scale = optional_ptr(s.grad_scale);
+  c.found_inf = optional_ptr(s.found_inf);
+  c.sumsq = optional_ptr(s.sumsq);
+  c.max_norm = s.max_norm;
+  c.max_value = s.max_value;
+  c.maximize = s.maximize;
   return c;
 }
 
@@ -162,7 +154,8 @@ void adam_(
   const LaunchPointers ptrs =
       adam_pointers(d, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params, amsgrad);
   run_adam(ptrs, d, amsgrad, math::AdamHyper{beta1, beta2, eps, weight_decay, decoupled},
-           control_of(lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize), "adam_");
+           control_of(StepScalars{lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize}),
+           "adam_");
 }
 
 void sgd_(
@@ -193,7 +186,8 @@ void sgd_(
   const LaunchPointers ptrs =
       sgd_pointers(d, params, grads, momentum_buffers, momentum_first, master_params, has_momentum);
   run_sgd(ptrs, d, SgdHyper{momentum, dampening, weight_decay, nesterov},
-          control_of(lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize), "sgd_");
+          control_of(StepScalars{lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize}),
+          "sgd_");
 }
 
 }  // namespace cuda
