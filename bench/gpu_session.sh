@@ -17,16 +17,20 @@
 #            occupancy variants (csrc/cuda/adam.cu)
 # Each stage runs under a timeout cut to the time left, and a stage that fails
 # or runs out of time does not stop the next; logs and reports go to $OUT, and
-# the lines printed last are the summary.
+# the lines printed last are the summary. BUDGET (seconds, default 420) leaves
+# a task's device time room for a second, narrower call: STAGES names the
+# stages to run (install/build always runs).
 #
-#   OUT=/some/dir BUDGET=540 bash bench/gpu_session.sh
+#   OUT=/some/dir bash bench/gpu_session.sh                      (first call: timeout_s 480)
+#   STAGES="tests memcheck" BUDGET=240 bash bench/gpu_session.sh  (a rerun after a fix)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 OUT="${OUT:-bench/results/gpu-run}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
-BUDGET="${BUDGET:-540}"
+BUDGET="${BUDGET:-420}"
+STAGES=" ${STAGES:-tests bench host memcheck racecheck bounds} "
 PY="${PYTHON:-python3}"
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
@@ -37,6 +41,10 @@ left() { echo $((BUDGET - SECONDS)); }
 stage() {
   local name="$1" cap="$2"
   shift 2
+  case "$name" in
+    install | build) ;;
+    *) [[ "$STAGES" == *" $name "* || "$STAGES" == *" ${name%%_*} "* ]] || return 1 ;;  # "host": both host stages
+  esac
   local t
   t="$(left)"
   if [ "$t" -lt "$cap" ]; then cap="$t"; fi
