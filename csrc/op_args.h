@@ -79,52 +79,63 @@ inline CallInfo check_common(
   return c;
 }
 
+// The lists of one adam_ call, in its schema's order (a list op's arguments,
+// or a plan's held lists with a step's grads).
+struct AdamLists {
+  const TensorList& params;
+  const TensorList& grads;
+  const TensorList& exp_avgs;
+  const TensorList& exp_avg_sqs;
+  const TensorList& max_exp_avg_sqs;
+  const TensorList& steps;
+  const TensorList& masters;
+};
+
+// The lists of one sgd_ call, likewise.
+struct SgdLists {
+  const TensorList& params;
+  const TensorList& grads;
+  const TensorList& momentum_buffers;
+  const TensorList& momentum_first;
+  const TensorList& masters;
+};
+
 inline CallInfo check_adam_args(
-    const TensorList& params,
-    const TensorList& grads,
-    const TensorList& exp_avgs,
-    const TensorList& exp_avg_sqs,
-    const TensorList& max_exp_avg_sqs,
-    const TensorList& steps,
-    const TensorList& masters,
+    const AdamLists& l,
     bool amsgrad,
     const std::optional<Tensor>& lr_tensor,
     const std::optional<Tensor>& grad_scale,
     const std::optional<Tensor>& found_inf,
     const std::optional<Tensor>& sumsq,
     bool cuda) {
-  CallInfo c = check_common(params, grads, masters, lr_tensor, grad_scale, found_inf, sumsq, cuda);
-  c.state = check_list(exp_avgs, c.numels, c.place, "exp_avgs", &c.layout);
-  FO_CHECK(check_list(exp_avg_sqs, c.numels, c.place, "exp_avg_sqs", &c.layout) == c.state,
+  CallInfo c = check_common(l.params, l.grads, l.masters, lr_tensor, grad_scale, found_inf, sumsq, cuda);
+  c.state = check_list(l.exp_avgs, c.numels, c.place, "exp_avgs", &c.layout);
+  FO_CHECK(check_list(l.exp_avg_sqs, c.numels, c.place, "exp_avg_sqs", &c.layout) == c.state,
            "exp_avg_sqs and exp_avgs differ in dtype");
   if (amsgrad) {
-    FO_CHECK(check_list(max_exp_avg_sqs, c.numels, c.place, "max_exp_avg_sqs", &c.layout) == c.state,
+    FO_CHECK(check_list(l.max_exp_avg_sqs, c.numels, c.place, "max_exp_avg_sqs", &c.layout) == c.state,
              "max_exp_avg_sqs and exp_avgs differ in dtype");
   } else {
-    FO_CHECK(max_exp_avg_sqs.empty(), "max_exp_avg_sqs must be empty when amsgrad is false");
+    FO_CHECK(l.max_exp_avg_sqs.empty(), "max_exp_avg_sqs must be empty when amsgrad is false");
   }
-  check_per_param_scalars(steps, params.size(), c.place, ScalarType::Float, "steps");
+  check_per_param_scalars(l.steps, l.params.size(), c.place, ScalarType::Float, "steps");
   return c;
 }
 
 inline CallInfo check_sgd_args(
-    const TensorList& params,
-    const TensorList& grads,
-    const TensorList& momentum_buffers,
-    const TensorList& momentum_first,
-    const TensorList& masters,
+    const SgdLists& l,
     bool has_momentum,
     const std::optional<Tensor>& lr_tensor,
     const std::optional<Tensor>& grad_scale,
     const std::optional<Tensor>& found_inf,
     const std::optional<Tensor>& sumsq,
     bool cuda) {
-  CallInfo c = check_common(params, grads, masters, lr_tensor, grad_scale, found_inf, sumsq, cuda);
+  CallInfo c = check_common(l.params, l.grads, l.masters, lr_tensor, grad_scale, found_inf, sumsq, cuda);
   if (has_momentum) {
-    c.state = check_list(momentum_buffers, c.numels, c.place, "momentum_buffers", &c.layout);
-    check_per_param_scalars(momentum_first, params.size(), c.place, ScalarType::Bool, "momentum_first");
+    c.state = check_list(l.momentum_buffers, c.numels, c.place, "momentum_buffers", &c.layout);
+    check_per_param_scalars(l.momentum_first, l.params.size(), c.place, ScalarType::Bool, "momentum_first");
   } else {
-    FO_CHECK(momentum_buffers.empty() && momentum_first.empty(),
+    FO_CHECK(l.momentum_buffers.empty() && l.momentum_first.empty(),
              "momentum_buffers and momentum_first must be empty when momentum is 0");
   }
   return c;

@@ -10,8 +10,8 @@
 //     static constexpr bool kCuda;        // where its plans' tensors live
 //     static constexpr int64_t kFirstId;  // its first plan id (see PlanRegistry)
 //     // fills the tables from validated lists, grads included
-//     void prepare(PlanKind, bool flag, const CallInfo&, const std::vector<TensorList>& held,
-//                  const TensorList& grads);
+//     void prepare(const CallInfo&, const AdamLists&, bool amsgrad);
+//     void prepare(const CallInfo&, const SgdLists&, bool has_momentum);
 //     // only the grads' data pointers changed since prepare()
 //     void set_grads(PlanKind, const TensorList& grads);
 //     // the stats pass and the updates over the bound grads
@@ -59,14 +59,17 @@ struct StepPlan {
   // master_params. Validates as the list op does and fills the tables for
   // these grads. Throws on any mismatch.
   CallInfo prepare(const TensorList& grads_now) {
-    const auto& l = held.lists;
-    const CallInfo d =
-        kind == PlanKind::Adam
-            ? check_adam_args(l[0], grads_now, l[1], l[2], l[3], l[4], l[5], flag, std::nullopt, std::nullopt,
-                              std::nullopt, std::nullopt, Tables::kCuda)
-            : check_sgd_args(l[0], grads_now, l[1], l[2], l[3], flag, std::nullopt, std::nullopt, std::nullopt,
-                             std::nullopt, Tables::kCuda);
-    tables.prepare(kind, flag, d, l, grads_now);
+    const auto& h = held.lists;
+    const auto none = std::nullopt;  // the step's scalars are checked by each update
+    if (kind == PlanKind::Adam) {
+      const AdamLists l{h[0], grads_now, h[1], h[2], h[3], h[4], h[5]};
+      const CallInfo d = check_adam_args(l, flag, none, none, none, none, Tables::kCuda);
+      tables.prepare(d, l, flag);
+      return d;
+    }
+    const SgdLists l{h[0], grads_now, h[1], h[2], h[3]};
+    const CallInfo d = check_sgd_args(l, flag, none, none, none, none, Tables::kCuda);
+    tables.prepare(d, l, flag);
     return d;
   }
 

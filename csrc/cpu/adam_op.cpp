@@ -10,33 +10,24 @@
 namespace fusedopt {
 namespace cpu {
 
-AdamCall prepare_adam(
-    const CallInfo& d,
-    const TensorList& params,
-    const TensorList& grads,
-    const TensorList& exp_avgs,
-    const TensorList& exp_avg_sqs,
-    const TensorList& max_exp_avg_sqs,
-    const TensorList& steps,
-    const TensorList& master_params,
-    bool amsgrad) {
+AdamCall prepare_adam(const CallInfo& d, const AdamLists& l, bool amsgrad) {
   AdamCall call;
   call.fn = active_kernels().adam(d.param, d.grad, d.state, amsgrad, d.master);
   FO_CHECK(call.fn != nullptr, "no CPU Adam kernel for params ", dtype_name(d.param), ", grads ",
            dtype_name(d.grad), ", states ", dtype_name(d.state), d.master ? " with master weights" : "");
-  const size_t n = params.size();
+  const size_t n = l.params.size();
   call.numels = d.numels;
   call.tensors.resize(n);
   call.steps.resize(n);
   for (size_t i = 0; i < n; ++i) {
-    call.steps[i] = static_cast<float*>(steps[i].mutable_data_ptr());
+    call.steps[i] = static_cast<float*>(l.steps[i].mutable_data_ptr());
     call.tensors[i] = AdamTensor{
-        params[i].mutable_data_ptr(),
-        grads[i].const_data_ptr(),
-        exp_avgs[i].mutable_data_ptr(),
-        exp_avg_sqs[i].mutable_data_ptr(),
-        amsgrad ? max_exp_avg_sqs[i].mutable_data_ptr() : nullptr,
-        d.master ? static_cast<float*>(master_params[i].mutable_data_ptr()) : nullptr};
+        l.params[i].mutable_data_ptr(),
+        l.grads[i].const_data_ptr(),
+        l.exp_avgs[i].mutable_data_ptr(),
+        l.exp_avg_sqs[i].mutable_data_ptr(),
+        amsgrad ? l.max_exp_avg_sqs[i].mutable_data_ptr() : nullptr,
+        d.master ? static_cast<float*>(l.masters[i].mutable_data_ptr()) : nullptr};
   }
   return call;
 }
@@ -94,11 +85,9 @@ void adam_(
   const TensorList params{params_arg}, grads{grads_arg}, exp_avgs{exp_avgs_arg}, exp_avg_sqs{exp_avg_sqs_arg},
       max_exp_avg_sqs{max_exp_avg_sqs_arg}, steps{steps_arg}, master_params{master_params_arg};
   if (params.empty()) return;
-  const CallInfo d = check_adam_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-                                       master_params, amsgrad, lr_tensor, grad_scale, found_inf, sumsq,
-                                       /*cuda=*/false);
-  const AdamCall call =
-      prepare_adam(d, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params, amsgrad);
+  const AdamLists l{params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params};
+  const CallInfo d = check_adam_args(l, amsgrad, lr_tensor, grad_scale, found_inf, sumsq, /*cuda=*/false);
+  const AdamCall call = prepare_adam(d, l, amsgrad);
   run_adam(call, math::AdamHyper{beta1, beta2, eps, weight_decay, decoupled},
            StepScalars{lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize});
 }

@@ -27,27 +27,11 @@ struct SgdCall {
   std::vector<bool*> first;
 };
 
-AdamCall prepare_adam(
-    const CallInfo& d,
-    const TensorList& params,
-    const TensorList& grads,
-    const TensorList& exp_avgs,
-    const TensorList& exp_avg_sqs,
-    const TensorList& max_exp_avg_sqs,
-    const TensorList& steps,
-    const TensorList& master_params,
-    bool amsgrad);
+AdamCall prepare_adam(const CallInfo& d, const AdamLists& l, bool amsgrad);
 
 void run_adam(const AdamCall& call, const math::AdamHyper& hyper, const StepScalars& s);
 
-SgdCall prepare_sgd(
-    const CallInfo& d,
-    const TensorList& params,
-    const TensorList& grads,
-    const TensorList& momentum_buffers,
-    const TensorList& momentum_first,
-    const TensorList& master_params,
-    bool has_momentum);
+SgdCall prepare_sgd(const CallInfo& d, const SgdLists& l, bool has_momentum);
 
 void run_sgd(const SgdCall& call, double momentum, double dampening, double weight_decay, bool nesterov,
              const StepScalars& s);

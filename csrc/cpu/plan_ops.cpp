@@ -16,13 +16,17 @@ struct CpuTables {
   SgdCall sgd_call;
   GradList grads;  // the bound grads as the stats pass reads them
 
-  void prepare(PlanKind kind, bool flag, const CallInfo& d, const std::vector<TensorList>& l,
-               const TensorList& bound) {
-    if (kind == PlanKind::Adam) {
-      adam_call = prepare_adam(d, l[0], bound, l[1], l[2], l[3], l[4], l[5], flag);
-    } else {
-      sgd_call = prepare_sgd(d, l[0], bound, l[1], l[2], l[3], flag);
-    }
+  void prepare(const CallInfo& d, const AdamLists& l, bool amsgrad) {
+    adam_call = prepare_adam(d, l, amsgrad);
+    prepare_stats(d, PlanKind::Adam, l.grads);
+  }
+
+  void prepare(const CallInfo& d, const SgdLists& l, bool has_momentum) {
+    sgd_call = prepare_sgd(d, l, has_momentum);
+    prepare_stats(d, PlanKind::Sgd, l.grads);
+  }
+
+  void prepare_stats(const CallInfo& d, PlanKind kind, const TensorList& bound) {
     grads.numels = d.numels;
     grads.dtypes.assign(d.numels.size(), d.grad);
     grads.data.assign(d.numels.size(), nullptr);

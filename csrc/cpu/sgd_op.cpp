@@ -10,31 +10,24 @@
 namespace fusedopt {
 namespace cpu {
 
-SgdCall prepare_sgd(
-    const CallInfo& d,
-    const TensorList& params,
-    const TensorList& grads,
-    const TensorList& momentum_buffers,
-    const TensorList& momentum_first,
-    const TensorList& master_params,
-    bool has_momentum) {
+SgdCall prepare_sgd(const CallInfo& d, const SgdLists& l, bool has_momentum) {
   SgdCall call;
   call.fn = active_kernels().sgd(d.param, d.grad, d.state, has_momentum, d.master);
   FO_CHECK(call.fn != nullptr, "no CPU SGD kernel for params ", dtype_name(d.param), ", grads ",
            dtype_name(d.grad), ", momentum buffers ", dtype_name(d.state),
            d.master ? " with master weights" : "");
-  const size_t n = params.size();
+  const size_t n = l.params.size();
   call.has_momentum = has_momentum;
   call.numels = d.numels;
   call.tensors.resize(n);
   if (has_momentum) call.first.resize(n);
   for (size_t i = 0; i < n; ++i) {
-    if (has_momentum) call.first[i] = static_cast<bool*>(momentum_first[i].mutable_data_ptr());
+    if (has_momentum) call.first[i] = static_cast<bool*>(l.momentum_first[i].mutable_data_ptr());
     call.tensors[i] = SgdTensor{
-        params[i].mutable_data_ptr(),
-        grads[i].const_data_ptr(),
-        has_momentum ? momentum_buffers[i].mutable_data_ptr() : nullptr,
-        d.master ? static_cast<float*>(master_params[i].mutable_data_ptr()) : nullptr,
+        l.params[i].mutable_data_ptr(),
+        l.grads[i].const_data_ptr(),
+        has_momentum ? l.momentum_buffers[i].mutable_data_ptr() : nullptr,
+        d.master ? static_cast<float*>(l.masters[i].mutable_data_ptr()) : nullptr,
         false};
   }
   return call;
@@ -82,9 +75,9 @@ void sgd_(
       momentum_first{momentum_first_arg}, master_params{master_params_arg};
   if (params.empty()) return;
   const bool has_momentum = momentum != 0.0;
-  const CallInfo d = check_sgd_args(params, grads, momentum_buffers, momentum_first, master_params,
-                                      has_momentum, lr_tensor, grad_scale, found_inf, sumsq, /*cuda=*/false);
-  const SgdCall call = prepare_sgd(d, params, grads, momentum_buffers, momentum_first, master_params, has_momentum);
+  const SgdLists l{params, grads, momentum_buffers, momentum_first, master_params};
+  const CallInfo d = check_sgd_args(l, has_momentum, lr_tensor, grad_scale, found_inf, sumsq, /*cuda=*/false);
+  const SgdCall call = prepare_sgd(d, l, has_momentum);
   run_sgd(call, momentum, dampening, weight_decay, nesterov,
           StepScalars{lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize});
 }

@@ -22,25 +22,9 @@ struct LaunchPointers {
   TensorLists view(const std::vector<int64_t>& numels) const;
 };
 
-LaunchPointers adam_pointers(
-    const CallInfo& d,
-    const TensorList& params,
-    const TensorList& grads,
-    const TensorList& exp_avgs,
-    const TensorList& exp_avg_sqs,
-    const TensorList& max_exp_avg_sqs,
-    const TensorList& steps,
-    const TensorList& master_params,
-    bool amsgrad);
+LaunchPointers adam_pointers(const CallInfo& d, const AdamLists& l, bool amsgrad);
 
-LaunchPointers sgd_pointers(
-    const CallInfo& d,
-    const TensorList& params,
-    const TensorList& grads,
-    const TensorList& momentum_buffers,
-    const TensorList& momentum_first,
-    const TensorList& master_params,
-    bool has_momentum);
+LaunchPointers sgd_pointers(const CallInfo& d, const SgdLists& l, bool has_momentum);
 
 // The device pointers and values the kernels read for these scalars.
 StepControl control_of(const StepScalars& s);

@@ -32,43 +32,27 @@ TensorLists LaunchPointers::view(const std::vector<int64_t>& numels) const {
   return t;
 }
 
-LaunchPointers adam_pointers(
-    const CallInfo& d,
-    const TensorList& params,
-    const TensorList& grads,
-    const TensorList& exp_avgs,
-    const TensorList& exp_avg_sqs,
-    const TensorList& max_exp_avg_sqs,
-    const TensorList& steps,
-    const TensorList& master_params,
-    bool amsgrad) {
+LaunchPointers adam_pointers(const CallInfo& d, const AdamLists& l, bool amsgrad) {
   LaunchPointers p;
-  p.param = mutable_ptrs(params);
-  p.grad = const_ptrs(grads);
-  p.state0 = mutable_ptrs(exp_avgs);
-  p.state1 = mutable_ptrs(exp_avg_sqs);
-  if (amsgrad) p.state2 = mutable_ptrs(max_exp_avg_sqs);
-  if (d.master) p.master = mutable_ptrs(master_params);
-  p.scalar = mutable_ptrs(steps);
+  p.param = mutable_ptrs(l.params);
+  p.grad = const_ptrs(l.grads);
+  p.state0 = mutable_ptrs(l.exp_avgs);
+  p.state1 = mutable_ptrs(l.exp_avg_sqs);
+  if (amsgrad) p.state2 = mutable_ptrs(l.max_exp_avg_sqs);
+  if (d.master) p.master = mutable_ptrs(l.masters);
+  p.scalar = mutable_ptrs(l.steps);
   return p;
 }
 
-LaunchPointers sgd_pointers(
-    const CallInfo& d,
-    const TensorList& params,
-    const TensorList& grads,
-    const TensorList& momentum_buffers,
-    const TensorList& momentum_first,
-    const TensorList& master_params,
-    bool has_momentum) {
+LaunchPointers sgd_pointers(const CallInfo& d, const SgdLists& l, bool has_momentum) {
   LaunchPointers p;
-  p.param = mutable_ptrs(params);
-  p.grad = const_ptrs(grads);
+  p.param = mutable_ptrs(l.params);
+  p.grad = const_ptrs(l.grads);
   if (has_momentum) {
-    p.state0 = mutable_ptrs(momentum_buffers);
-    p.scalar = mutable_ptrs(momentum_first);
+    p.state0 = mutable_ptrs(l.momentum_buffers);
+    p.scalar = mutable_ptrs(l.momentum_first);
   }
-  if (d.master) p.master = mutable_ptrs(master_params);
+  if (d.master) p.master = mutable_ptrs(l.masters);
   return p;
 }
 
@@ -146,13 +130,12 @@ void adam_(
   const TensorList params{params_arg}, grads{grads_arg}, exp_avgs{exp_avgs_arg}, exp_avg_sqs{exp_avg_sqs_arg},
       max_exp_avg_sqs{max_exp_avg_sqs_arg}, steps{steps_arg}, master_params{master_params_arg};
   if (params.empty()) return;
-  const CallInfo d = check_adam_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params,
-                                     amsgrad, lr_tensor, grad_scale, found_inf, sumsq, /*cuda=*/true);
+  const AdamLists l{params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params};
+  const CallInfo d = check_adam_args(l, amsgrad, lr_tensor, grad_scale, found_inf, sumsq, /*cuda=*/true);
   // on the tensors' device before any mutable pointer is taken (that may copy a
   // copy-on-write tensor, allocating on the current device)
   torch::stable::accelerator::DeviceGuard guard(d.place.index);
-  const LaunchPointers ptrs =
-      adam_pointers(d, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params, amsgrad);
+  const LaunchPointers ptrs = adam_pointers(d, l, amsgrad);
   run_adam(ptrs, d, amsgrad, math::AdamHyper{beta1, beta2, eps, weight_decay, decoupled},
            control_of(StepScalars{lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize}),
            "adam_");
@@ -180,11 +163,10 @@ void sgd_(
       momentum_first{momentum_first_arg}, master_params{master_params_arg};
   if (params.empty()) return;
   const bool has_momentum = momentum != 0.0;
-  const CallInfo d = check_sgd_args(params, grads, momentum_buffers, momentum_first, master_params, has_momentum,
-                                    lr_tensor, grad_scale, found_inf, sumsq, /*cuda=*/true);
+  const SgdLists l{params, grads, momentum_buffers, momentum_first, master_params};
+  const CallInfo d = check_sgd_args(l, has_momentum, lr_tensor, grad_scale, found_inf, sumsq, /*cuda=*/true);
   torch::stable::accelerator::DeviceGuard guard(d.place.index);  // as in adam_
-  const LaunchPointers ptrs =
-      sgd_pointers(d, params, grads, momentum_buffers, momentum_first, master_params, has_momentum);
+  const LaunchPointers ptrs = sgd_pointers(d, l, has_momentum);
   run_sgd(ptrs, d, SgdHyper{momentum, dampening, weight_decay, nesterov},
           control_of(StepScalars{lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize}),
           "sgd_");

@@ -19,12 +19,17 @@ struct CudaTables {
   CallInfo call;  // dtypes, element counts and device the launches use
   LaunchPointers ptrs;
 
-  void prepare(PlanKind kind, bool flag, const CallInfo& d, const std::vector<TensorList>& l,
-               const TensorList& grads) {
+  // on the tensors' device before any mutable pointer is taken, as in adam_ (optim_ops.cpp)
+  void prepare(const CallInfo& d, const AdamLists& l, bool amsgrad) {
     call = d;
-    torch::stable::accelerator::DeviceGuard guard(d.place.index);  // as in adam_ (optim_ops.cpp)
-    ptrs = kind == PlanKind::Adam ? adam_pointers(d, l[0], grads, l[1], l[2], l[3], l[4], l[5], flag)
-                                  : sgd_pointers(d, l[0], grads, l[1], l[2], l[3], flag);
+    torch::stable::accelerator::DeviceGuard guard(d.place.index);
+    ptrs = adam_pointers(d, l, amsgrad);
+  }
+
+  void prepare(const CallInfo& d, const SgdLists& l, bool has_momentum) {
+    call = d;
+    torch::stable::accelerator::DeviceGuard guard(d.place.index);
+    ptrs = sgd_pointers(d, l, has_momentum);
   }
 
   void set_grads(PlanKind, const TensorList& grads) {
