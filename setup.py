@@ -56,6 +56,17 @@ ISA_FLAGS = {
     ],
 }
 
+# glibc >= 2.29 / 2.34 give pow and dlsym new default symbol versions; this
+# header binds every reference, the project's and torch's headers', to the old
+# ones, so the libraries keep to manylinux_2_28 whatever glibc builds them.
+GLIBC_VERSIONS = ["-include", str(CSRC / "glibc_versions.h")]
+
+# Where the old dlsym version lives on glibc < 2.34 (later, libc defines it and
+# libdl.so.2 is an empty stub): named as needed, so that the libraries do not
+# rely on torch's own libraries to have loaded it.
+IS_GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+DLSYM_LIB = ["-Wl,--push-state,--no-as-needed", "-l:libdl.so.2", "-Wl,--pop-state"] if IS_GLIBC else []
+
 COMMON_CXX_FLAGS = [
     "-std=c++17",
     "-O3",
@@ -68,6 +79,8 @@ COMMON_CXX_FLAGS = [
     "-Wall",
     "-Wno-unused-function",
     f"-DTORCH_TARGET_VERSION={TORCH_TARGET_VERSION}",
+    # old glibc symbol versions for references made by torch's headers too
+    *GLIBC_VERSIONS,
     # no Python headers: the ops are registered through torch.library when
     # torch.ops.load_library opens them; the GIL functions they may call are
     # declared weak in csrc/python_gil.h
@@ -178,7 +191,7 @@ class BuildNative(build_ext):
     def _link(self, ext: Extension, objects: list[Path], libs: list[str]) -> None:
         out = Path(self.get_ext_fullpath(ext.name))
         out.parent.mkdir(parents=True, exist_ok=True)
-        _run([self.cxx, "-shared", *map(str, objects), f"-L{self.torch_lib}", *libs, "-o", str(out)])
+        _run([self.cxx, "-shared", *map(str, objects), f"-L{self.torch_lib}", *libs, *DLSYM_LIB, "-o", str(out)])
 
     # -- the CPU library ---------------------------------------------------------
 
@@ -232,6 +245,7 @@ class BuildNative(build_ext):
             "--fmad=false",
             "-Xcompiler=-fPIC,-fvisibility=hidden,-fno-math-errno",
             f"-DTORCH_TARGET_VERSION={TORCH_TARGET_VERSION}",
+            *GLIBC_VERSIONS,
             "-DUSE_CUDA",
             f"--threads={len(gencode) // 2}",
             *gencode,

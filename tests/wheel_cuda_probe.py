@@ -1,5 +1,5 @@
-"""Run by tests/test_wheel_cuda_torch.py with the python of a venv that holds the
-installed wheel beside a CUDA build of torch (no GPU needed). Prints, as JSON,
+"""Run by tests/torch_matrix.py with the python of each venv that holds the
+installed wheel beside a build of torch (no GPU needed). Prints, as JSON,
 what fusedopt, the dispatcher and the dynamic linker say about the CUDA library,
 for the test to judge."""
 

@@ -5,16 +5,8 @@
 #include <cmath>
 #include <cstdint>
 
-// The update rules call pow; glibc >= 2.29 gives its default pow a new symbol
-// version. Bind the host code to the old one (the same function) so that the
-// libraries load on glibc 2.28, torch's own floor (see glibc_floor.cpp).
-#if defined(__GLIBC__) && !defined(__CUDACC__)
-#if defined(__x86_64__)
-__asm__(".symver pow,pow@GLIBC_2.2.5");
-#elif defined(__aarch64__)
-__asm__(".symver pow,pow@GLIBC_2.17");
-#endif
-#endif
+// pow's old glibc symbol version (see the header)
+#include "../glibc_versions.h"
 
 #if defined(__CUDACC__)
 #define FO_HD __host__ __device__

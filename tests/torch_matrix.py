@@ -1,0 +1,224 @@
+"""The torch and CPython versions one wheel is proven on (tests/test_torch_matrix.py),
+and the runner that prepares and exercises a fresh venv for each.
+
+Each entry installs a torch into a new venv, then the wheel with its test
+extra (so the torch there must satisfy the wheel's requirement), and runs, away
+from the source tree: `python -m fusedopt info`, the CUDA library probe, a short
+training against torch.optim (tests/matrix_training.py) and the CPU suite from a
+copy of tests/ (`-m "not slow"`). Entries run two at a time (downloads and
+installs overlap the suites of others); the floor's venv also builds the
+second wheel, against the oldest torch, which the last entry installs beside
+the newest torch on another CPython."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from wheel_venv import ROOT, clean_env
+
+# The floor of the stable ABI the libraries target (setup.py), the CUDA 13.0
+# build the GPU machines run, and the releases between them and the newest.
+FLOOR = "2.10.0"
+MATRIX_VAR = "FUSEDOPT_TORCH_MATRIX"
+REPORT_VAR = "FUSEDOPT_TORCH_MATRIX_REPORT"  # a path: the run's table, as JSON
+OTHER_PYTHON = "3.12"  # a CPython other than the 3.11 the main venv runs on
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    torch_spec: str
+    python: str | None = None  # None: this run's CPython; else e.g. "3.12"
+    wheel: str = "newest"  # "newest": built against this run's torch; "oldest": against FLOOR
+    builds_oldest: bool = False  # this venv also builds the wheel against its torch
+
+
+def newest_version() -> str:
+    """This run's torch (the main pass's: what `torch>=2.10` resolved to)."""
+    return torch.__version__.split("+")[0]
+
+
+def entries() -> list[Entry]:
+    newest = newest_version()
+    return [
+        Entry(f"torch-{FLOOR}", f"torch=={FLOOR}", builds_oldest=True),
+        Entry("torch-2.11.0", "torch==2.11.0"),
+        Entry("torch-2.13.0", "torch==2.13.0"),
+        Entry("torch-2.14.1", "torch==2.14.1"),
+        Entry(f"torch-{newest}", f"torch=={newest}"),
+        Entry(f"torch-{newest}-py{OTHER_PYTHON}-oldest-wheel", f"torch=={newest}", python=OTHER_PYTHON, wheel="oldest"),
+    ]
+
+
+def insisted() -> bool:
+    """CI names the matrix (FUSEDOPT_TORCH_MATRIX=all): there, a version that
+    cannot be installed fails instead of skipping."""
+    return bool(os.environ.get(MATRIX_VAR))
+
+
+def find_python(version: str) -> str | None:
+    """An interpreter of `version` (e.g. "3.12"): on PATH, or one of pyenv's."""
+    candidates = [shutil.which(f"python{version}")]
+    roots = [os.environ.get("PYENV_ROOT"), str(Path.home() / ".pyenv")]
+    for root in filter(None, roots):
+        candidates += sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"), reverse=True)
+    for c in filter(None, candidates):
+        if subprocess.run([c, "-c", "import venv, ensurepip"], capture_output=True).returncode == 0:
+            return c
+    return None
+
+
+class Failed(Exception):
+    """A step of an entry failed: its name and output, for the test to show."""
+
+
+class Unavailable(Exception):
+    """A torch or Python that this machine cannot install (no network, no
+    interpreter); a skip unless the matrix was insisted on."""
+
+
+@dataclass
+class Outcome:
+    entry: Entry
+    python: str = ""
+    info: dict = field(default_factory=dict)
+    probe: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    suite: str = ""
+    oldest_wheel: Path | None = None
+
+
+class Runner:
+    """Runs every entry's steps in its own temporary venv, two entries at a time."""
+
+    def __init__(self, newest_wheel: Path, work: Path):
+        self.newest_wheel = newest_wheel
+        self.work = work
+        self.oldest_wheel: Future = Future()
+        self.pool = ThreadPoolExecutor(2)
+        self.lock = threading.Lock()
+        self.futures = {e.name: self.pool.submit(self._run, e) for e in entries()}
+
+    def result(self, name: str) -> Outcome:
+        return self.futures[name].result()
+
+    def report(self) -> list[dict]:
+        """What each entry that ran had and did, for the README's compatibility table."""
+        rows = []
+        for name, fut in self.futures.items():
+            if not fut.done() or fut.exception() is not None:
+                rows.append({"entry": name, "error": str(fut.exception()) if fut.done() else "not run"})
+                continue
+            o = fut.result()
+            rows.append({
+                "entry": name,
+                "torch": o.probe["torch"],
+                "torch_cuda": o.probe["torch_cuda"],
+                "python": o.python,
+                "wheel_built_against": "this run's torch" if o.entry.wheel == "newest" else FLOOR,
+                "cuda_library": "loaded" if o.probe["cuda_lib"]["loaded"] else o.probe["cuda_lib"]["reason"],
+                "training_max_param_diff": max(r["max_param_diff"] for r in o.training["results"]),
+                "suite": o.suite,
+            })
+        return rows
+
+    def close(self) -> None:
+        if not self.oldest_wheel.done():
+            self.oldest_wheel.set_exception(Failed("the floor's entry never built its wheel"))
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- one entry ------------------------------------------------------------
+
+    def _run(self, e: Entry) -> Outcome:
+        try:
+            return self._steps(e)
+        finally:
+            if e.builds_oldest and not self.oldest_wheel.done():
+                self.oldest_wheel.set_exception(Failed(f"{e.name} did not build the oldest wheel"))
+            shutil.rmtree(self.work / e.name / "venv", ignore_errors=True)  # several GB each
+
+    def _steps(self, e: Entry) -> Outcome:
+        out = Outcome(e)
+        where = self.work / e.name
+        where.mkdir(parents=True)
+        base = sys.executable if e.python is None else find_python(e.python)
+        if base is None:
+            raise Unavailable(f"no CPython {e.python} found (on PATH or under pyenv)")
+        self._cmd(e, "make the venv", [base, "-m", "venv", str(where / "venv")], where)
+        py = str(where / "venv" / "bin" / "python")
+        got = self._cmd(e, f"pip install {e.torch_spec}", [py, "-m", "pip", "install", "--quiet", e.torch_spec],
+                        where, check=False)
+        if got.returncode != 0:
+            errors = " ".join(x for x in got.stderr.splitlines() if x.startswith("ERROR:"))
+            raise Unavailable(f"could not install {e.torch_spec}: {errors[:400] or got.stderr[-400:]}")
+        if e.builds_oldest:
+            self._build_oldest(e, py, where)
+        wheel = self.newest_wheel if e.wheel == "newest" else self.oldest_wheel.result()
+        # the wheel and its test extra, as a user installs them: the torch present must satisfy them
+        self._cmd(e, "pip install the wheel[test]", [py, "-m", "pip", "install", "--quiet", f"{wheel}[test]"], where)
+        out.python = self._cmd(e, "python version", [py, "-c", "import sys; print(sys.version.split()[0])"],
+                               where).stdout.strip()
+        out.info = json.loads(self._cmd(e, "python -m fusedopt info", [py, "-m", "fusedopt", "info", "--json"],
+                                        where).stdout)
+        out.probe = json.loads(self._cmd(e, "CUDA library probe", [py, str(ROOT / "tests" / "wheel_cuda_probe.py")],
+                                         where).stdout)
+        out.training = json.loads(self._cmd(e, "short training", [py, str(ROOT / "tests" / "matrix_training.py")],
+                                            where).stdout)
+        out.suite = self._suite(e, py, where)
+        return out
+
+    def _build_oldest(self, e: Entry, py: str, where: Path) -> None:
+        """The wheel built against this venv's torch, as `make wheel` builds it,
+        from a copy of the sources (a build in the checkout would share its
+        build/ folder with the main one)."""
+        try:
+            src = where / "src"
+            for part in ("csrc", "fusedopt"):
+                shutil.copytree(ROOT / part, src / part,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.so", "_build_info.json"))
+            for f in ("setup.py", "pyproject.toml", "README.md", "LICENSE"):
+                shutil.copy(ROOT / f, src / f)
+            self._cmd(e, "pip install the build tools", [py, "-m", "pip", "install", "--quiet", "setuptools>=77",
+                                                         "wheel"], where)
+            self._cmd(e, "build the wheel against the oldest torch",
+                      [py, "-m", "pip", "wheel", str(src), "--no-build-isolation", "--no-deps", "--wheel-dir",
+                       str(where / "dist")], where)
+            wheels = list((where / "dist").glob("fusedopt-*.whl"))
+            if len(wheels) != 1:
+                raise Failed(f"expected one wheel, found {wheels}")
+            self.oldest_wheel.set_result(wheels[0])
+        except BaseException as exc:
+            self.oldest_wheel.set_exception(exc)
+            raise
+
+    def _suite(self, e: Entry, py: str, where: Path) -> str:
+        """The CPU suite from a copy outside the source tree, so that it imports
+        the installed wheel; the slow build tests are the main pass's."""
+        copy = where / "suite"
+        for part in ("tests", "csrc"):  # csrc: a host-side check compiles its headers
+            shutil.copytree(ROOT / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(ROOT / "pyproject.toml", copy)  # the pytest configuration (markers)
+        res = self._cmd(e, "the CPU suite", [py, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider",
+                                             "tests"], copy, check=False)
+        summary = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+        if res.returncode != 0 or " passed" not in summary or "failed" in summary or "error" in summary:
+            raise Failed(f"{e.name}: the CPU suite: {summary}\n{res.stdout[-6000:]}\n{res.stderr[-2000:]}")
+        return summary
+
+    def _cmd(self, e: Entry, what: str, cmd: list[str], cwd: Path, check: bool = True,
+             env: dict | None = None) -> subprocess.CompletedProcess:
+        res = subprocess.run(cmd, cwd=cwd, env={**clean_env(), **(env or {})}, capture_output=True, text=True)
+        if check and res.returncode != 0:
+            raise Failed(f"{e.name}: {what} exited with {res.returncode}:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
+        return res
