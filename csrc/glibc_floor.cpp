@@ -1,9 +1,10 @@
 // Keeps the libraries loadable wherever torch's own wheels load (manylinux_2_28:
 // glibc >= 2.28, the libstdc++ of GCC 8), whatever newer toolchain builds them.
 //
-// A newer glibc/libstdc++ gives five symbols newer versions than that floor;
-// each has an older, equivalent form, bound here inside the library (hidden,
-// so nothing outside sees these definitions):
+// A newer glibc/libstdc++ gives a few symbols newer versions than that floor;
+// each has an older, equivalent form. The libstdc++ ones are bound here inside
+// the library (hidden, so nothing outside sees these definitions); glibc's pow
+// and dlsym are bound to their old versions by glibc_versions.h:
 //
 //  * std::ostringstream / std::stringstream default constructors
 //    (GLIBCXX_3.4.26, GCC 9): the constructors taking the default open mode,
@@ -13,9 +14,7 @@
 //  * std::__throw_bad_array_new_length (GLIBCXX_3.4.29, GCC 11), which
 //    std::allocator calls for a length past what it can allocate: it throws
 //    std::bad_array_new_length, which the old libstdc++ has (CXXABI_1.3.8);
-//  * pow (GLIBC_2.29 is its new default version): bound to the GLIBC_2.2.5
-//    symbol, the same function under its old version, by math/common.h in
-//    every translation unit that may call it.
+//  * pow (GLIBC_2.29) and dlsym (GLIBC_2.34): see glibc_versions.h.
 //
 // tests/test_wheel.py checks the resulting symbol versions.
 #include <new>  // std::bad_array_new_length
