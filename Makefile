@@ -6,7 +6,8 @@
 #   make test    the test suite, once with the native kernels, once with the pure-torch fallback
 #   make wheel   an abi3 wheel in dist/
 #
-# FUSEDOPT_TORCH picks the torch to install (default: torch>=2.10), e.g.
+# FUSEDOPT_TORCH picks the torch to install (default: torch>=2.10, which pip
+# resolves to the newest release, as a new user gets it), e.g.
 #   FUSEDOPT_TORCH="torch==2.13.0" make test
 
 PYTHON ?= python3
