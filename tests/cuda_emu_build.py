@@ -1,6 +1,11 @@
 """Builds the emulated CUDA library: csrc/cuda's kernels and host code compiled
-by g++ as C++ against the stand-in CUDA headers of tests/cuda_emu, with ASan and
-UBSan, and linked with the emulation's runtime (tests/cuda_emu/README.md).
+by g++ as C++ against the stand-in CUDA headers of tests/cuda_emu, and linked
+with the emulation's runtime (tests/cuda_emu/README.md):
+  - the kernels' files (.cu) with gcc's ThreadSanitizer instrumentation, whose
+    per-access hooks the runtime defines (races in shared memory, two blocks
+    writing one element, and ASan's bounds check of every access), and UBSan;
+  - the host code (.cpp) with ASan and UBSan;
+  - the runtime itself plain (its own checks must not recurse).
 
 The result is cached under build/cuda_emu/<hash of every input>, so an edit to
 a kernel is tested by the next run without reinstalling anything, and an
@@ -25,11 +30,8 @@ EMU = ROOT / "tests" / "cuda_emu"
 CACHE = ROOT / "build" / "cuda_emu"
 KEEP = 3  # cached builds kept (the newest)
 
+SHARED_LD = EMU / "runtime" / "shared_memory.ld"
 RUNTIME = ("fiber", "launcher", "launch_control", "warp_shuffle", "access_checks", "reports", "device_memory", "api")
-
-# ASan's per-access callbacks, wrapped by the runtime's access checks
-# (tests/cuda_emu/runtime/access_checks.cpp).
-WRAPPED = [f"__asan_{kind}{n}" for kind in ("load", "store") for n in ("1", "2", "4", "8", "16", "N")]
 
 
 def _torch_target_version() -> str:
@@ -44,16 +46,20 @@ def _common_flags() -> list[str]:
     return [
         "-std=c++17", "-fPIC", "-fvisibility=hidden", "-ffp-contract=off", "-fno-math-errno",
         "-Wall", "-Wno-unused-function", "-Wno-unknown-pragmas", "-g1", "-fno-omit-frame-pointer",
-        # copies of known size inline (rep movs), not through ASan's memcpy: see KernelCall
+        # copies of known size inline (rep movs), not through ASan's memcpy
+        # interceptor: see KernelCall in the stand-in cuda_runtime.h
         "-minline-all-stringops",
         f"-I{EMU / 'include'}",
     ]
 
 
-# The kernels and host code: every access goes through ASan's callbacks
-# (threshold 0), which the runtime wraps; UBSan checks alignment among the rest.
-SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-            "--param=asan-instrumentation-with-call-threshold=0"]
+# Kernel code: every access calls a hook of the runtime (access_checks.cpp),
+# __shared__ statics included; UBSan checks alignment (a misaligned vector
+# load) among the rest. Not linked with TSan's runtime.
+KERNEL_SANITIZE = ["-fsanitize=thread,undefined", "-fno-sanitize-recover=undefined",
+                   "--param=tsan-instrument-func-entry-exit=0"]
+HOST_SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+LINK_SANITIZE = ["-fsanitize=address,undefined"]
 
 
 def _cxx() -> str:
@@ -74,8 +80,9 @@ class EmuBuild:
     def compile_program(self, source: Path, exe: Path) -> None:
         """A standalone program of CUDA source (a test's kernels and main), built
         like the kernels and linked with the runtime."""
-        _run([_cxx(), *_common_flags(), "-O1", *SANITIZE, "-x", "c++", str(source), "-x", "none",
-              str(self.runtime), f"-Wl,--wrap={',--wrap='.join(WRAPPED)}", "-o", str(exe)])
+        obj = exe.with_name(exe.name + "_cu.o")  # a kernels' object: shared_memory.ld gathers its statics
+        _run([_cxx(), *_common_flags(), "-O1", *KERNEL_SANITIZE, "-x", "c++", "-c", str(source), "-o", str(obj)])
+        _run([_cxx(), *LINK_SANITIZE, str(obj), str(self.runtime), f"-Wl,-T,{SHARED_LD}", "-o", str(exe)])
 
 
 def preload() -> list[str]:
@@ -148,21 +155,52 @@ def _compile_and_link(out: Path, torch_dir: Path) -> None:
     jobs.append([_cxx(), *common, "-O2", "-c", str(EMU / "torch" / "device_shims.cpp"), "-o", str(obj)])
     lib_objs.append(obj)
     # csrc/cuda as setup.py builds it (every .cu and .cpp there), the .cu as C++
-    for src in sorted((CSRC / "cuda").glob("*.cu")) + sorted((CSRC / "cuda").glob("*.cpp")):
-        obj = out / f"{src.stem}{src.suffix.replace('.', '_')}.o"
-        lang = ["-x", "c++"] if src.suffix == ".cu" else []
-        jobs.append([_cxx(), *common, "-O1", *SANITIZE, *torch_flags,
-                     "-include", str(EMU / "torch" / "registration.h"), *lang, "-c", str(src), "-o", str(obj)])
+    for src in sorted((CSRC / "cuda").glob("*.cu")):
+        obj = out / f"{src.stem}_cu.o"
+        jobs.append([_cxx(), *common, "-O1", *KERNEL_SANITIZE, *torch_flags, "-x", "c++", "-c", str(src),
+                     "-o", str(obj)])
+        lib_objs.append(obj)
+    for src in sorted((CSRC / "cuda").glob("*.cpp")):
+        obj = out / f"{src.stem}.o"
+        jobs.append([_cxx(), *common, "-O1", *HOST_SANITIZE, *torch_flags,
+                     "-include", str(EMU / "torch" / "registration.h"), "-c", str(src), "-o", str(obj)])
         lib_objs.append(obj)
     for src in (EMU / "torch" / "schemas.cpp", EMU / "probes.cpp"):
         obj = out / f"{src.stem}.o"
-        jobs.append([_cxx(), *common, "-O1", *SANITIZE, *torch_flags, "-c", str(src), "-o", str(obj)])
+        jobs.append([_cxx(), *common, "-O1", *HOST_SANITIZE, *torch_flags, "-c", str(src), "-o", str(obj)])
         lib_objs.append(obj)
     with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         for fut in [pool.submit(_run, cmd) for cmd in jobs]:
             fut.result()
     archive = out / "libfo_emu_runtime.a"
     _run(["ar", "rcs", str(archive), *map(str, runtime_objs)])
-    _run([_cxx(), "-shared", "-fsanitize=address,undefined", *map(str, lib_objs), str(archive),
-          f"-Wl,--wrap={',--wrap='.join(WRAPPED)}", f"-L{torch_dir / 'lib'}", "-ltorch_cpu", "-lc10",
-          f"-Wl,-rpath,{torch_dir / 'lib'}", "-o", str(out / "libfusedopt_cuda_emu.so")])
+    library = out / "libfusedopt_cuda_emu.so"
+    _run([_cxx(), "-shared", *LINK_SANITIZE, *map(str, lib_objs), str(archive), f"-Wl,-T,{SHARED_LD}",
+          f"-L{torch_dir / 'lib'}", "-ltorch_cpu", "-lc10", f"-Wl,-rpath,{torch_dir / 'lib'}", "-o", str(library)])
+    _check_shared_memory(library)
+
+
+def _shared_names() -> set[str]:
+    """The names csrc/cuda declares __shared__."""
+    names = set()
+    for src in (CSRC / "cuda").glob("*.cu*"):
+        names.update(re.findall(r"__shared__\s+[\w:<>, ]+?\s+(\w+)\s*[\[;]", src.read_text()))
+    return names
+
+
+def _check_shared_memory(library: Path) -> None:
+    """Everything the link put in the emulated shared memory must be a
+    __shared__ variable: the runtime poisons that range at every block, which
+    would wreck any other static of the kernels' files."""
+    table = subprocess.run(["objdump", "-t", "-C", str(library)], capture_output=True, text=True, check=True).stdout
+    wanted = _shared_names()
+    strays = []
+    for line in table.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) == 6 and parts[3] == "fo_emu_shared" and parts[2] == "O":
+            name = parts[5].rsplit("::", 1)[-1]
+            if name not in wanted:
+                strays.append(parts[5])
+    if strays:
+        raise RuntimeError("statics of csrc/cuda's .cu files that are not __shared__ would be taken for shared "
+                           f"memory by the emulation (tests/cuda_emu/runtime/shared_memory.ld): {strays}")

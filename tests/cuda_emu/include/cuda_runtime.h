@@ -22,10 +22,10 @@
 #define __launch_bounds__(...)
 #define __restrict__ __restrict
 // Blocks run one at a time on one OS thread, so a static variable is the
-// running block's shared memory. The section gathers every __shared__ variable
-// in one range (__start_/__stop_fo_emu_shared): the runtime poisons it at each
-// block's start and watches accesses to it for races.
-#define __shared__ __attribute__((section("fo_emu_shared"))) static
+// running block's shared memory. The link gathers the kernels' statics into one
+// range (runtime/shared_memory.ld): the runtime poisons it at each block's
+// start and watches accesses to it for races.
+#define __shared__ static
 
 // ------------------------------------------------------------ index types
 
@@ -211,7 +211,7 @@ struct KernelCall {
   std::tuple<P...> params;
 
   template <size_t... I>
-  __attribute__((no_sanitize("address", "undefined"))) void call(std::index_sequence<I...>) {
+  __attribute__((no_sanitize("thread", "undefined"))) void call(std::index_sequence<I...>) {
     kernel(std::get<I>(params)...);
   }
 

@@ -1,8 +1,6 @@
-// The checks on every memory access of the emulated kernels. The kernel code is
-// compiled with ASan in callback mode (every access calls __asan_loadN /
-// __asan_storeN) and linked with --wrap for those callbacks: the wrappers here
-// look at the access, then hand it to ASan's own check (bounds, use after free).
-//  - __shared__ bytes (the fo_emu_shared section): a race detector in the
+// The checks on every memory access of the emulated kernels (the hooks at the
+// end of this file say how they are called).
+//  - __shared__ bytes (runtime/shared_memory.ld): a race detector in the
 //    manner of compute-sanitizer's racecheck. A read of a byte that another
 //    thread of the block wrote since the block's last barrier, or a write of a
 //    byte another thread read or wrote since then, is a hazard; so is a read of
@@ -160,7 +158,32 @@ uint3 unflatten(uint64_t linear, dim3 d) {
                static_cast<unsigned>(linear / (uint64_t{d.x} * d.y))};
 }
 
+// A store made while a lane of the block holds an undefined shuffle result:
+// checked for the all-ones bits once it is done.
+struct PoisonCheck {
+  bool active = false;
+  uintptr_t addr = 0;
+  size_t size = 0;
+  const void* pc = nullptr;
+  unsigned thread = 0;
+} poison_check;
+
+void settle_poison() {
+  poison_check.active = false;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(poison_check.addr);
+  for (size_t i = 0; i < poison_check.size; ++i) {
+    if (bytes[i] != 0xff) return;
+  }
+  std::ostringstream r;
+  r << "undefined shuffle value used in kernel " << kernel_name() << ", block " << dims(emu.block) << ": "
+    << thread_at(poison_check.thread) << " stores " << poison_check.size << " bytes at 0x" << std::hex
+    << poison_check.addr << std::dec << " at " << where(poison_check.pc) << " made of what "
+    << emu.undefined_shuffle_what;
+  fail(cudaErrorLaunchFailure, r.str());
+}
+
 void settle_pending() {
+  if (poison_check.active) settle_poison();
   if (!pending.active) return;
   pending.active = false;
   if (std::memcmp(reinterpret_cast<const void*>(pending.addr), pending.before, pending.size) == 0) return;
@@ -220,8 +243,9 @@ void global_write(uintptr_t addr, size_t size, const void* pc) {
 // those leave first.
 inline void on_access(uintptr_t addr, size_t size, bool store, const void* pc) {
   if (addr - emu.stack_lo < emu.stack_size) return;
-  if (pending.active) settle_pending();  // the write it waited for has happened by now
+  if (pending.active || poison_check.active) settle_pending();  // the write it waited for has happened by now
   if (emu.aborted) return;
+  if (store && emu.undefined_shuffle && (size == 4 || size == 8)) poison_check = PoisonCheck{true, addr, size, pc, emu.current->linear};
   if (addr + size > emu.shared_lo && addr < emu.shared_lo + emu.shared_size) {
     shared_access(addr, size, store, pc);
     return;
@@ -265,39 +289,74 @@ void checks_after_yield() { settle_pending(); }
 
 }  // namespace fo_emu
 
-// The wrappers (linked with -Wl,--wrap=__asan_load4 and so on). Each ends in a
-// tail call to ASan's own check, so that ASan's report names the kernel's code.
+// The hooks. The kernels' translation units are compiled with gcc's
+// -fsanitize=thread instrumentation, which calls __tsan_read4(addr) and the like
+// before every memory access (statics included, which ASan's instrumentation
+// leaves out when it can prove them in bounds: the __shared__ variables), but
+// are not linked with TSan's runtime: these definitions are the hooks. Each
+// does the emulation's checks, then asks ASan's runtime (preloaded) whether the
+// bytes are addressable; ASan's report names the kernel's code (the hook
+// tail-calls it).
 extern "C" {
-#define FO_EMU_WRAP(n)                                                                 \
-  void __real___asan_load##n(uintptr_t);                                               \
-  void __real___asan_store##n(uintptr_t);                                              \
-  __attribute__((visibility("hidden"))) void __wrap___asan_load##n(uintptr_t addr) {   \
-    if (__builtin_expect(fo_emu::emu.in_kernel, 0)) {                                  \
-      fo_emu::on_access(addr, n, false, __builtin_return_address(0));                  \
-    }                                                                                  \
-    __real___asan_load##n(addr);                                                       \
-  }                                                                                    \
-  __attribute__((visibility("hidden"))) void __wrap___asan_store##n(uintptr_t addr) {  \
-    if (__builtin_expect(fo_emu::emu.in_kernel, 0)) {                                  \
-      fo_emu::on_access(addr, n, true, __builtin_return_address(0));                   \
-    }                                                                                  \
-    __real___asan_store##n(addr);                                                      \
-  }
-FO_EMU_WRAP(1)
-FO_EMU_WRAP(2)
-FO_EMU_WRAP(4)
-FO_EMU_WRAP(8)
-FO_EMU_WRAP(16)
-#undef FO_EMU_WRAP
+void __asan_load1(uintptr_t);
+void __asan_load2(uintptr_t);
+void __asan_load4(uintptr_t);
+void __asan_load8(uintptr_t);
+void __asan_load16(uintptr_t);
+void __asan_loadN(uintptr_t, uintptr_t);
+void __asan_store1(uintptr_t);
+void __asan_store2(uintptr_t);
+void __asan_store4(uintptr_t);
+void __asan_store8(uintptr_t);
+void __asan_store16(uintptr_t);
+void __asan_storeN(uintptr_t, uintptr_t);
 
-void __real___asan_loadN(uintptr_t, uintptr_t);
-void __real___asan_storeN(uintptr_t, uintptr_t);
-__attribute__((visibility("hidden"))) void __wrap___asan_loadN(uintptr_t addr, uintptr_t size) {
+#define FO_EMU_HOOK(name, n, store, asan_check)                                                     \
+  __attribute__((visibility("hidden"))) void name(void* p) {                                        \
+    const auto addr = reinterpret_cast<uintptr_t>(p);                                               \
+    if (__builtin_expect(fo_emu::emu.in_kernel, 0)) {                                               \
+      fo_emu::on_access(addr, n, store, __builtin_return_address(0));                               \
+    }                                                                                               \
+    asan_check(addr);                                                                               \
+  }
+FO_EMU_HOOK(__tsan_read1, 1, false, __asan_load1)
+FO_EMU_HOOK(__tsan_read2, 2, false, __asan_load2)
+FO_EMU_HOOK(__tsan_read4, 4, false, __asan_load4)
+FO_EMU_HOOK(__tsan_read8, 8, false, __asan_load8)
+FO_EMU_HOOK(__tsan_read16, 16, false, __asan_load16)
+FO_EMU_HOOK(__tsan_write1, 1, true, __asan_store1)
+FO_EMU_HOOK(__tsan_write2, 2, true, __asan_store2)
+FO_EMU_HOOK(__tsan_write4, 4, true, __asan_store4)
+FO_EMU_HOOK(__tsan_write8, 8, true, __asan_store8)
+FO_EMU_HOOK(__tsan_write16, 16, true, __asan_store16)
+// accesses the compiler cannot prove aligned: checked alike (UBSan reports a
+// misaligned vector type)
+FO_EMU_HOOK(__tsan_unaligned_read2, 2, false, __asan_load2)
+FO_EMU_HOOK(__tsan_unaligned_read4, 4, false, __asan_load4)
+FO_EMU_HOOK(__tsan_unaligned_read8, 8, false, __asan_load8)
+FO_EMU_HOOK(__tsan_unaligned_read16, 16, false, __asan_load16)
+FO_EMU_HOOK(__tsan_unaligned_write2, 2, true, __asan_store2)
+FO_EMU_HOOK(__tsan_unaligned_write4, 4, true, __asan_store4)
+FO_EMU_HOOK(__tsan_unaligned_write8, 8, true, __asan_store8)
+FO_EMU_HOOK(__tsan_unaligned_write16, 16, true, __asan_store16)
+#undef FO_EMU_HOOK
+
+__attribute__((visibility("hidden"))) void __tsan_read_range(void* p, uintptr_t size) {
+  const auto addr = reinterpret_cast<uintptr_t>(p);
   if (__builtin_expect(fo_emu::emu.in_kernel, 0)) fo_emu::on_access(addr, size, false, __builtin_return_address(0));
-  __real___asan_loadN(addr, size);
+  __asan_loadN(addr, size);
 }
-__attribute__((visibility("hidden"))) void __wrap___asan_storeN(uintptr_t addr, uintptr_t size) {
+
+__attribute__((visibility("hidden"))) void __tsan_write_range(void* p, uintptr_t size) {
+  const auto addr = reinterpret_cast<uintptr_t>(p);
   if (__builtin_expect(fo_emu::emu.in_kernel, 0)) fo_emu::on_access(addr, size, true, __builtin_return_address(0));
-  __real___asan_storeN(addr, size);
+  __asan_storeN(addr, size);
 }
+
+// the rest of what the instrumentation calls: nothing to do
+__attribute__((visibility("hidden"))) void __tsan_init() {}
+__attribute__((visibility("hidden"))) void __tsan_func_entry(void*) {}
+__attribute__((visibility("hidden"))) void __tsan_func_exit() {}
+__attribute__((visibility("hidden"))) void __tsan_vptr_update(void**, void*) {}
+__attribute__((visibility("hidden"))) void __tsan_vptr_read(void**) {}
 }

@@ -16,8 +16,9 @@
 #include "launch_control.h"
 #include "state.h"
 
-extern "C" char __start_fo_emu_shared[] __attribute__((weak));
-extern "C" char __stop_fo_emu_shared[] __attribute__((weak));
+// runtime/shared_memory.ld
+extern "C" char fo_emu_shared_begin[];
+extern "C" char fo_emu_shared_end[];
 
 uint3 threadIdx;
 uint3 blockIdx;
@@ -28,8 +29,8 @@ namespace fo_emu {
 
 Emu emu;
 
-char* shared_begin() { return __start_fo_emu_shared; }
-char* shared_end() { return __stop_fo_emu_shared; }
+char* shared_begin() { return fo_emu_shared_begin; }
+char* shared_end() { return fo_emu_shared_end; }
 
 namespace {
 
@@ -179,6 +180,7 @@ void run_one_block(uint64_t linear) {
   blockIdx = emu.block;
   ++emu.block_stamp;
   ++emu.barrier_epoch;
+  emu.undefined_shuffle = false;
   // Shared memory starts out as garbage on a GPU: poison it, so that a value a
   // block reads before writing it is visibly wrong (the race detector also
   // reports such a read).
@@ -223,7 +225,7 @@ std::string limit_report(const LaunchShape& s, size_t shared) {
   } else if (g.x == 0 || g.y == 0 || g.z == 0 || g.x > kMaxGridX || g.y > kMaxGridYZ || g.z > kMaxGridYZ) {
     r << "grid " << dims(uint3{g.x, g.y, g.z}) << ": a grid is 1 to 2^31-1 blocks in x, 1 to 65535 in y and z";
   } else if (shared + s.dynamic_shared > kMaxStaticShared) {
-    r << shared << " bytes of static and " << s.dynamic_shared
+    r << shared << " bytes of static (all kernels' __shared__ variables together) and " << s.dynamic_shared
       << " of dynamic shared memory: a block may have 48 KiB without opting in";
   } else if (s.param_bytes > kMaxParamBytes) {
     r << "its parameters take " << s.param_bytes << " bytes: CUDA allows " << kMaxParamBytes

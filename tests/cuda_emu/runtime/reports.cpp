@@ -2,6 +2,9 @@
 // with an error whose text is the report (the op that launched then raises it,
 // as a CUDA error after a launch would); ASan and UBSan findings end the
 // process, and the death callback adds which kernel, block and thread ran.
+#include <dlfcn.h>
+#include <link.h>
+
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -25,17 +28,27 @@ std::string symbolize(const void* pc, const char* fmt) {
   return buf;
 }
 
-// "ns::(anonymous namespace)::adam_kernel<float, ...>(ChunkTable<6>, ...)"
-// without the parameter list, which is long and says nothing new.
-std::string strip_params(std::string name) {
-  int depth = 0;
+// Drops parameter lists: "ns::(anonymous namespace)::adam_kernel<float, ...>(ChunkTable<6>, ...)"
+// becomes "ns::(anonymous namespace)::adam_kernel<float, ...>", and a static
+// local "f(float*, bool)::value" becomes "f::value".
+std::string strip_params(const std::string& name) {
+  std::string out;
+  int angle = 0;
   for (size_t i = 0; i < name.size(); ++i) {
     const char c = name[i];
-    if (c == '<') ++depth;
-    if (c == '>') --depth;
-    if (c == '(' && depth == 0 && name.compare(i, 21, "(anonymous namespace)") != 0) return name.substr(0, i);
+    if (c == '<') ++angle;
+    if (c == '>') --angle;
+    if (c == '(' && angle == 0 && name.compare(i, 21, "(anonymous namespace)") != 0) {
+      int depth = 0;
+      for (; i < name.size(); ++i) {
+        if (name[i] == '(') ++depth;
+        if (name[i] == ')' && --depth == 0) break;
+      }
+      continue;
+    }
+    out += c;
   }
-  return name;
+  return out;
 }
 
 void on_death() {
@@ -45,10 +58,23 @@ void on_death() {
                kernel_name().c_str(), dims(emu.block).c_str(), dims(emu.current->idx).c_str());
 }
 
-struct InstallDeathCallback {
-  InstallDeathCallback() {
-    if (__sanitizer_set_death_callback) __sanitizer_set_death_callback(&on_death);
+// ASan and UBSan are two runtimes, each with its own death callback: set both.
+int install_in(struct dl_phdr_info* info, size_t, void*) {
+  const char* name = info->dlpi_name;
+  if (name == nullptr || (std::strstr(name, "libasan") == nullptr && std::strstr(name, "libubsan") == nullptr)) {
+    return 0;
   }
+  void* handle = dlopen(name, RTLD_NOW | RTLD_NOLOAD);
+  if (handle == nullptr) return 0;
+  if (auto set = reinterpret_cast<void (*)(void (*)())>(dlsym(handle, "__sanitizer_set_death_callback"))) {
+    set(&on_death);
+  }
+  dlclose(handle);
+  return 0;
+}
+
+struct InstallDeathCallback {
+  InstallDeathCallback() { dl_iterate_phdr(&install_in, nullptr); }
 } install_death_callback;
 
 }  // namespace
@@ -66,6 +92,7 @@ const std::string& kernel_name() {
   if (name.empty()) {
     // +1: the symbolizer looks up the instruction before the address it gets
     name = strip_params(symbolize(static_cast<const char*>(emu.shape->kernel) + 1, "%f"));
+    if (name.compare(0, 5, "void ") == 0) name = name.substr(5);  // a template's return type
     if (name.empty() || name == "??") {
       char buf[32];
       std::snprintf(buf, sizeof(buf), "%p", emu.shape->kernel);

@@ -59,6 +59,10 @@ struct Emu {
   size_t stack_size = 0;
   uintptr_t shared_lo = 0;   // the __shared__ section
   size_t shared_size = 0;
+  // A lane of this block read a lane outside its shuffle's mask: it got all-ones
+  // bits (a NaN for floats), and the access checks look for them in stores.
+  bool undefined_shuffle = false;
+  std::string undefined_shuffle_what;  // which lane read which, where
   uint64_t barrier_epoch = 0;  // counts barriers (and block starts) in the whole run
   uint64_t block_stamp = 0;    // counts blocks in the whole run
   FiberContext scheduler;

@@ -3,9 +3,14 @@
 // shuffle with that mask; then each reads the value its source lane left at
 // this same shuffle. Reported instead of guessed at: a lane calling with a
 // mask that leaves itself out, lanes of one warp meeting with different masks,
-// a mask naming a lane the block does not have, and a read from a lane outside
-// the mask (CUDA leaves its value undefined). A lane that never arrives is
-// found when the block can no longer move (launcher.cpp).
+// and a mask naming a lane the block does not have. A lane that never arrives
+// is found when the block can no longer move (launcher.cpp).
+//
+// A read from a lane outside the mask is legal CUDA with an undefined result
+// (a half-warp reduction's upper lanes do it, and nobody uses what they get):
+// the lane gets all-ones bits (a NaN for floats, which sums carry along), and
+// a store of them is reported (access_checks.cpp) as the use of an undefined
+// value: a wrong offset whose result matters.
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -107,9 +112,15 @@ uint64_t shuffle(unsigned mask, uint64_t bits, ShuffleMode mode, int lane_arg, i
     Thread& dst = emu.threads[warp_base + l];
     const unsigned src = source_lane(dst, l);
     if (((mask >> src) & 1u) == 0) {
-      report("thread " + dims(dst.idx) + " (lane " + std::to_string(l) + ") at " + at(dst) + " reads lane " +
-             std::to_string(src) + " (offset " + std::to_string(dst.lane_arg) + "), which the mask " + hex(mask) +
-             " leaves out: its value is undefined");
+      if (!emu.undefined_shuffle) {
+        emu.undefined_shuffle = true;
+        emu.undefined_shuffle_what = "thread " + dims(dst.idx) + " (lane " + std::to_string(l) + ") at " + at(dst) +
+                                     " read lane " + std::to_string(src) + " (offset " +
+                                     std::to_string(dst.lane_arg) + "), which the mask " + hex(mask) +
+                                     " leaves out: its value is undefined";
+      }
+      dst.result = ~uint64_t{0};
+      continue;
     }
     dst.result = emu.threads[warp_base + src].value;
   }
