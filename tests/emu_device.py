@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import mmap
 import os
 
 import torch
@@ -58,6 +59,15 @@ def device_tensor(values: torch.Tensor, offset: int = 0) -> torch.Tensor:
     out.copy_(values)
     assert out.data_ptr() % 512 == offset * size
     return out
+
+
+def sparse_tensor(numel: int, dtype) -> torch.Tensor:
+    """A zero tensor of `numel` elements in private anonymous memory: pages are
+    only made when written, so a tensor of gigabytes costs what its written
+    windows cost (run only the blocks over them: selected_blocks)."""
+    size = torch.empty((), dtype=dtype).element_size()
+    mem = mmap.mmap(-1, numel * size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return torch.frombuffer(mem, dtype=dtype, count=numel)  # keeps `mem` alive
 
 
 def twins(values: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
