@@ -31,7 +31,7 @@ def _configs():
             for s in ("f32", "bf16", "f16"):
                 i = len(out)
                 out.append(dict(param=p, grad=g, state=s, amsgrad=i % 2 == 0, maximize=i % 3 == 1,
-                                decoupled=i % 4 != 3, master=p != "f32" and i % 2 == 1,
+                                decoupled=i % 4 != 3, master=p != "f32" and i % 4 in (0, 3),
                                 misaligned=("grads", "states", "params")[i % 3], offset=1 + i % 3,
                                 max_value=0.0 if i % 5 else 2.5))
     return out

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import emu_device as ed
 from conftest import requires_native_cpu
 from cuda_common import ULP
 from plan_cases import CONFIGS, assert_same_run, planned_buckets, run_plan_case
@@ -43,7 +44,9 @@ def plan_case(config, scaler, channels_last):
     with pytest.MonkeyPatch.context() as mp:
         with emulated_cuda_kernels():
             plans = run_plan_case(config, 6, True, mp, **kw)
+            ed.clear_launch_log()
             lists = run_plan_case(config, 6, False, mp, **kw)
+            assert ed.launch_log(), "the list ops did not launch emulated kernels"
         cpu = run_plan_case(config, 6, True, mp, **kw)
     buckets = planned_buckets(plans[1])
     assert buckets and all(b.native_plan.id >= CUDA_FIRST_ID for b in buckets), "no emulated CUDA plan was made"
@@ -69,3 +72,31 @@ def test_cuda_plan_steps(cuda_emu, config):
 @pytest.mark.parametrize("config", ["adamw clip", "sgd nesterov clip"])
 def test_cuda_plan_steps_under_the_grad_scaler_and_channels_last(cuda_emu, config):
     cuda_emu.run(plan_case, config=config, scaler=True, channels_last=True)
+
+
+def duplicates_case():
+    # a param listed twice (tied weights): the Python step runs the occurrences
+    # in rounds (fusedopt/_repeats.py), so no launch has two blocks writing one
+    # element (the emulation would report it), and the result is the CPU's
+    import fusedopt
+
+    results = []
+    for emulated in (True, False):
+        gen = torch.Generator().manual_seed(0)
+        q = torch.nn.Parameter(torch.randn(70_000, generator=gen))
+        other = torch.nn.Parameter(torch.randn(7, generator=gen))
+        with pytest.warns(UserWarning, match="duplicate parameters"):
+            opt = fusedopt.AdamW([q, other, q], lr=0.1, amsgrad=True)
+        ed.clear_launch_log()
+        with emulated_cuda_kernels() if emulated else contextlib.nullcontext():
+            for _ in range(2):
+                q.grad, other.grad = torch.randn(70_000, generator=gen), torch.randn(7, generator=gen)
+                opt.step()
+        assert bool(ed.kernel_launches("adam_kernel")) == emulated
+        results.append((q.detach(), other.detach(), float(opt.state[q]["step"])))
+    (qe, oe, se), (qc, oc, sc) = results
+    assert torch.equal(qe, qc) and torch.equal(oe, oc) and se == sc == 4.0
+
+
+def test_duplicate_params_run_in_rounds(cuda_emu):
+    cuda_emu.run(duplicates_case)

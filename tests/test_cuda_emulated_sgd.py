@@ -18,16 +18,22 @@ SIZES = (1, 65536, 65538)  # a single element; exactly one chunk; a chunk and a 
 
 
 def _configs():
-    out = []
-    for p in ("f32", "bf16", "f16"):
-        for g in sorted({p, "f32"}):
-            i = len(out)
-            out.append(dict(param=p, grad=g, state=("f32", "bf16", "f16")[i % 3], momentum=0.0 if i == 3 else 0.9,
-                            dampening=(0.0, 0.1, 0.5)[i % 3], nesterov=i % 2 == 1, weight_decay=0.0 if i == 2 else 0.01,
-                            maximize=i % 2 == 0, master=p != "f32" and i % 2 == 0,
-                            misaligned=("grads", "states", "params")[i % 3], offset=1 + (i + 1) % 3,
-                            max_value=0.0 if i % 4 else 0.7))
-    return out
+    """Every param/grad dtype pair, each state dtype, momentum on and off with
+    and without master weights, nesterov, dampening, decay, maximize."""
+    rows = [
+        # param, grad, state, momentum, dampening, nesterov, weight_decay, maximize, master, misaligned, max_value
+        ("f32", "f32", "f32", 0.9, 0.0, True, 0.01, True, False, "grads", 0.7),
+        ("bf16", "bf16", "bf16", 0.9, 0.1, False, 0.01, False, False, "states", 0.0),
+        ("bf16", "f32", "f16", 0.9, 0.5, False, 0.0, True, True, "params", 0.0),
+        ("f16", "f16", "f32", 0.0, 0.0, False, 0.01, False, True, "grads", 0.0),
+        ("f16", "f32", "bf16", 0.9, 0.0, True, 0.01, True, True, "states", 0.7),
+        ("f32", "f32", "f32", 0.0, 0.0, False, 0.01, True, False, "params", 0.0),
+        ("bf16", "f32", "bf16", 0.0, 0.0, False, 0.0, False, False, "grads", 0.0),
+        ("f16", "f16", "f16", 0.9, 0.1, False, 0.01, False, False, "params", 0.0),
+    ]
+    keys = ("param", "grad", "state", "momentum", "dampening", "nesterov", "weight_decay", "maximize", "master",
+            "misaligned", "max_value")
+    return [dict(zip(keys, row), offset=1 + i % 3) for i, row in enumerate(rows)]
 
 
 CONFIGS = _configs()
