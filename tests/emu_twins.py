@@ -41,8 +41,10 @@ class Twins:
         self.emu: dict[str, list[torch.Tensor]] = {}
         self.cpu: dict[str, list[torch.Tensor]] = {}
 
-    def add(self, name: str, values: list[torch.Tensor], offset: int = 0) -> None:
-        pairs = [ed.twins(v, offset) for v in values]
+    def add(self, name: str, values: list[torch.Tensor], offset=0) -> None:
+        """`offset`: one for every tensor, or a list of one per tensor."""
+        offsets = offset if isinstance(offset, (list, tuple)) else [offset] * len(values)
+        pairs = [ed.twins(v, o) for v, o in zip(values, offsets, strict=True)]
         self.emu[name] = [e for e, _ in pairs]
         self.cpu[name] = [c for _, c in pairs]
 

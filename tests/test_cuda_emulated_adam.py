@@ -3,7 +3,9 @@ emulation (tests/cuda_emu), against the CPU kernels bit for bit: every
 param/grad/state dtype the kernels dispatch, amsgrad, maximize, both weight
 decays, master weights, clipping by norm and by value under a GradScaler's
 scale, a tensor lr, the found_inf skip; each with one list misaligned for the
-vector loads (1-3 elements into its block) beside aligned ones.
+vector loads (1-3 elements into its block) beside aligned ones, on the first
+and last tensors (the element-by-element path), the middle one aligned (the
+vector path, and its one-element tail in a second chunk).
 
 Each case runs in the emulation worker (conftest.py's cuda_emu)."""
 
@@ -16,7 +18,7 @@ from emu_twins import DTYPES, Twins, adam_call, controls, step_both, values
 
 pytestmark = [pytest.mark.cuda_emulated, requires_native_cpu]
 
-# a tail shorter than a chunk; one chunk and one element (the second chunk is
+# a tail shorter than a pack; one chunk and one element (the second chunk is
 # shorter than a pack); one element short of a chunk
 SIZES = (3, 65537, 65535)
 
@@ -43,7 +45,7 @@ CONFIGS = _configs()
 def _lists(param, grad, state, amsgrad, master, misaligned, offset):
     P, G, S = DTYPES[param], DTYPES[grad], DTYPES[state]
     t = Twins()
-    at = {k: offset if k == misaligned else 0 for k in ("params", "grads", "states")}
+    at = {k: [offset, 0, offset] if k == misaligned else 0 for k in ("params", "grads", "states")}
     masters = values(SIZES, 0, torch.float32)
     t.add("params", [m.to(P) for m in masters], at["params"])
     if master:

@@ -55,6 +55,13 @@ __global__ void half_warp_sum_kernel(float* out, int first_offset) {
   }
 }
 
+// a full-warp shuffle that half the warp never calls
+__global__ void partial_warp_kernel(float* out, bool all) {
+  float x = static_cast<float>(threadIdx.x);
+  if (all || threadIdx.x < 16) x += __shfl_down_sync(0xffffffffu, x, 1);
+  out[threadIdx.x] = x;
+}
+
 // a tail rounded up to whole packs: reads past the end of `in`
 __global__ void tail_kernel(const float* in, float* out, int n, bool round_up) {
   const int end = round_up ? (n + 3) / 4 * 4 : n;
@@ -115,6 +122,7 @@ int main(int argc, char** argv) {
   if (!std::strcmp(c, "missing_sync")) return launch(broadcast_kernel, 2, 128, out, fixed);
   if (!std::strcmp(c, "uninitialized_shared")) return launch(uninitialized_kernel, 1, fixed ? 32 : 64, out);
   if (!std::strcmp(c, "wrong_shuffle_offset")) return launch(half_warp_sum_kernel, 1, 32, out, fixed ? 8 : 16);
+  if (!std::strcmp(c, "shuffle_lanes_missing")) return launch(partial_warp_kernel, 1, 32, out, fixed);
   if (!std::strcmp(c, "out_of_bounds_tail")) return launch(tail_kernel, 1, 256, (const float*)in, out, 1001, !fixed);
   if (!std::strcmp(c, "misaligned_pack")) return launch(pack_kernel, 1, 32, (const float*)(in + 1), out, fixed);
   if (!std::strcmp(c, "two_blocks_one_element")) return launch(blocks_kernel, 3, 64, out, fixed);
@@ -192,6 +200,11 @@ CASES = {
         r"undefined shuffle value used in kernel half_warp_sum_kernel, block \(0, 0, 0\): thread \(0, 0, 0\) "
         r"stores 4 bytes at 0x[0-9a-f]+ at .*broken\.cu:\d+ made of what thread \(0, 0, 0\) \(lane 0\) at "
         r"__shfl_down_sync \(.*broken\.cu:\d+\) read lane 16 \(offset 16\), which the mask 0xffff leaves out",
+    ],
+    "shuffle_lanes_missing": [
+        r"divergent barrier or shuffle in kernel partial_warp_kernel, block \(0, 0, 0\): the block cannot go on",
+        r"threads 0-15 wait at a shuffle with mask 0xffffffff \(.*broken\.cu:\d+\)",
+        r"threads 16-31 have exited",
     ],
     "out_of_bounds_tail": [
         r"ERROR: AddressSanitizer: heap-buffer-overflow on address 0x[0-9a-f]+",

@@ -42,7 +42,8 @@ CONFIGS = _configs()
 def _lists(param, grad, state, momentum, master, misaligned, offset, garbage_buffers=True):
     P, G, S = DTYPES[param], DTYPES[grad], DTYPES[state]
     t = Twins()
-    at = {k: offset if k == misaligned else 0 for k in ("params", "grads", "states")}
+    # the middle tensor misaligned (element by element), the others aligned (vector loads)
+    at = {k: [0, offset, 0] if k == misaligned else 0 for k in ("params", "grads", "states")}
     masters = values(SIZES, 0, torch.float32)
     t.add("params", [m.to(P) for m in masters], at["params"])
     if master:
