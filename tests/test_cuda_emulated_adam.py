@@ -104,3 +104,24 @@ def skip_case(flag):
 @pytest.mark.parametrize("flag", [1.0, 2.0])  # GradScaler sums per-device flags: any nonzero skips
 def test_found_inf_skips_the_step_on_the_device(cuda_emu, flag):
     cuda_emu.run(skip_case, flag=flag)
+
+
+def refusal_case():
+    # the CUDA entry point refuses what the CPU one refuses, with its message,
+    # before it writes anything (the exception crosses ASan-checked host code)
+    t = _lists("f32", "f32", "f32", False, False, "grads", 1)
+    for side in (t.emu, t.cpu):
+        side["exp_avgs"] = side["exp_avgs"][:2]
+    before = [x.clone() for x in t.emu["params"]]
+    messages = []
+    for ops, side in ((ed.ops(), t.emu), (torch.ops.fusedopt, t.cpu)):
+        with pytest.raises(RuntimeError, match="exp_avgs has 2 tensors but params has 3") as err:
+            adam_call(ops, side)
+        messages.append(str(err.value).split("fusedopt: ", 1)[1])
+    assert messages[0] == messages[1]
+    assert all(torch.equal(x, y) for x, y in zip(t.emu["params"], before))
+    assert all(float(s) == 3.0 for s in t.emu["steps"])
+
+
+def test_a_bad_call_is_refused_as_on_the_cpu(cuda_emu):
+    cuda_emu.run(refusal_case)
