@@ -38,7 +38,6 @@ struct Thread {
   int width = 32;
   uint64_t value = 0;
   uint64_t result = 0;
-  uint64_t shuffle_seq = 0;  // the rendezvous it joined
 };
 
 struct Emu {
