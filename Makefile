@@ -35,11 +35,12 @@ $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 
 build: $(VENV)/.built
 
-# second pass: the pure-torch fallback; the slow build checks (wheel, ISA paths) ran in the first
+# second pass: the pure-torch fallback; the slow build checks (wheel, ISA paths) and the CUDA
+# kernels under the CPU emulation (tests/cuda_emu), which need no fallback, ran in the first
 test: build
 	$(PY) -m fusedopt info
 	FUSEDOPT_DISABLE_NATIVE= $(PY) -m pytest -q tests
-	FUSEDOPT_DISABLE_NATIVE=1 $(PY) -m pytest -q -m "not slow" tests
+	FUSEDOPT_DISABLE_NATIVE=1 $(PY) -m pytest -q -m "not slow and not cuda_emulated" tests
 
 bench: build
 	$(PY) -m fusedopt bench --out bench/results/latest.json

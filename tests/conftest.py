@@ -78,3 +78,22 @@ def kernels_only(monkeypatch):
 def wheel(tmp_path_factory):
     """The wheel of this checkout, built once for all the wheel tests (slow)."""
     return wheel_venv.build_wheel(tmp_path_factory.mktemp("dist"))
+
+
+# -- the CUDA kernels under the CPU emulation (tests/cuda_emu) --------------------
+
+
+@pytest.fixture(scope="session")
+def cuda_emu():
+    """Runs a case in the worker that holds the emulated CUDA library (built
+    from this checkout's csrc/cuda, cached by content): cuda_emu.run(fn, **kw)
+    calls the module-level function fn there and returns what it returns; an
+    assertion in it fails the test with the worker's traceback, and an ASan or
+    UBSan report (which ends the worker) fails it with the report."""
+    import cuda_emu_build
+    from cuda_emu_worker import EmuWorker
+
+    build = cuda_emu_build.build()
+    worker = EmuWorker(build.library, cuda_emu_build.preload())
+    yield worker
+    worker.close()

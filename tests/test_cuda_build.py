@@ -89,3 +89,11 @@ def test_chunk_tables_cover_every_chunk_once(tmp_path):
     res = subprocess.run([str(exe)], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "more than 2^31 elements" in res.stdout
+
+
+def test_every_launch_goes_through_launch_kernel():
+    # the emulation (tests/cuda_emu) replaces that one launch with its own; a
+    # launch written anywhere else would not compile there, or not run
+    sources = [p for p in (ROOT / "csrc" / "cuda").iterdir() if p.suffix in (".cu", ".cuh", ".cpp", ".h")]
+    found = {p.name: p.read_text().count("<<<") for p in sources}
+    assert {k: v for k, v in found.items() if v} == {"launch_kernel.cuh": 1}

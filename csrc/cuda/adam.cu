@@ -104,8 +104,7 @@ const char* run(const AdamLaunch& a, cudaStream_t stream) {
       [&](int i) { return t.scalar[i]; },
       [&](const AdamTable& table, int blocks) {
         if (err) return;
-        adam_kernel<P, G, S, kAmsgrad, kMaster><<<blocks, kThreads, 0, stream>>>(table, a.hyper, a.ctl);
-        err = last_error();
+        err = launch_kernel(adam_kernel<P, G, S, kAmsgrad, kMaster>, blocks, kThreads, stream, table, a.hyper, a.ctl);
       });
   return err;
 }

@@ -231,9 +231,8 @@ const char* launch_grad_stats(const StatsLaunch& a, void* raw_stream) {
       if (err) return;
       const bool first = a.first && index == 0;
       const bool last = a.last && index == launches - 1;
-      grad_stats_kernel<G><<<blocks, kThreads, 0, stream>>>(table, a.grad_scale, a.workspace, a.found_inf, a.sumsq,
-                                                           a.max_value, first, last);
-      err = last_error();
+      err = launch_kernel(grad_stats_kernel<G>, blocks, kThreads, stream, table, a.grad_scale, a.workspace, a.found_inf,
+                          a.sumsq, a.max_value, first, last);
       ++index;
     });
   });
@@ -247,9 +246,7 @@ const char* launch_over_grads(const A& a, Launch launch) {
   const char* err = nullptr;
   dispatch_dtype(a.dtype, [&](auto tag) {
     for_each_grad_table(a.n, a.numel, a.grad, [&](const GradTable& table, int blocks) {
-      if (err) return;
-      launch(tag, table, blocks);
-      err = last_error();
+      if (!err) err = launch(tag, table, blocks);
     });
   });
   return err;
@@ -258,14 +255,14 @@ const char* launch_over_grads(const A& a, Launch launch) {
 const char* launch_unscale(const UnscaleLaunch& a, void* raw_stream) {
   auto stream = static_cast<cudaStream_t>(raw_stream);
   return launch_over_grads(a, [&](auto tag, const GradTable& table, int blocks) {
-    unscale_kernel<decltype(tag)><<<blocks, kThreads, 0, stream>>>(table, a.found_inf, a.inv_scale);
+    return launch_kernel(unscale_kernel<decltype(tag)>, blocks, kThreads, stream, table, a.found_inf, a.inv_scale);
   });
 }
 
 const char* launch_clamp(const ClampLaunch& a, void* raw_stream) {
   auto stream = static_cast<cudaStream_t>(raw_stream);
   return launch_over_grads(a, [&](auto tag, const GradTable& table, int blocks) {
-    clamp_kernel<decltype(tag)><<<blocks, kThreads, 0, stream>>>(table, a.lo, a.hi);
+    return launch_kernel(clamp_kernel<decltype(tag)>, blocks, kThreads, stream, table, a.lo, a.hi);
   });
 }
 

@@ -7,6 +7,7 @@
 
 #include "../math/clip.h"
 #include "launch.h"
+#include "launch_kernel.cuh"
 #include "multi_tensor_apply.cuh"
 
 namespace fusedopt {
@@ -72,13 +73,6 @@ __device__ __forceinline__ math::GradFactors factors_of(const StepControl& c) {
 enum class ScalarOp : int { kIncrementFloat = 0, kClearBool = 1 };
 
 const char* advance_scalars(const TensorLists& t, const float* found_inf, ScalarOp op, cudaStream_t stream);
-
-// The launch's error, or one an earlier kernel left behind (CUDA errors are
-// sticky), which is why device.h's message says "or before it".
-inline const char* last_error() {
-  const cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
-}
 
 }  // namespace cuda
 }  // namespace fusedopt

@@ -30,8 +30,8 @@ const char* advance_scalars(const TensorLists& t, const float* found_inf, Scalar
   int n = 0;
   for (int i = 0; i <= t.n; ++i) {
     if (n == kMaxScalars || (i == t.n && n > 0)) {
-      advance_scalars_kernel<<<(n + 255) / 256, 256, 0, stream>>>(table, n, found_inf, op);
-      if (const char* err = last_error()) return err;
+      const char* err = launch_kernel(advance_scalars_kernel, (n + 255) / 256, 256, stream, table, n, found_inf, op);
+      if (err) return err;
       n = 0;
     }
     if (i < t.n) table.ptr[n++] = t.scalar[i];

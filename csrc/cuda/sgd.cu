@@ -75,9 +75,8 @@ const char* run(const SgdLaunch& a, cudaStream_t stream) {
       [&](int i) { return kMomentum ? t.scalar[i] : nullptr; },
       [&](const SgdTable& table, int blocks) {
         if (err) return;
-        sgd_kernel<P, G, S, kMomentum, kMaster>
-            <<<blocks, kThreads, 0, stream>>>(table, a.momentum, a.dampening, a.weight_decay, a.nesterov, a.ctl);
-        err = last_error();
+        err = launch_kernel(sgd_kernel<P, G, S, kMomentum, kMaster>, blocks, kThreads, stream, table, a.momentum,
+                            a.dampening, a.weight_decay, a.nesterov, a.ctl);
       });
   return err;
 }
