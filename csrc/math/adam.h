@@ -45,7 +45,11 @@ struct AdamConsts {
 FO_MATH_BEGIN
 
 // `step` is the already-advanced step count (float32, as torch stores it).
-FO_HD inline AdamConsts adam_consts(const AdamHyper& h, double lr, float step) {
+// `lr_f32` says the lr came as a float32 tensor: torch's default path then
+// derives the step size and the decoupled decay factor from it in float32
+// tensor arithmetic (lr / bias_correction1, 1 - lr * weight_decay, each operand
+// rounded to float32 first); from a Python float (or a float64 tensor) in double.
+FO_HD inline AdamConsts adam_consts(const AdamHyper& h, double lr, bool lr_f32, float step) {
   AdamConsts c;
   const double s = static_cast<double>(step);
   const double bc1 = 1.0 - pow(h.beta1, s);
@@ -57,11 +61,17 @@ FO_HD inline AdamConsts adam_consts(const AdamHyper& h, double lr, float step) {
   c.one_minus_beta2 = static_cast<float>(1.0 - h.beta2);
   c.eps = static_cast<float>(h.eps);
   c.bc2_sqrt = static_cast<float>(sqrt(bc2));
-  c.neg_step_size = static_cast<float>(-(lr / bc1));
+  if (lr_f32) {
+    const float lr_f = static_cast<float>(lr);
+    c.neg_step_size = -(lr_f / static_cast<float>(bc1));
+    c.decay = 1.0f - lr_f * static_cast<float>(h.weight_decay);
+  } else {
+    c.neg_step_size = static_cast<float>(-(lr / bc1));
+    c.decay = static_cast<float>(1.0 - lr * h.weight_decay);
+  }
   const bool has_wd = h.weight_decay != 0.0;
   c.apply_decay = has_wd && h.decoupled;
   c.apply_l2 = has_wd && !h.decoupled;
-  c.decay = static_cast<float>(1.0 - lr * h.weight_decay);
   c.l2 = static_cast<float>(h.weight_decay);
   return c;
 }
