@@ -3,8 +3,10 @@ run, and the comparisons between them.
 
 Where the CUDA kernels and the CPU kernels agree bit for bit, and where not:
 - The update rules (csrc/math/) are the same source, evaluated operation by
-  operation on both (no FMA contraction: --fmad=false, -ffp-contract=off; IEEE
-  division and sqrt), and 16-bit values round to nearest-even on both. So an
+  operation on both (no compiler contraction: --fmad=false, -ffp-contract=off;
+  an explicit single-rounding fma where the rule asks for one, as torch's CPU
+  kernels fuse; IEEE division and sqrt), and 16-bit values round to
+  nearest-even on both. So an
   update with the same inputs gives the same bits, whatever the alignment (the
   vector and the element-by-element paths do the same arithmetic). The one
   exception in principle: the per-tensor constants come from pow() in fp64,

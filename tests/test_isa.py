@@ -1,9 +1,10 @@
 """Every CPU instruction-set path computes the same bits.
 
-The kernels evaluate the update rules operation by operation (no FMA
-contraction, exact conversions, a fixed lane order for sums), so the AVX-512,
-AVX2 and baseline builds must agree exactly; this runs one workload under each
-and compares."""
+The kernels evaluate the update rules operation by operation (no compiler
+contraction; a fused multiply-add only where the rule asks for one, which is the
+FMA instruction on AVX2/AVX-512 and an exact emulation on the baseline; exact
+conversions; a fixed lane order for sums), so the AVX-512, AVX2 and baseline
+builds must agree exactly; this runs one workload under each and compares."""
 
 import os
 import subprocess

@@ -36,6 +36,7 @@ void run_adam(const AdamCall& call, const math::AdamHyper& hyper, const StepScal
   if (skip_step(s.found_inf)) return;
   const size_t n = call.tensors.size();
   const double lr_now = lr_value(s.lr, s.lr_tensor);
+  const bool lr_f32 = lr_is_f32(s.lr_tensor);
   const math::GradFactors factors =
       math::grad_factors(scalar_ptr(s.grad_scale), scalar_ptr(s.sumsq), s.max_norm, s.max_value, s.maximize);
 
@@ -47,7 +48,7 @@ void run_adam(const AdamCall& call, const math::AdamHyper& hyper, const StepScal
   for (size_t i = 0; i < n; ++i) {
     const float step = *call.steps[i] + 1.0f;
     if (i == 0 || step != last_step) {
-      consts[i] = math::adam_consts(hyper, lr_now, step);
+      consts[i] = math::adam_consts(hyper, lr_now, lr_f32, step);
       last_step = step;
     } else {
       consts[i] = consts[i - 1];

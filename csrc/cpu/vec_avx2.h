@@ -22,6 +22,8 @@ FO_INLINE Vec operator+(Vec a, Vec b) { return _mm256_add_ps(a.v, b.v); }
 FO_INLINE Vec operator-(Vec a, Vec b) { return _mm256_sub_ps(a.v, b.v); }
 FO_INLINE Vec operator*(Vec a, Vec b) { return _mm256_mul_ps(a.v, b.v); }
 FO_INLINE Vec operator/(Vec a, Vec b) { return _mm256_div_ps(a.v, b.v); }
+// a * b + c rounded once (FMA3), as math::vfma
+FO_INLINE Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a.v, b.v, c.v); }
 FO_INLINE Vec vsqrt(Vec a) { return _mm256_sqrt_ps(a.v); }
 
 // maxps returns its second operand when either is NaN; put a's NaNs back so the

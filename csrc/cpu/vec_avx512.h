@@ -23,6 +23,8 @@ FO_INLINE Vec operator+(Vec a, Vec b) { return _mm512_add_ps(a.v, b.v); }
 FO_INLINE Vec operator-(Vec a, Vec b) { return _mm512_sub_ps(a.v, b.v); }
 FO_INLINE Vec operator*(Vec a, Vec b) { return _mm512_mul_ps(a.v, b.v); }
 FO_INLINE Vec operator/(Vec a, Vec b) { return _mm512_div_ps(a.v, b.v); }
+// a * b + c rounded once (FMA3), as math::vfma
+FO_INLINE Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a.v, b.v, c.v); }
 FO_INLINE Vec vsqrt(Vec a) { return _mm512_sqrt_ps(a.v); }
 
 // maxps returns its second operand when either is NaN; put a's NaNs back so the

@@ -36,6 +36,14 @@ FO_INLINE Vec vsqrt(const Vec& a) {
   return r;
 }
 
+// a * b + c rounded once per lane (math::vfma: the FMA instruction where the
+// baseline has one, the exact emulation elsewhere).
+FO_INLINE Vec vfma(const Vec& a, const Vec& b, const Vec& c) {
+  Vec r;
+  for (int i = 0; i < Vec::N; ++i) r.x[i] = math::vfma(a.x[i], b.x[i], c.x[i]);
+  return r;
+}
+
 FO_INLINE Vec vmax(const Vec& a, const Vec& b) {
   Vec r;
   for (int i = 0; i < Vec::N; ++i) r.x[i] = math::vmax(a.x[i], b.x[i]);

@@ -47,7 +47,8 @@ __global__ void FO_ADAM_LAUNCH_BOUNDS
   __shared__ math::AdamConsts shared_c;
   __shared__ math::GradFactors shared_f;
   if (threadIdx.x == 0) {
-    shared_c = math::adam_consts(hyper, lr_of(ctl), *static_cast<const float*>(table.scalar[s.tensor]) + 1.0f);
+    const bool lr_f32 = ctl.lr_ptr != nullptr && !ctl.lr_is_double;
+    shared_c = math::adam_consts(hyper, lr_of(ctl), lr_f32, *static_cast<const float*>(table.scalar[s.tensor]) + 1.0f);
     shared_f = factors_of(ctl);
   }
   __syncthreads();

@@ -41,14 +41,19 @@ FO_HD inline SgdConsts sgd_consts(
 
 // `first` marks a momentum buffer that has never been applied: torch starts it
 // as a copy of the (decayed) gradient, without dampening.
+//
+// Op for op torch.optim.SGD's default (single-tensor) path, with its roundings:
+// every `x.add_(y, alpha=a)` is one fused multiply-add in torch's CPU kernels,
+// so it is vfma(y, a, x) here; `buf.mul_(momentum)` rounds on its own.
 template <class V>
 FO_HD FO_INLINE void sgd_update(V& p, V g, V& buf, bool first, const SgdConsts& c) {
-  if (c.apply_l2) g = g + V(c.l2) * p;
+  if (c.apply_l2) g = vfma(p, V(c.l2), g);  // grad.add(param, alpha=weight_decay)
   if (c.has_momentum) {
-    buf = first ? g : buf * V(c.momentum) + V(c.one_minus_dampening) * g;
-    g = c.nesterov ? g + V(c.momentum) * buf : buf;
+    // buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+    buf = first ? g : vfma(g, V(c.one_minus_dampening), buf * V(c.momentum));
+    g = c.nesterov ? vfma(buf, V(c.momentum), g) : buf;  // grad.add(buf, alpha=momentum)
   }
-  p = p + V(c.neg_lr) * g;
+  p = vfma(g, V(c.neg_lr), p);  // param.add_(grad, alpha=-lr)
 }
 
 FO_MATH_END
