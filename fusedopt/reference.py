@@ -149,15 +149,32 @@ def _adam_group(
     """One device and dtype: torch's multi-tensor Adam, with the per-tensor
     scalars computed on the device (see the module docstring)."""
     ops = _list_ops.ops_for(params, grads)
+    _advance_steps(ops, steps, keep)
+    bias_correction2_sqrt, neg_step_size = adam_step_scalars(steps, beta1, beta2, lr, lr_tensor, device)
+    dtype = working_dtype(torch.view_as_real(params[0]) if params[0].is_complex() else (masters or params)[0])
+    bc2_sqrt = per_tensor(bias_correction2_sqrt, dtype)
+    cpu_scalars = ops is FOREACH and _on_cpu_eagerly(device)
+    step_sizes = per_tensor(neg_step_size, dtype)
+    lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters)
+    for batch in _batches(ops, device, lists):
+        owners = [i for i, _ in batch]
+        _adam_batch(
+            ops, device, dtype, *(_take(lst, batch) for lst in lists), [bc2_sqrt[i] for i in owners],
+            neg_step_size[owners] if cpu_scalars else [step_sizes[i] for i in owners], cpu_scalars,
+            keep=keep, factors=factors, lr=lr, lr_tensor=lr_tensor, beta1=beta1, beta2=beta2, eps=eps,
+            weight_decay=weight_decay, decoupled=decoupled, amsgrad=amsgrad,
+        )
+
+
+def _adam_batch(
+    ops, device, dtype, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, bc2_sqrt, step_sizes,
+    cpu_scalars, *, keep, factors, lr, lr_tensor, beta1, beta2, eps, weight_decay, decoupled, amsgrad,
+) -> None:
     # complex tensors as their real views, as torch does (its L2 decay excepted, below)
     is_complex = params[0].is_complex()
     stored = [real(lst) if is_complex else lst for lst in (masters or params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)]
-    dtype = working_dtype(stored[0][0])
     p, m, v, vmax = work = [working(lst, dtype, keep) if lst else lst for lst in stored]
     g, own = prepared_grads(ops, grads, params[0].dtype if is_complex else dtype, factors, device)
-
-    _advance_steps(ops, steps, keep)
-    bias_correction2_sqrt, neg_step_size = adam_step_scalars(steps, beta1, beta2, lr, lr_tensor, device)
 
     if weight_decay != 0:
         if not decoupled:
@@ -192,22 +209,69 @@ def _adam_group(
     if amsgrad:
         ops.maximum_(vmax, v)
     denom = ops.sqrt(vmax if amsgrad else v)
-    ops.div_(denom, per_tensor(bias_correction2_sqrt, dtype))
+    ops.div_(denom, bc2_sqrt)
     ops.add_scalar_(denom, eps)
-    if ops is FOREACH and _on_cpu_eagerly(device):
+    if cpu_scalars:
         # reads the per-tensor values from the CPU tensor, in C++ (no sync: it is host memory)
-        FOREACH.addcdiv_scalars_(p, m, denom, neg_step_size)
+        FOREACH.addcdiv_scalars_(p, m, denom, step_sizes)
     else:
         # p.addcdiv_(m, denom, value=-step_size), evaluated as ATen does: p + (value * m) / denom
-        update = ops.mul(m, per_tensor(neg_step_size, dtype))
+        update = ops.mul(m, step_sizes)
         ops.div_(update, denom)
         ops.add_(p, update)
+    del denom
 
     for st, w in zip(stored, work):
         if st:
             store(ops, st, w, keep)
     if masters:
         store(ops, params, masters, keep)
+
+
+# Elements per batch of an eager CPU update: its temporaries (sqrt(v), grads
+# made here) and the states it streams stay in the caches from one operation
+# to the next, and the temporaries are reused from the heap step after step
+# rather than mapped, faulted in and unmapped as torch's model-sized ones are.
+# Larger tensors are updated in pieces of this many elements (a multiple of
+# every SIMD width, so each piece runs ATen's kernels as the whole would).
+BATCH_ELEMENTS = 1 << 18
+
+
+def _batches(ops, device, lists) -> list[list[tuple[int, slice | None]]]:
+    """The update's batches: (tensor index, piece) entries of about
+    BATCH_ELEMENTS elements together, a piece a slice of a tensor's flat view
+    (None: the whole tensor), on the CPU eagerly; else one batch of every
+    tensor whole (a CUDA foreach op is one launch per list; traced, inductor
+    fuses). A tensor is cut into pieces only where all its tensors are
+    contiguous (their flat views then line up element by element)."""
+    params = lists[0]
+    if not (ops is FOREACH and _on_cpu_eagerly(device)):
+        return [[(i, None) for i in range(len(params))]]
+    size = BATCH_ELEMENTS
+    out, batch, filled = [], [], 0
+    for i, t in enumerate(params):
+        n = t.numel()
+        if n > size and all(lst[i].is_contiguous() for lst in lists if len(lst)):
+            if batch:
+                out.append(batch)
+                batch, filled = [], 0
+            out.extend([(i, slice(a, min(a + size, n)))] for a in range(0, n, size))
+            continue
+        batch.append((i, None))
+        filled += n
+        if filled >= size:
+            out.append(batch)
+            batch, filled = [], 0
+    if batch:
+        out.append(batch)
+    return out
+
+
+def _take(tensors, batch):
+    """A list's tensors (or pieces of them) in one batch."""
+    if not len(tensors):
+        return tensors
+    return [tensors[i] if piece is None else tensors[i].view(-1)[piece] for i, piece in batch]
 
 
 def _advance_steps(ops, steps: list[Tensor], keep: Tensor | None) -> None:
@@ -271,8 +335,30 @@ def _sgd_group(
 ) -> None:
     ops = _list_ops.ops_for(params, grads)
     # (complex tensors as they are: torch's SGD does complex arithmetic on them)
+    dtype = working_dtype((masters or params)[0])
+    # one bool per tensor: its buffer not yet applied
+    flags = torch.stack(first).to(device) if momentum != 0 else ()
+    lists = (params, grads, buffers, masters)
+    for batch in _batches(ops, device, lists):
+        part = [_take(lst, batch) for lst in lists]
+        _sgd_batch(
+            ops, device, dtype, *part[:3], flags[[i for i, _ in batch]] if len(flags) else flags, part[3],
+            keep=keep, factors=factors, lr=lr, lr_tensor=lr_tensor, momentum=momentum, dampening=dampening,
+            weight_decay=weight_decay, nesterov=nesterov,
+        )
+    if momentum != 0:
+        # applied (or, with a found_inf, maybe applied): no longer first
+        if keep is None:
+            ops.zero_(first)
+        else:
+            ops.mul_tensor_(first, ~keep.to(first[0].device))
+
+
+def _sgd_batch(
+    ops, device, dtype, params, grads, buffers, flags, masters, *,
+    keep, factors, lr, lr_tensor, momentum, dampening, weight_decay, nesterov,
+) -> None:
     stored = [masters or params, buffers]
-    dtype = working_dtype(stored[0][0])
     p, buf = work = [working(lst, dtype, keep) if lst else lst for lst in stored]
     g, own = prepared_grads(ops, grads, dtype, factors, device)
 
@@ -282,7 +368,7 @@ def _sgd_group(
         else:
             g, own = ops.add(g, p, alpha=weight_decay), True
     if momentum != 0:
-        _momentum_(ops, buf, g, first, momentum, dampening, keep, device, dtype)
+        _momentum_(ops, buf, g, flags, momentum, dampening, device, dtype)
         if not nesterov:
             g = buf
         elif own:
@@ -301,17 +387,17 @@ def _sgd_group(
         store(ops, params, masters, keep)
 
 
-def _momentum_(ops, buf, g, first, momentum, dampening, keep, device, dtype) -> None:
-    """buf := g where first (torch's clone on the first step), else
+def _momentum_(ops, buf, g, flags, momentum, dampening, device, dtype) -> None:
+    """buf := g where the flag is set (torch's clone on the first step), else
     buf * momentum + (1 - dampening) * g, as torch's mul_ then add_(alpha=)."""
-    flags = torch.stack(first).to(device)
     if dampening == 0 and not dtype.is_complex:
         # Without a per-tensor select: an unapplied buffer (zeros) times -0.0 is
         # -0.0, and -0.0 + g is g, every bit of it (sign of zero and NaN
         # included). (Not for complex buffers: a complex product of zeros has a
         # +0.0 part whatever the factor; nor with dampening, whose 1 - dampening
         # would scale g.)
-        factor = torch.full(flags.shape, momentum, dtype=dtype, device=device).masked_fill_(flags, -0.0)
+        factor = torch.full((len(flags),), momentum, dtype=dtype, device=device)
+        factor.masked_fill_(flags, -0.0)
         ops.mul_(buf, factor.unbind(0))
         ops.add_(buf, g, alpha=1.0)
     else:
@@ -319,10 +405,6 @@ def _momentum_(ops, buf, g, first, momentum, dampening, keep, device, dtype) -> 
         ops.add_(new, g, alpha=1 - dampening)
         for b, n, gi, f in zip(buf, new, g, flags.unbind(0)):
             select_into(b, f, gi, n)
-    if keep is None:
-        ops.zero_(first)
-    else:
-        ops.mul_tensor_(first, ~keep.to(first[0].device))
 
 
 # -- grad statistics and GradScaler's ops -------------------------------------------------

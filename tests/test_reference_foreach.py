@@ -15,7 +15,7 @@ CPU = torch.device("cpu")
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
     t = torch.view_as_real(t) if t.is_complex() else t
-    return t.contiguous().view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+    return t.contiguous().view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
 
 
 def _assert_bitwise(a, b):
@@ -58,14 +58,24 @@ def _mixed_params(gen):
     return [torch.randn(s, generator=gen, dtype=dt) for s in SHAPES for dt in DTYPES]
 
 
+@pytest.fixture(params=["one batch", "batches of 50 elements"])
+def batches(request, monkeypatch):
+    """The CPU update runs in batches of tensors (reference.BATCH_ELEMENTS):
+    whole lists, and every few tensors."""
+    if request.param != "one batch":
+        monkeypatch.setattr(reference, "BATCH_ELEMENTS", 50)
+
+
 @pytest.mark.parametrize(
     "amsgrad,weight_decay,decoupled,maximize,tensor_lr",
     [(False, 0.0, False, False, False), (True, 0.1, False, True, False), (False, 0.1, True, False, True),
      (True, 0.1, True, True, True)],
 )
+@pytest.mark.parametrize("found_inf", [None, "zero"])
 def test_adam_on_mixed_dtypes_and_staggered_steps_is_torch_bit_for_bit(
-    amsgrad, weight_decay, decoupled, maximize, tensor_lr
+    amsgrad, weight_decay, decoupled, maximize, tensor_lr, found_inf, batches
 ):
+    """found_inf == 0: the update computed in copies and selected back is the same update."""
     gen = torch.Generator().manual_seed(0)
     ps = _mixed_params(gen)
     qs = [p.clone() for p in ps]
@@ -86,7 +96,8 @@ def test_adam_on_mixed_dtypes_and_staggered_steps_is_torch_bit_for_bit(
             q.grad = g.clone()
         opt.step()
         reference.adam_(ps, grads, m, v, vmax, steps, [], 0.0 if tensor_lr else lr, lr if tensor_lr else None,
-                        0.9, 0.999, 1e-8, weight_decay, decoupled, amsgrad, maximize, None, None, None, 0.0)
+                        0.9, 0.999, 1e-8, weight_decay, decoupled, amsgrad, maximize, None,
+                        None if found_inf is None else torch.zeros(1), None, 0.0)
     _assert_bitwise(ps, qs)
     _assert_bitwise(m, [opt.state[q]["exp_avg"] for q in qs])
     _assert_bitwise(v, [opt.state[q]["exp_avg_sq"] for q in qs])
@@ -96,7 +107,7 @@ def test_adam_on_mixed_dtypes_and_staggered_steps_is_torch_bit_for_bit(
 
 
 @pytest.mark.parametrize("momentum,dampening,nesterov", [(0.9, 0.0, False), (0.9, 0.0, True), (0.8, 0.25, False)])
-def test_sgd_first_step_copies_the_grad_every_bit(momentum, dampening, nesterov):
+def test_sgd_first_step_copies_the_grad_every_bit(momentum, dampening, nesterov, batches):
     """The first applied step makes the buffer the grad itself: negative zeros
     stay negative (torch's clone), with or without dampening."""
     gen = torch.Generator().manual_seed(2)
@@ -183,3 +194,30 @@ def test_traced_grouping_is_the_eager_one_bit_for_bit():
         compiled(*traced)
     for a, b in zip(eager, traced):
         _assert_bitwise(a, b)
+
+
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
+@pytest.mark.parametrize("found_inf", [None, 0.0, 1.0])
+def test_batches_and_pieces_change_no_bit(kind, found_inf, monkeypatch):
+    """Half-precision params with float32 masters, bfloat16 states, a found_inf
+    (skipping or not): updated in pieces of 50 elements as in one batch."""
+    def run(batch):
+        monkeypatch.setattr(reference, "BATCH_ELEMENTS", batch)
+        gen = torch.Generator().manual_seed(7)
+        ps = [torch.randn(s, generator=gen).to(torch.bfloat16) for s in [(130,), (3, 41), (7,), (64, 9)]]
+        masters = [p.float() for p in ps]
+        states = [[torch.randn(p.shape, generator=gen).abs().to(torch.bfloat16) for p in ps] for _ in range(3)]
+        first = [torch.tensor(i % 2 == 0) for i in range(len(ps))]
+        steps = [torch.tensor(float(i + 1)) for i in range(len(ps))]
+        for _ in range(3):
+            grads = [torch.randn(p.shape, generator=gen) for p in ps]
+            amp = (torch.full((), 8.0), None if found_inf is None else torch.full((1,), found_inf),
+                   torch.full((1,), 9.0), 1.0, 0.5)
+            if kind == "adam":
+                reference.adam_(ps, grads, *states, steps, masters, 0.01, None, 0.9, 0.999, 1e-8, 0.1, True, True,
+                                False, *amp)
+            else:
+                reference.sgd_(ps, grads, states[0], first, masters, 0.1, None, 0.9, 0.2, 0.1, False, True, *amp)
+        return ps + masters + states[0] + states[1] + states[2] + steps + first
+
+    _assert_bitwise(run(50), run(1 << 30))
