@@ -55,7 +55,7 @@ def prepared_grads(ops, grads: list[Tensor], dtype: torch.dtype, factors, device
     never the grads)."""
     inv, bound, clip, maximize = factors
     gs = grads
-    if any(g.dtype is not dtype for g in gs):
+    if not all(g.dtype is dtype for g in gs):
         gs = [g if g.dtype is dtype else g.to(dtype) for g in gs]
     own = False
     if inv is not None:

@@ -154,14 +154,13 @@ def _adam_group(
     dtype = working_dtype(torch.view_as_real(params[0]) if params[0].is_complex() else (masters or params)[0])
     bc2_sqrt = per_tensor(bias_correction2_sqrt, dtype)
     cpu_scalars = ops is FOREACH and _on_cpu_eagerly(device)
-    step_sizes = per_tensor(neg_step_size, dtype)
+    # -step_size: a 1-D CPU tensor the foreach op reads, or one 0-dim tensor per tensor
+    step_sizes = neg_step_size if cpu_scalars else per_tensor(neg_step_size, dtype)
     lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters)
-    for batch in _batches(ops, device, lists):
-        owners = [i for i, _ in batch]
+    for lo, hi, piece in _batches(ops, device, lists):
         _adam_batch(
-            ops, device, dtype, *(_take(lst, batch) for lst in lists), [bc2_sqrt[i] for i in owners],
-            neg_step_size[owners] if cpu_scalars else [step_sizes[i] for i in owners], cpu_scalars,
-            keep=keep, factors=factors, lr=lr, lr_tensor=lr_tensor, beta1=beta1, beta2=beta2, eps=eps,
+            ops, device, dtype, *(_take(lst, lo, hi, piece) for lst in lists), bc2_sqrt[lo:hi], step_sizes[lo:hi],
+            cpu_scalars, keep=keep, factors=factors, lr=lr, lr_tensor=lr_tensor, beta1=beta1, beta2=beta2, eps=eps,
             weight_decay=weight_decay, decoupled=decoupled, amsgrad=amsgrad,
         )
 
@@ -237,41 +236,41 @@ def _adam_batch(
 BATCH_ELEMENTS = 1 << 18
 
 
-def _batches(ops, device, lists) -> list[list[tuple[int, slice | None]]]:
-    """The update's batches: (tensor index, piece) entries of about
-    BATCH_ELEMENTS elements together, a piece a slice of a tensor's flat view
-    (None: the whole tensor), on the CPU eagerly; else one batch of every
-    tensor whole (a CUDA foreach op is one launch per list; traced, inductor
-    fuses). A tensor is cut into pieces only where all its tensors are
-    contiguous (their flat views then line up element by element)."""
+def _batches(ops, device, lists) -> list[tuple[int, int, slice | None]]:
+    """The update's batches, (lo, hi, piece): the tensors lo:hi whole, about
+    BATCH_ELEMENTS elements together, or (piece not None) a slice of the flat
+    view of tensor lo, on the CPU eagerly; else one batch of every tensor (a
+    CUDA foreach op is one launch per list; traced, inductor fuses). A tensor
+    is cut into pieces only where all its tensors are contiguous (their flat
+    views then line up element by element)."""
     params = lists[0]
+    n = len(params)
     if not (ops is FOREACH and _on_cpu_eagerly(device)):
-        return [[(i, None) for i in range(len(params))]]
+        return [(0, n, None)]
     size = BATCH_ELEMENTS
-    out, batch, filled = [], [], 0
+    out, lo, filled = [], 0, 0
     for i, t in enumerate(params):
-        n = t.numel()
-        if n > size and all(lst[i].is_contiguous() for lst in lists if len(lst)):
-            if batch:
-                out.append(batch)
-                batch, filled = [], 0
-            out.extend([(i, slice(a, min(a + size, n)))] for a in range(0, n, size))
+        numel = t.numel()
+        if numel > size and all(lst[i].is_contiguous() for lst in lists if len(lst)):
+            if lo < i:
+                out.append((lo, i, None))
+            out.extend((i, i + 1, slice(a, min(a + size, numel))) for a in range(0, numel, size))
+            lo, filled = i + 1, 0
             continue
-        batch.append((i, None))
-        filled += n
+        filled += numel
         if filled >= size:
-            out.append(batch)
-            batch, filled = [], 0
-    if batch:
-        out.append(batch)
+            out.append((lo, i + 1, None))
+            lo, filled = i + 1, 0
+    if lo < n:
+        out.append((lo, n, None))
     return out
 
 
-def _take(tensors, batch):
-    """A list's tensors (or pieces of them) in one batch."""
-    if not len(tensors):
-        return tensors
-    return [tensors[i] if piece is None else tensors[i].view(-1)[piece] for i, piece in batch]
+def _take(tensors, lo: int, hi: int, piece: slice | None):
+    """A list's tensors in one batch (the list itself when that is all of it)."""
+    if piece is not None:
+        return [tensors[lo].view(-1)[piece]] if len(tensors) else tensors
+    return tensors if lo == 0 and hi == len(tensors) else tensors[lo:hi]
 
 
 def _advance_steps(ops, steps: list[Tensor], keep: Tensor | None) -> None:
@@ -339,12 +338,12 @@ def _sgd_group(
     # one bool per tensor: its buffer not yet applied
     flags = torch.stack(first).to(device) if momentum != 0 else ()
     lists = (params, grads, buffers, masters)
-    for batch in _batches(ops, device, lists):
-        part = [_take(lst, batch) for lst in lists]
+    for lo, hi, piece in _batches(ops, device, lists):
+        part = [_take(lst, lo, hi, piece) for lst in lists]
         _sgd_batch(
-            ops, device, dtype, *part[:3], flags[[i for i, _ in batch]] if len(flags) else flags, part[3],
-            keep=keep, factors=factors, lr=lr, lr_tensor=lr_tensor, momentum=momentum, dampening=dampening,
-            weight_decay=weight_decay, nesterov=nesterov,
+            ops, device, dtype, *part[:3], flags[lo:hi], part[3], keep=keep, factors=factors, lr=lr,
+            lr_tensor=lr_tensor, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+            nesterov=nesterov,
         )
     if momentum != 0:
         # applied (or, with a found_inf, maybe applied): no longer first
