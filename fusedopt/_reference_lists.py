@@ -18,19 +18,20 @@ def working(stored: list[Tensor], dtype: torch.dtype, keep: Tensor | None) -> li
     """The tensors an update computes on: ``stored`` itself where it is updated
     in place (its dtype, no found_inf); else float32 copies of half-precision
     tensors and, with a found_inf, copies of the others, written back by store()."""
-    if keep is None and all(t.dtype is dtype for t in stored):
+    if keep is None and all(t.dtype == dtype for t in stored):
         return stored
-    return [t.to(dtype) if t.dtype is not dtype else t if keep is None else t.clone() for t in stored]
+    return [t.to(dtype) if t.dtype != dtype else t if keep is None else t.clone() for t in stored]
 
 
 def store(ops, stored: list[Tensor], work: list[Tensor], keep: Tensor | None) -> None:
     """Writes the working copies back (rounding half precision once); with a
     found_inf, through torch.where, so a skipped step writes the old bits."""
-    if work is stored:
-        return
     if keep is None:
-        pairs = [(d, s) for d, s in zip(stored, work) if d is not s]
-        ops.copy_([d for d, _ in pairs], [s for _, s in pairs])
+        # (without a found_inf the only copies are of another dtype; no identity
+        # tests: dynamo before torch 2.13 cannot trace `is` between lists)
+        pairs = [(d, s) for d, s in zip(stored, work) if d.dtype != s.dtype]
+        if pairs:
+            ops.copy_([d for d, _ in pairs], [s for _, s in pairs])
         return
     for d, s in zip(stored, work):
         select_into(d, keep, s)
@@ -41,7 +42,7 @@ def select_into(dst: Tensor, cond: Tensor, new: Tensor, old: Tensor | None = Non
     torch.where can write dst (its dtype, eagerly: dynamo refuses an out= it
     cannot prove contiguous), else a copy of the selection."""
     old = dst if old is None else old
-    if dst.dtype is new.dtype and not torch.compiler.is_compiling():
+    if not torch.compiler.is_compiling() and dst.dtype == new.dtype:
         torch.where(cond, new, old, out=dst)
     else:
         dst.copy_(torch.where(cond, new, old))
@@ -55,8 +56,8 @@ def prepared_grads(ops, grads: list[Tensor], dtype: torch.dtype, factors, device
     never the grads)."""
     inv, bound, clip, maximize = factors
     gs = grads
-    if not all(g.dtype is dtype for g in gs):
-        gs = [g if g.dtype is dtype else g.to(dtype) for g in gs]
+    if not all(g.dtype == dtype for g in gs):
+        gs = [g if g.dtype == dtype else g.to(dtype) for g in gs]
     own = False
     if inv is not None:
         # (a float32 factor cast to a float64 working dtype is exact: the product

@@ -153,7 +153,7 @@ def _adam_group(
     bias_correction2_sqrt, neg_step_size = adam_step_scalars(steps, beta1, beta2, lr, lr_tensor, device)
     dtype = working_dtype(torch.view_as_real(params[0]) if params[0].is_complex() else (masters or params)[0])
     bc2_sqrt = per_tensor(bias_correction2_sqrt, dtype)
-    cpu_scalars = ops is FOREACH and _on_cpu_eagerly(device)
+    cpu_scalars = _on_cpu_eagerly(device) and ops is FOREACH
     # -step_size: a 1-D CPU tensor the foreach op reads, or one 0-dim tensor per tensor
     step_sizes = neg_step_size if cpu_scalars else per_tensor(neg_step_size, dtype)
     lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters)
@@ -245,7 +245,7 @@ def _batches(ops, device, lists) -> list[tuple[int, int, slice | None]]:
     views then line up element by element)."""
     params = lists[0]
     n = len(params)
-    if not (ops is FOREACH and _on_cpu_eagerly(device)):
+    if not (_on_cpu_eagerly(device) and ops is FOREACH):
         return [(0, n, None)]
     size = BATCH_ELEMENTS
     out, lo, filled = [], 0, 0
