@@ -14,26 +14,35 @@ name (see csrc/ops.cpp), so callers can use either interchangeably:
   ``clamp(max_norm / (sqrt(sumsq) + 1e-6), max=1)``, as clip_grad_norm_ does.
 * grads are read, never written (except by ``unscale_``, whose job that is).
 
+The lists are split by device and dtype as torch's foreach optimizers split
+theirs, and each group is updated with torch's multi-tensor ``_foreach_*`` ops
+(per-tensor ATen ops for tensor subclasses; see _list_ops.py): one Python call
+per operation and group, not per tensor.
+
 Nothing here reads a device value on the host: the found_inf skip, a tensor
 lr, the step counters and SGD's first-step flags are applied on the device
-(``torch.where``, 0-dim tensor arithmetic), so the functions are sync-free,
+(``torch.where``, tensor arithmetic), so the functions are sync-free,
 capturable in a CUDA graph, traceable by torch.compile, and run on the meta
 device. With a found_inf, the update is computed on copies and written back
 through ``torch.where(found_inf == 0, new, old)``: a skipped step leaves every
 bit of every tensor as it was.
 
-The arithmetic follows torch.optim's single-tensor code operation by operation,
-with the per-step scalars held in 0-dim tensors instead of Python floats:
+The arithmetic is torch.optim's single-tensor code (its default on the CPU),
+operation by operation; on the CPU a ``_foreach_*`` op runs the single-tensor
+kernel on each tensor, so the results are the same bits:
 
-* Adam's bias corrections are float64 tensors computed with the same
-  operations Python applies to floats (``pow`` of double, also for the square
-  root: ATen turns ``tensor ** 0.5`` into ``sqrt``, which rounds differently
-  from Python's ``x ** 0.5`` in about 1 case in 400), so they are the doubles
-  torch computes on the host; a tensor lr is combined with them in its own
-  dtype, as torch does. ``addcdiv_(.., value=s)`` becomes ``add_((t1 * s) /
-  t2)``, the order in which ATen's kernel evaluates it. Adam's results are
-  therefore torch's single-tensor results, bit for bit, for float32 and
-  float64 tensors, float or tensor lr.
+* Adam's bias corrections are computed on the device, for all of a group's
+  step counters at once, in float64 with the operations Python applies to
+  floats (``pow``, also for the square root: ATen turns ``tensor ** 0.5`` into
+  ``sqrt``, which rounds differently from Python's ``x ** 0.5`` in about 1
+  case in 400), so they are the doubles torch computes on the host (see
+  _adam_scalars.py); a tensor lr is combined with them in its own dtype, as
+  torch does.
+* ``addcdiv_(.., value=s)`` with a per-tensor ``s``: on the CPU, the foreach
+  op that reads the values from a CPU tensor; elsewhere (and traced)
+  ``add_((t1 * s) / t2)``, the order in which ATen's kernel evaluates it.
+  Adam's results are therefore torch's single-tensor results, bit for bit,
+  for float32 and float64 tensors, float or tensor lr.
 * ``adam_`` also takes ``beta1``/``beta2`` as 0-dim tensors: the native op
   takes floats, so tensor betas that must not be read on the host (any under
   torch.compile, CUDA ones in eager) are computed here.
@@ -43,7 +52,8 @@ with the per-step scalars held in 0-dim tensors instead of Python floats:
   host and fuses the multiply-add, so the last bit may differ from that one).
 
 Half-precision params or states are computed in float32 and rounded once at
-the end, as torch's fused kernels do.
+the end, as torch's fused kernels do. Complex tensors are updated as their
+real views, as torch does.
 """
 
 from __future__ import annotations
@@ -51,17 +61,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import _list_ops
+from ._adam_scalars import adam_step_scalars, per_tensor
+from ._list_ops import FOREACH, by_device_and_dtype
+from ._reference_lists import LOW_PRECISION, prepared_grads, real, select_into, store, working, working_dtype
 from ._traced_checks import expect_traced_dtypes
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-# ATen's ops themselves where dynamo would rewrite the Tensor method when
-# tracing (addcmul_(value=) into a mul and an fma; before torch 2.13, any
-# add(alpha=) into a mul and an add): the rewrites round differently, and a
-# compiled step would not be the eager one
-_addcmul_ = torch.ops.aten.addcmul_.default
-_add = torch.ops.aten.add.Tensor
-_add_ = torch.ops.aten.add_.Tensor
-
 
 def _keep(found_inf: Tensor | None, device: torch.device) -> Tensor | None:
     """A 0-dim bool on `device`: True when the step is applied (found_inf == 0);
@@ -72,36 +76,19 @@ def _keep(found_inf: Tensor | None, device: torch.device) -> Tensor | None:
 
 
 def _inv_scale(grad_scale: Tensor) -> Tensor:
-    return grad_scale.double().reciprocal().float()
+    """0-dim (GradScaler's scale has shape (1,))."""
+    return grad_scale.reshape(()).double().reciprocal().float()
 
 
 def _grad_factors(grad_scale, sumsq, max_norm, maximize, max_value=0.0):
-    """(inv_scale, clamp bound, norm clip coefficient, maximize), None where unused."""
+    """(inv_scale, clamp bound, norm clip coefficient, maximize), None where
+    unused; the tensors 0-dim."""
     inv = _inv_scale(grad_scale) if grad_scale is not None else None
     clip = None
     if sumsq is not None:
-        norm = sumsq.float().sqrt()
+        norm = sumsq.reshape(()).float().sqrt()
         clip = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
     return inv, (max_value if max_value > 0 else None), clip, maximize
-
-
-def _prepared_grad(grad: Tensor, dtype: torch.dtype, factors) -> Tensor:
-    """The gradient the update sees: unscaled, clipped, negated for maximize,
-    as a real tensor of the working dtype (complex grads are viewed as real)."""
-    inv, bound, clip, maximize = factors
-    if grad.is_complex():
-        g = grad
-    else:
-        g = grad if grad.dtype == dtype else grad.to(dtype)
-    if inv is not None:
-        g = g * inv.to(g.device)
-    if bound is not None:
-        g = _clamped(g, bound)
-    if clip is not None:
-        g = g * clip.to(g.device)
-    if maximize:
-        g = -g
-    return torch.view_as_real(g) if g.is_complex() else g
 
 
 def _clamped(g: Tensor, bound: float) -> Tensor:
@@ -112,56 +99,11 @@ def _clamped(g: Tensor, bound: float) -> Tensor:
     return g.clamp(-bound, bound)
 
 
-class _Working:
-    """The tensors one update computes on, and how to store them back.
-
-    Without a ``keep`` flag, float32/float64 tensors are updated in place and
-    half-precision ones (and a param with an fp32 master copy) in float32
-    copies that are rounded into storage once, after the update. With one,
-    every tensor is computed in a copy and stored through ``torch.where``, so
-    a skipped step writes back the old bits.
-    """
-
-    def __init__(self, param: Tensor, master: Tensor | None, states: list[Tensor | None], keep: Tensor | None):
-        self.param = param
-        self.master = master
-        self.keep = keep
-        self.stored = [master if master is not None else param, *states]
-        self.work = []
-        self.in_place = []
-        for t in self.stored:
-            real = t if t is None or not t.is_complex() else torch.view_as_real(t)
-            in_place = real is None or (real.dtype not in _LOW_PRECISION and keep is None)
-            self.work.append(real if in_place else real.float() if real.dtype in _LOW_PRECISION else real.clone())
-            self.in_place.append(in_place)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.work[0].dtype
-
-    def store(self) -> None:
-        keep = self.keep
-        for dst, src, in_place in zip(self.stored, self.work, self.in_place):
-            if not in_place:
-                real = torch.view_as_real(dst) if dst.is_complex() else dst
-                real.copy_(src if keep is None else torch.where(keep, src, real))
-        if self.master is not None:
-            self.param.copy_(self.master if keep is None else torch.where(keep, self.master, self.param))
+def _on_cpu_eagerly(device: torch.device) -> bool:
+    return device.type == "cpu" and not torch.compiler.is_compiling()
 
 
-_HALF = 0.5
-
-
-def _bias_corrections(step: Tensor, beta1: float | Tensor, beta2: float | Tensor) -> tuple[Tensor, Tensor]:
-    """1 - beta1**step and sqrt(1 - beta2**step) as float64 0-dim tensors, equal
-    to the doubles Python computes from float(step) (see the module docstring)."""
-    s = step.double()
-    b1, b2 = (b.to(s.device, torch.float64) if isinstance(b, Tensor) else b for b in (beta1, beta2))
-    bias_correction1 = 1 - torch.pow(b1, s)
-    bias_correction2 = 1 - torch.pow(b2, s)
-    # a tensor exponent keeps pow() a pow (a Python 0.5 would become sqrt)
-    half = torch.full((), _HALF, dtype=torch.float64, device=s.device)
-    return bias_correction1, torch.pow(bias_correction2, half)
+# -- Adam ---------------------------------------------------------------------------------
 
 
 def adam_(
@@ -190,47 +132,163 @@ def adam_(
     if not params:
         return
     expect_traced_dtypes(grads)
-    keep = _keep(found_inf, params[0].device)
     factors = _grad_factors(grad_scale, sumsq, max_norm, maximize, max_value)
-    lr_t = lr_tensor.to(params[0].device) if lr_tensor is not None else None
-    for i, param in enumerate(params):
-        master = master_params[i] if master_params else None
-        vmax = max_exp_avg_sqs[i] if amsgrad else None
-        w = _Working(param, master, [exp_avgs[i], exp_avg_sqs[i], vmax], keep)
-        p, exp_avg, exp_avg_sq, max_exp_avg_sq = w.work
-        grad = _prepared_grad(grads[i], w.dtype, factors)
+    lists = [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else [], steps, master_params]
+    for device, group in by_device_and_dtype(lists):
+        _adam_group(
+            device, *group, keep=_keep(found_inf, device), factors=factors, lr=lr,
+            lr_tensor=None if lr_tensor is None else lr_tensor.to(device), beta1=beta1, beta2=beta2, eps=eps,
+            weight_decay=weight_decay, decoupled=decoupled, amsgrad=amsgrad,
+        )
 
-        steps[i].add_(1 if keep is None else keep.to(steps[i].dtype))
-        bias_correction1, bias_correction2_sqrt = _bias_corrections(steps[i], beta1, beta2)
 
-        if weight_decay != 0:
-            if decoupled:
-                p.mul_(1 - (lr if lr_t is None else lr_t) * weight_decay)
+def _adam_group(
+    device, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, masters, *,
+    keep, factors, lr, lr_tensor, beta1, beta2, eps, weight_decay, decoupled, amsgrad,
+) -> None:
+    """One device and dtype: torch's multi-tensor Adam, with the per-tensor
+    scalars computed on the device (see the module docstring)."""
+    ops = _list_ops.ops_for(params, grads)
+    _advance_steps(ops, steps, keep)
+    bias_correction2_sqrt, neg_step_size = adam_step_scalars(steps, beta1, beta2, lr, lr_tensor, device)
+    dtype = working_dtype(torch.view_as_real(params[0]) if params[0].is_complex() else (masters or params)[0])
+    bc2_sqrt = per_tensor(bias_correction2_sqrt, dtype)
+    cpu_scalars = _on_cpu_eagerly(device) and ops is FOREACH
+    # -step_size: a 1-D CPU tensor the foreach op reads, or one 0-dim tensor per tensor
+    step_sizes = neg_step_size if cpu_scalars else per_tensor(neg_step_size, dtype)
+    lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters)
+    for lo, hi, piece in _batches(ops, device, lists):
+        _adam_batch(
+            ops, device, dtype, *(_take(lst, lo, hi, piece) for lst in lists), bc2_sqrt[lo:hi], step_sizes[lo:hi],
+            cpu_scalars, keep=keep, factors=factors, lr=lr, lr_tensor=lr_tensor, beta1=beta1, beta2=beta2, eps=eps,
+            weight_decay=weight_decay, decoupled=decoupled, amsgrad=amsgrad,
+        )
+
+
+def _adam_batch(
+    ops, device, dtype, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, bc2_sqrt, step_sizes,
+    cpu_scalars, *, keep, factors, lr, lr_tensor, beta1, beta2, eps, weight_decay, decoupled, amsgrad,
+) -> None:
+    # complex tensors as their real views, as torch does (its L2 decay excepted, below)
+    is_complex = params[0].is_complex()
+    stored = [real(lst) if is_complex else lst for lst in (masters or params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)]
+    p, m, v, vmax = work = [working(lst, dtype, keep) if lst else lst for lst in stored]
+    g, own = prepared_grads(ops, grads, params[0].dtype if is_complex else dtype, factors, device)
+
+    if weight_decay != 0:
+        if not decoupled:
+            # torch adds a complex param to its complex grad before viewing both as real
+            pw = [torch.view_as_complex(x) for x in p] if is_complex else p
+            if own:
+                ops.add_(g, pw, alpha=weight_decay)
             else:
-                grad = _add(grad, p, alpha=weight_decay)
-        # tensor betas (the compiled step's route for them) stay on the device
-        exp_avg.lerp_(grad, 1 - (beta1.to(grad.device, w.dtype) if isinstance(beta1, Tensor) else beta1))
-        if isinstance(beta2, Tensor):
-            b2 = beta2.to(grad.device, w.dtype)
-            # addcmul_'s value must be a number: (value * t1) * t2, ATen's order
-            exp_avg_sq.mul_(b2).add_(grad.mul(1 - b2).mul_(grad))
+                g = ops.add(g, pw, alpha=weight_decay)
+        elif lr_tensor is None:
+            ops.mul_scalar_(p, 1 - lr * weight_decay)
         else:
-            _addcmul_(exp_avg_sq.mul_(beta2), grad, grad, value=1 - beta2)
+            ops.mul_tensor_(p, (1 - lr_tensor * weight_decay).to(dtype))
 
-        # torch: lr / bias_correction1 in double for a float lr, in the lr's dtype for a tensor
-        # (a true division: `float / tensor` would multiply by the reciprocal)
-        if lr_t is None:
-            step_size = torch.full_like(bias_correction1, lr).div_(bias_correction1)
+    if is_complex:
+        g = real(g)
+    # tensor betas (the compiled step's route for them) stay on the device
+    if isinstance(beta1, Tensor):
+        ops.lerp_(m, g, [1 - beta1.to(device, dtype)] * len(m))
+    else:
+        ops.lerp_scalar_(m, g, 1 - beta1)
+    if isinstance(beta2, Tensor):
+        b2 = beta2.to(device, dtype)
+        ops.mul_tensor_(v, b2)
+        # addcmul_'s value must be a number: (value * t1) * t2 is ((1 - b2) * g) * g
+        ops.addcmul_(v, ops.mul_tensor(g, 1 - b2), g, value=1)
+    else:
+        ops.mul_scalar_(v, beta2)
+        ops.addcmul_(v, g, g, value=1 - beta2)
+    del g
+
+    if amsgrad:
+        ops.maximum_(vmax, v)
+    denom = ops.sqrt(vmax if amsgrad else v)
+    ops.div_(denom, bc2_sqrt)
+    ops.add_scalar_(denom, eps)
+    if cpu_scalars:
+        # reads the per-tensor values from the CPU tensor, in C++ (no sync: it is host memory)
+        FOREACH.addcdiv_scalars_(p, m, denom, step_sizes)
+    else:
+        # p.addcdiv_(m, denom, value=-step_size), evaluated as ATen does: p + (value * m) / denom
+        update = ops.mul(m, step_sizes)
+        ops.div_(update, denom)
+        ops.add_(p, update)
+    del denom
+
+    for st, w in zip(stored, work):
+        if st:
+            store(ops, st, w, keep)
+    if masters:
+        store(ops, params, masters, keep)
+
+
+# Elements per batch of an eager CPU update: its temporaries (sqrt(v), grads
+# made here) and the states it streams stay in the caches from one operation
+# to the next, and the temporaries are reused from the heap step after step
+# rather than mapped, faulted in and unmapped as torch's model-sized ones are.
+# Larger tensors are updated in pieces of this many elements (a multiple of
+# every SIMD width, so each piece runs ATen's kernels as the whole would).
+BATCH_ELEMENTS = 1 << 18
+
+
+def _batches(ops, device, lists) -> list[tuple[int, int, slice | None]]:
+    """The update's batches, (lo, hi, piece): the tensors lo:hi whole, about
+    BATCH_ELEMENTS elements together, or (piece not None) a slice of the flat
+    view of tensor lo, on the CPU eagerly; else one batch of every tensor (a
+    CUDA foreach op is one launch per list; traced, inductor fuses). A tensor
+    is cut into pieces only where all its tensors are contiguous (their flat
+    views then line up element by element)."""
+    params = lists[0]
+    n = len(params)
+    if not (_on_cpu_eagerly(device) and ops is FOREACH):
+        return [(0, n, None)]
+    size = BATCH_ELEMENTS
+    out, lo, filled = [], 0, 0
+    for i, t in enumerate(params):
+        numel = t.numel()
+        if numel > size and all(lst[i].is_contiguous() for lst in lists if len(lst)):
+            if lo < i:
+                out.append((lo, i, None))
+            out.extend((i, i + 1, slice(a, min(a + size, numel))) for a in range(0, numel, size))
+            lo, filled = i + 1, 0
+            continue
+        filled += numel
+        if filled >= size:
+            out.append((lo, i + 1, None))
+            lo, filled = i + 1, 0
+    if lo < n:
+        out.append((lo, n, None))
+    return out
+
+
+def _take(tensors, lo: int, hi: int, piece: slice | None):
+    """A list's tensors in one batch (the list itself when that is all of it)."""
+    if piece is not None:
+        return [tensors[lo].view(-1)[piece]] if len(tensors) else tensors
+    return tensors if lo == 0 and hi == len(tensors) else tensors[lo:hi]
+
+
+def _advance_steps(ops, steps: list[Tensor], keep: Tensor | None) -> None:
+    if keep is None:
+        if steps[0].device.type == "cpu" and not torch.compiler.is_compiling():
+            # as torch does: one tensor 1, not a scalar wrapped again for every step tensor
+            ops.add_tensor_(steps, torch.ones((), dtype=steps[0].dtype), alpha=1.0)
         else:
-            step_size = lr_t / bias_correction1.to(lr_t.dtype)
-        if amsgrad:
-            max_exp_avg_sq.copy_(torch.maximum(max_exp_avg_sq, exp_avg_sq))
-            denom = (max_exp_avg_sq.sqrt() / bias_correction2_sqrt.to(w.dtype)).add_(eps)
-        else:
-            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt.to(w.dtype)).add_(eps)
-        # p.addcdiv_(exp_avg, denom, value=-step_size), evaluated as ATen does: p + (value * t1) / t2
-        p.add_(exp_avg.mul((-step_size).to(w.dtype)).div_(denom))
-        w.store()
+            ops.add_scalar_(steps, 1)
+    elif keep.device == steps[0].device:
+        ops.add_tensor_(steps, keep.to(steps[0].dtype))
+    else:
+        # meta params keep their step counters on the CPU
+        for s in steps:
+            s.add_(keep.to(s.dtype))
+
+
+# -- SGD ----------------------------------------------------------------------------------
 
 
 def sgd_(
@@ -252,35 +310,103 @@ def sgd_(
     max_norm: float,
     max_value: float = 0.0,
 ) -> None:
+    """``momentum_first[i]`` (a 0-dim bool on the param's device) marks a buffer
+    that no applied step has written yet: the zeros fusedopt made it with. The
+    first applied step makes it a copy of the grad, as torch's first step does."""
     if not params:
         return
     expect_traced_dtypes(grads)
-    keep = _keep(found_inf, params[0].device)
     factors = _grad_factors(grad_scale, sumsq, max_norm, maximize, max_value)
-    lr_t = lr_tensor.to(params[0].device) if lr_tensor is not None else None
-    for i, param in enumerate(params):
-        master = master_params[i] if master_params else None
-        buf_store = momentum_buffers[i] if momentum != 0 else None
-        w = _Working(param, master, [buf_store], keep)
-        p, buf = w.work
-        grad = _prepared_grad(grads[i], w.dtype, factors)
+    has_momentum = momentum != 0
+    lists = [params, grads, momentum_buffers if has_momentum else [], momentum_first if has_momentum else [],
+             master_params]
+    for device, group in by_device_and_dtype(lists):
+        _sgd_group(
+            device, *group, keep=_keep(found_inf, device), factors=factors, lr=lr,
+            lr_tensor=None if lr_tensor is None else lr_tensor.to(device), momentum=momentum, dampening=dampening,
+            weight_decay=weight_decay, nesterov=nesterov,
+        )
 
-        if weight_decay != 0:
-            grad = _add(grad, p, alpha=weight_decay)
-        if momentum != 0:
-            # the first applied step starts the buffer as a copy of the grad (torch's clone)
-            first = momentum_first[i].to(buf.device)
-            buf.copy_(torch.where(first, grad, _add_(buf.mul(momentum), grad, alpha=1 - dampening)))
-            if keep is None:
-                momentum_first[i].fill_(False)
-            else:
-                momentum_first[i].copy_(first & ~keep)
-            grad = _add(grad, buf, alpha=momentum) if nesterov else buf
-        if lr_t is None:
-            _add_(p, grad, alpha=-lr)
+
+def _sgd_group(
+    device, params, grads, buffers, first, masters, *,
+    keep, factors, lr, lr_tensor, momentum, dampening, weight_decay, nesterov,
+) -> None:
+    ops = _list_ops.ops_for(params, grads)
+    # (complex tensors as they are: torch's SGD does complex arithmetic on them)
+    dtype = working_dtype((masters or params)[0])
+    # one bool per tensor: its buffer not yet applied
+    flags = torch.stack(first).to(device) if momentum != 0 else ()
+    lists = (params, grads, buffers, masters)
+    for lo, hi, piece in _batches(ops, device, lists):
+        part = [_take(lst, lo, hi, piece) for lst in lists]
+        _sgd_batch(
+            ops, device, dtype, *part[:3], flags[lo:hi], part[3], keep=keep, factors=factors, lr=lr,
+            lr_tensor=lr_tensor, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+            nesterov=nesterov,
+        )
+    if momentum != 0:
+        # applied (or, with a found_inf, maybe applied): no longer first
+        if keep is None:
+            ops.zero_(first)
         else:
-            p.addcmul_(grad, lr_t, value=-1)
-        w.store()
+            ops.mul_tensor_(first, ~keep.to(first[0].device))
+
+
+def _sgd_batch(
+    ops, device, dtype, params, grads, buffers, flags, masters, *,
+    keep, factors, lr, lr_tensor, momentum, dampening, weight_decay, nesterov,
+) -> None:
+    stored = [masters or params, buffers]
+    p, buf = work = [working(lst, dtype, keep) if lst else lst for lst in stored]
+    g, own = prepared_grads(ops, grads, dtype, factors, device)
+
+    if weight_decay != 0:
+        if own:
+            ops.add_(g, p, alpha=weight_decay)
+        else:
+            g, own = ops.add(g, p, alpha=weight_decay), True
+    if momentum != 0:
+        _momentum_(ops, buf, g, flags, momentum, dampening, device, dtype)
+        if not nesterov:
+            g = buf
+        elif own:
+            ops.add_(g, buf, alpha=momentum)
+        else:
+            g = ops.add(g, buf, alpha=momentum)
+    if lr_tensor is None:
+        ops.add_(p, g, alpha=-lr)
+    else:
+        ops.addcmul_(p, g, [lr_tensor.to(dtype)] * len(p), value=-1)
+
+    for st, w in zip(stored, work):
+        if st:
+            store(ops, st, w, keep)
+    if masters:
+        store(ops, params, masters, keep)
+
+
+def _momentum_(ops, buf, g, flags, momentum, dampening, device, dtype) -> None:
+    """buf := g where the flag is set (torch's clone on the first step), else
+    buf * momentum + (1 - dampening) * g, as torch's mul_ then add_(alpha=)."""
+    if dampening == 0 and not dtype.is_complex:
+        # Without a per-tensor select: an unapplied buffer (zeros) times -0.0 is
+        # -0.0, and -0.0 + g is g, every bit of it (sign of zero and NaN
+        # included). (Not for complex buffers: a complex product of zeros has a
+        # +0.0 part whatever the factor; nor with dampening, whose 1 - dampening
+        # would scale g.)
+        factor = torch.full((len(flags),), momentum, dtype=dtype, device=device)
+        factor.masked_fill_(flags, -0.0)
+        ops.mul_(buf, factor.unbind(0))
+        ops.add_(buf, g, alpha=1.0)
+    else:
+        new = ops.mul_scalar(buf, momentum)
+        ops.add_(new, g, alpha=1 - dampening)
+        for b, n, gi, f in zip(buf, new, g, flags.unbind(0)):
+            select_into(b, f, gi, n)
+
+
+# -- grad statistics and GradScaler's ops -------------------------------------------------
 
 
 def grad_stats_(
@@ -292,38 +418,55 @@ def grad_stats_(
 ) -> None:
     """found_inf := 1 if any grad holds inf/nan; sumsq += sum(clamp(g * inv_scale)^2),
     the clamp to [-max_value, max_value] only when max_value > 0. The inf check
-    looks at the grads themselves, before any clamp."""
+    looks at the grads themselves, before any clamp. The sum is taken in float64
+    (per tensor as the square of its float64 2-norm) and added in float32."""
     if not grads:
         return
     expect_traced_dtypes(grads)
     inv = _inv_scale(grad_scale) if grad_scale is not None else None
     total = torch.zeros((), dtype=torch.float64, device=sumsq.device)
     bad = torch.zeros((), dtype=torch.bool, device=sumsq.device)
-    for g in grads:
-        x = g.float() if g.dtype in _LOW_PRECISION else g
+    for device, (gs,) in by_device_and_dtype([grads]):
+        ops = _list_ops.ops_for(gs)
+        xs = real(gs)
+        if xs[0].dtype in LOW_PRECISION:
+            xs = [x.float() for x in xs]
         if max_value > 0:
-            bad |= ~torch.isfinite(x).all().to(bad.device)
+            bad |= _any_nonfinite(ops, xs).to(bad.device)
         if inv is not None:
-            x = x * inv.to(x.device)
+            xs = ops.mul_tensor(xs, inv.to(device, xs[0].dtype))
         if max_value > 0:
-            x = _clamped(x, max_value)
-        if x.is_complex():
-            x = torch.view_as_real(x)
-        total += x.double().square().sum().to(total.device)
+            xs = ops.clamp_min(xs, -max_value)
+            ops.clamp_max_(xs, max_value)
+        norms = torch.stack(ops.norm(xs, 2, dtype=torch.float64))
+        total += norms.square().sum().to(total.device)
     sumsq.add_(total.to(sumsq.dtype))
     bad |= ~torch.isfinite(total)
     found_inf.copy_(torch.where(bad, torch.ones_like(found_inf), found_inf))
 
 
+def _any_nonfinite(ops, tensors: list[Tensor]) -> Tensor:
+    """A 0-dim bool: whether any element is inf or nan (the max-norm is then inf
+    or nan: it propagates both, and is exact; an empty tensor has none)."""
+    tensors = [t for t in tensors if t.numel()]
+    if not tensors:
+        return torch.zeros((), dtype=torch.bool)
+    return ~torch.isfinite(torch.stack(ops.norm(tensors, float("inf")))).all()
+
+
 def unscale_(grads: list[Tensor], found_inf: Tensor, inv_scale: Tensor) -> None:
     """GradScaler.unscale_: grads *= inv_scale; found_inf := 1 on any inf/nan."""
-    for g in grads:
-        bad = ~torch.isfinite(g).all()
-        found_inf.copy_(torch.where(bad.to(found_inf.device), torch.ones_like(found_inf), found_inf))
-        g.mul_(inv_scale.to(g.device))
+    for device, (gs,) in by_device_and_dtype([grads]):
+        ops = _list_ops.ops_for(gs)
+        bad = _any_nonfinite(ops, gs).to(found_inf.device)
+        found_inf.copy_(torch.where(bad, torch.ones_like(found_inf), found_inf))
+        # the float32 factor itself: a half-precision grad is multiplied in float32 and rounded once
+        ops.mul_tensor_(gs, inv_scale.reshape(()).to(device))
 
 
 def clip_value_(grads: list[Tensor], clip_value: float) -> None:
     """clip_grad_value_: grads := clamp(grads, -clip_value, clip_value), as torch does."""
-    for g in grads:
-        g.clamp_(min=-clip_value, max=clip_value)
+    for _, (gs,) in by_device_and_dtype([grads]):
+        ops = _list_ops.ops_for(gs)
+        ops.clamp_min_(gs, -clip_value)
+        ops.clamp_max_(gs, clip_value)

@@ -18,6 +18,9 @@ from .summary import median, summarize
 from .timing import timer_for
 from .workloads import Workload
 
+# the ratios' reference on a workload the step's baseline cannot take
+BASELINE_INSTEAD = "torch-foreach"
+
 # --reps unset: repetitions per round sized so that one entry's round takes
 # about this long, within these bounds (a slow entry still gets a median of 3)
 TARGET_ROUND_S = {"cpu": 0.25, "cuda": 0.05}
@@ -60,6 +63,14 @@ def measure(step: Step, wl: Workload, names: list[str], device: str, rounds: int
     """Times `names` (the baseline among them) on `wl`; returns the figures for
     the report, or {"skipped": why} when the workload does not fit."""
     timer = timer_for(device)
+    # implementations that cannot take these params are left out; where that is
+    # the baseline, the ratios are to torch's foreach AdamW instead
+    left_out = {n: why for n, why in wl.without if n in names}
+    names = [n for n in names if n not in left_out]
+    baseline = step.baseline
+    if baseline in left_out:
+        baseline = BASELINE_INSTEAD
+        names = [baseline] + [n for n in names if n != baseline]
     mem = plan(step, wl, len(names), device)
     if mem.mode == "skip":
         return {"skipped": mem.note}
@@ -110,6 +121,8 @@ def measure(step: Step, wl: Workload, names: list[str], device: str, rounds: int
         "reps": reps_of,
         "probe_gbs": probe,
         "failed": failed,
+        "left_out": left_out,
+        "baseline": baseline,
         "first_call_s": first_call,
-        "results": summarize(per_round, step.bytes_per_param * wl.numel, probe, baseline=step.baseline),
+        "results": summarize(per_round, step.bytes_per_param * wl.bytes_scale * wl.numel, probe, baseline=baseline),
     }

@@ -60,8 +60,8 @@ def plan(step: Step, wl: Workload, entries: int, device: str, free: int | None =
     free = available_bytes(device) if free is None else free
     if free is None:
         return Plan("resident", "free memory unknown: all entries built at once")
-    per_entry = (step.state_bytes_per_param + TEMPORARY_BYTES_PER_PARAM) * wl.numel
-    source = SOURCE_BYTES_PER_PARAM * wl.numel
+    per_entry = (step.state_bytes_per_param + TEMPORARY_BYTES_PER_PARAM) * wl.bytes_scale * wl.numel
+    source = SOURCE_BYTES_PER_PARAM * wl.bytes_scale * wl.numel
     gb = 1e9
     if source + entries * per_entry <= RESIDENT_SHARE * free:
         return Plan("resident", f"all {entries} entries in memory at once")

@@ -33,12 +33,17 @@ def text(report: dict) -> str:
         for wl, w in section["workloads"].items():
             first = True
             for name, r in w["results"].items():
-                label = section["labels"][name]
+                label = section["labels"].get(name, name)
                 lines.append(f"  {wl if first else '':12s} {label:42s} {r['median_ms']:10.3f} {r['speedup']:14.2f}x "
                              f"{r['gbs']:7.1f} {r['pct_of_probe']:9.0f}%")
                 first = False
             for name, why in w.get("failed", {}).items():
                 lines.append(f"  {'':12s} {section['labels'][name]:42s} failed: {why}")
+            for name, why in w.get("left_out", {}).items():
+                lines.append(f"  {'':12s} {section['labels'][name]:42s} left out: {why}")
+            note = _baseline_note(section, w)
+            if note:
+                lines.append(f"  {'':12s} ({note})")
             compiled = {n: t for n, t in w.get("first_call_s", {}).items() if n.endswith("-compiled")}
             if compiled:
                 lines.append(f"  {'':12s} first call (tracing and compiling): "
@@ -46,6 +51,15 @@ def text(report: dict) -> str:
         for wl, why in {**section["skipped"], **section.get("errors", {})}.items():
             lines.append(f"  {wl:12s} {why}")
     return "\n".join(lines)
+
+
+def _baseline_note(section: dict, w: dict) -> str | None:
+    """Where a workload's ratios are not to the step's baseline (which cannot take its params)."""
+    used = w.get("baseline", section["baseline"])
+    if used == section["baseline"]:
+        return None
+    why = w.get("left_out", {}).get(section["baseline"], "")
+    return f"ratios to {section['labels'].get(used, used)} here: {why}"
 
 
 def _cell(r: dict, bold: bool) -> str:
@@ -74,6 +88,7 @@ def markdown(report: dict, plot_path: str | None = None) -> str:
                      for c in cols]
             out.append(f"| {wl} | " + " | ".join(cells) + " |")
         left_out = {**section["skipped"], **section.get("errors", {})}
+        left_out.update({wl: note for wl, w in section["workloads"].items() if (note := _baseline_note(section, w))})
         if left_out:
             out += [""] + [f"{wl}: {why}" for wl, why in left_out.items()]
     if plot_path:

@@ -23,6 +23,13 @@ def _progress(msg: str, end: str = "\n") -> None:
     print(msg, end=end, file=sys.stderr, flush=True)
 
 
+def _skipped(step_name: str, wl, entries: int, device: str) -> str | None:
+    if wl.only_steps and step_name not in wl.only_steps:
+        return f"skipped: {wl.name} runs in the {'/'.join(wl.only_steps)} step only"
+    p = plan(STEPS[step_name], wl, entries, device)
+    return p.note if p.mode == "skip" else None
+
+
 def run(device: str, steps: list[str], workloads: list[str], names: dict[str, list[str]], rounds: int,
         reps: int | None, not_compared: dict[str, str], command: str) -> dict:
     """names: step -> the entries it times (the baseline first). Returns the report."""
@@ -53,9 +60,8 @@ def run(device: str, steps: list[str], workloads: list[str], names: dict[str, li
         wl = WORKLOADS[wl_name]
         _progress(f"[{i}/{len(workloads)}] {wl_name} ({wl.describe()}):", end="")
         t0 = time.perf_counter()
-        # what cannot fit is known before a process is started for it
-        results = {s: {"skipped": p.note} for s in steps
-                   if (p := plan(STEPS[s], wl, len(names[s]), device)).mode == "skip"}
+        # what cannot fit (or run) is known before a process is started for it
+        results = {s: {"skipped": why} for s in steps if (why := _skipped(s, wl, len(names[s]), device))}
         todo = [s for s in steps if s not in results]
         spec = dict(steps=todo, workload=wl_name, names=names, device=device, rounds=rounds, reps=reps)
         if todo and device == "cpu":
