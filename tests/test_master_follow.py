@@ -57,12 +57,13 @@ class Run:
                 self.ref.step()
                 self.check(skip=without_grad)
 
-    def written(self):
+    def written(self, everywhere=False):
         """The params were written from outside: the fp32 copies follow them,
-        as the masters must (wherever a param is not its copy's rounding)."""
+        as the masters must (wherever a param is not its copy's rounding, or
+        everywhere: a master made anew)."""
         with torch.no_grad():
             for p, m in zip(self.params, self.fp32):
-                m.copy_(torch.where(p.eq(m.bfloat16()), m, p.float()))
+                m.copy_(p.float() if everywhere else torch.where(p.eq(m.bfloat16()), m, p.float()))
 
     def check(self, skip=()):
         """Each master is its fp32 copy, each param the master's rounding (but
@@ -210,3 +211,17 @@ def test_a_dcp_load_of_other_weights_reseeds_the_masters(tmp_path, plans):
         assert torch.equal(p.detach(), q.detach())
     run.written()
     run.step(3)
+
+
+def test_a_compiled_step_takes_masters_made_anew():
+    """A compiled step does not see params written between steps (dynamo cannot
+    branch on a version counter); the README's remedy: delete the masters, and
+    the next step makes them anew from the params (a state key gone recompiles)."""
+    run = Run()
+    run.opt.step = torch.compile(run.opt.step, fullgraph=True, backend="eager")
+    run.step(2)
+    run.model.load_state_dict(_other_weights())
+    for p in run.params:
+        del run.opt.state[p]["master_param"]
+    run.written(everywhere=True)
+    run.step(2)

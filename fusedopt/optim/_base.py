@@ -313,7 +313,8 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         for index, group in enumerate(self.param_groups):
             if any(p.grad is not None for p in group["params"]):
                 self._check_group(group, index)
-        if torch.compiler.is_compiling():
+        eager = not torch.compiler.is_compiling()
+        if not eager:
             work = [(group, self._bucket_group(group)) for group in self.param_groups]
             if any(buckets is None for _, buckets in work):
                 return _compile.run_eagerly(self._fused_step, grad_scale, found_inf, find_infs=find_infs)
@@ -321,11 +322,14 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             state_same = self._state_unchanged()
             work = [(group, self._bucket_group(group, state_same, i)) for i, group in enumerate(self.param_groups)]
             # the plans of groups deleted since the last step go, and all they hold
-            _masters.retire(self, _plan.keep_plans(self, len(work)))
+            dropped = _plan.keep_plans(self, len(work))
+            if dropped:
+                _masters.retire(self, dropped)
             if not state_same:
                 self._snapshot_state()
-            # every check has passed: masters of params written by others are re-seeded
-            _masters.follow(work)
+            if self.master_weights:
+                # every check has passed: masters of params written by others are re-seeded
+                _masters.follow(work)
         need_stats = self.max_grad_norm is not None or find_infs
         # ranks that share params' norm or inf flags (sharded params, ZeRO): all
         # join the same collectives, even with no grad (or an empty shard) here
@@ -343,8 +347,9 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
                 self._apply_bucket(ops, bucket, group, amp[bucket.device], bucket.device)
                 if bucket.native:
                     bump(bucket.written)  # the plain-torch paths' in-place ops bump their own
-        if not torch.compiler.is_compiling():
-            _masters.record(work)  # after every write of the step (a param listed twice is written twice)
+        if eager:
+            if self.master_weights:
+                _masters.record(work)  # after every write of the step (a param listed twice is written twice)
             if len(self.state) != len(self.__dict__["_state_snapshot"][1]):
                 # the update made states (torch's own SGD, for sparse grads, does):
                 # the snapshot must hold them, or a reset of them would go unseen

@@ -307,7 +307,10 @@ def record_held(b: Bucket) -> None:
 def plans_of(opt) -> list:
     """The optimizer's plans: one per param group, at the group's index (None
     where none was built yet)."""
-    return opt.__dict__.setdefault("_plans", [])
+    plans = opt.__dict__.get("_plans")
+    if plans is None:
+        plans = opt.__dict__["_plans"] = []
+    return plans
 
 
 def plan_at(opt, index: int):
@@ -333,6 +336,8 @@ def keep_plans(opt, count: int) -> list:
     """Drops the plans past the first ``count`` (groups that were deleted);
     returns the dropped ones."""
     plans = plans_of(opt)
+    if len(plans) <= count:
+        return []
     dropped = plans[count:]
     del plans[count:]
     return dropped
