@@ -1,7 +1,8 @@
 """What Adam, AdamW and SGD share: the step's skeleton. The pieces it is made
 of live beside it: the step plan (_plan.py), the stats pass and AMP control
 tensors (_step_stats.py), checkpoints (_checkpoint.py), validation
-(_validate.py) and the compiled route (_compile.py).
+(_validate.py), master weights that follow their params (_masters.py) and the
+compiled route (_compile.py).
 
 A step is at most two passes over the gradients:
 
@@ -348,8 +349,10 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
                 if bucket.native:
                     bump(bucket.written)  # the plain-torch paths' in-place ops bump their own
         if eager:
+            # after every write of the step (a param listed twice is written twice)
+            _plan.record_steps(work)
             if self.master_weights:
-                _masters.record(work)  # after every write of the step (a param listed twice is written twice)
+                _masters.record(work)
             if len(self.state) != len(self.__dict__["_state_snapshot"][1]):
                 # the update made states (torch's own SGD, for sparse grads, does):
                 # the snapshot must hold them, or a reset of them would go unseen

@@ -30,7 +30,7 @@ from __future__ import annotations
 from torch import Tensor
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .. import _bulk
+from .._versions import versions as _versions
 
 _data_ptr = Tensor.data_ptr
 
@@ -53,10 +53,10 @@ class MasterTrack:
 
     def follow(self) -> None:
         """Re-seeds the masters of params written by others since they were recorded."""
-        versions = _bulk.attrs(self.params, "_version")
+        versions = _versions(self.params)
         ptrs = list(map(_data_ptr, self.params)) if self.fresh or not self.planned else self.ptrs
         self.fresh = False
-        if versions == self.versions and ptrs == self.ptrs:
+        if (versions == self.versions and ptrs == self.ptrs) or versions is None or self.versions is None:
             return
         for i, (p, m) in enumerate(zip(self.params, self.masters)):
             if versions[i] != self.versions[i] or ptrs[i] != self.ptrs[i]:
@@ -64,7 +64,7 @@ class MasterTrack:
         self.ptrs = ptrs
 
     def record(self) -> None:
-        self.versions = _bulk.attrs(self.params, "_version")
+        self.versions = _versions(self.params)
 
 
 def reseed(p: Tensor, master: Tensor) -> None:
@@ -93,7 +93,9 @@ def track(opt, buckets: dict) -> None:
         if not masters:
             continue
         params = b.params
-        versions = _bulk.attrs(params, "_version")
+        versions = _versions(params)
+        if versions is None:
+            continue  # inference tensors: nothing outside inference mode writes them
         ptrs = list(map(_data_ptr, params))
         for i, m in enumerate(masters):
             was = seen.get(m)
@@ -111,6 +113,8 @@ def retire(opt, plans: list) -> None:
         return
     seen = _seen(opt)
     for t in tracks:
+        if t.versions is None:
+            continue
         for p, m, version, ptr in zip(t.params, t.masters, t.versions, t.ptrs):
             seen[m] = (id(p), version, ptr)
 

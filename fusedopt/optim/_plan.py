@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .. import _bulk, _collectives, _dtensor
+from .._versions import versions
 from . import _validate
 
 NATIVE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -81,9 +82,12 @@ class Bucket:
     # each held list (params first) with its tensors' dtypes, shapes and devices
     # at build, and which lists must keep the params' layout
     held: list = field(default_factory=list)
-    # a CPU bucket's step counters, whose values a reuse may read (a step of -1
-    # is refused as torch refuses it: see _validate.check_state)
+    # a CPU bucket's step counters and (in a one-element list shared with the
+    # step's copies) their autograd versions after the last step: one written
+    # since by anyone else may now be -1, which a rebuild refuses as torch does
+    # (see _validate.check_step_count)
     host_steps: list | None = None
+    step_versions: list | None = None
     # the params with fp32 masters and what each looked like after the last step
     # that wrote it (fusedopt/optim/_masters.py); shared with the step's copies
     masters: Any = None
@@ -155,7 +159,8 @@ class GroupPlan:
                 return None
             out[key] = Bucket(
                 b.kind, b.device, b.params, sel, b.lists, keys=b.keys, reduce=b.reduce, written=b.written,
-                repeat=b.repeat, native_plan=b.native_plan, masters=b.masters,
+                repeat=b.repeat, native_plan=b.native_plan, masters=b.masters, host_steps=b.host_steps,
+                step_versions=b.step_versions,
             )
         # Bound last, once every Python-side check has passed: a plan's bind
         # replaces the grads it held (a refused step leaves none bound).
@@ -196,14 +201,16 @@ def _still_fits(b: Bucket, grads: list[Tensor]) -> bool:
     for ts, kinds, keeps_layout in b.held:
         if _kinds(ts) != kinds or (keeps_layout and not all(map(_LAYOUT_CHECKS[b.layout], ts))):
             return False
-    return b.host_steps is None or not any_step_minus_one(b.host_steps)
+    return b.host_steps is None or versions(b.host_steps) == b.step_versions[0]
 
 
-def any_step_minus_one(steps: list[Tensor]) -> bool:
-    """Whether a step counter (on the CPU) is -1: one host read for the lot."""
-    if all(s.dim() == 0 for s in steps):
-        return bool(torch.stack(steps).eq(-1).any())
-    return any(bool(s.eq(-1).any()) for s in steps)
+def record_steps(work) -> None:
+    """After a step's last write: the versions its buckets' host step counters
+    have now (see Bucket.step_versions)."""
+    for _, buckets in work:
+        for b in buckets.values():
+            if b.step_versions is not None:
+                b.step_versions[0] = versions(b.host_steps)
 
 
 # Memory layouts the kernels take: any in which a tensor's elements fill numel
@@ -301,7 +308,8 @@ def record_held(b: Bucket) -> None:
     # step counters and flags are scalars
     b.held = [(ts, _kinds(ts), b.kind == "native" and list(map(_shape_of, ts)) == b.shapes) for ts in lists]
     steps = b.lists.get("steps")
-    b.host_steps = steps if steps and b.device.type == "cpu" else None
+    if steps and b.device.type == "cpu":
+        b.host_steps, b.step_versions = steps, [versions(steps)]
 
 
 def plans_of(opt) -> list:
