@@ -138,8 +138,12 @@ int64_t make_plan(PlanKind kind, bool flag, std::vector<TensorList> held, Tensor
   plan->held.lists = std::move(held);
   const CallInfo d = plan->prepare(grads);
   plan->place = d.place;
-  // a CPU Adam plan's step counters can be read on the host (see HeldLists::steps_list)
-  plan->held.record(d.layout.contiguous, kind == PlanKind::Adam && !Tables::kCuda ? 4 : -1);
+  // a CPU Adam plan's step counters can be read on the host (see HeldLists::steps_list);
+  // Adam's steps and SGD's first-step flags are one-element tensors
+  const bool adam = kind == PlanKind::Adam;
+  std::vector<char> scalars(plan->held.lists.size(), 0);
+  scalars[adam ? 4 : 2] = 1;
+  plan->held.record(d.layout.contiguous, adam && !Tables::kCuda ? 4 : -1, std::move(scalars));
   plan->grad_dtype = grads[0].dtype_code();
   plan->grads = std::move(grads);  // the same handles: the tables' pointers hold
   plan->bound = true;

@@ -48,9 +48,15 @@ struct HeldLists {
   // 1 - beta1^0 = 0, which the Python side refuses as torch does (with
   // ZeroDivisionError), so a plan over one does not fit.
   int steps_list = -1;
+  // Per list: one-element tensors (step counters, SGD's first-step flags). The
+  // kernels read one element of each; at an unchanged address and dtype its
+  // shape can only be another one-element shape, which torch's steps take
+  // too, so theirs is not re-checked.
+  std::vector<char> scalars;
 
   // Called once, when the plan is made from `lists`.
-  void record(const std::vector<char>& params_contiguous, int host_steps_list) {
+  void record(const std::vector<char>& params_contiguous, int host_steps_list, std::vector<char> scalar_lists) {
+    scalars = std::move(scalar_lists);
     seen.assign(lists.size(), {});
     sizes.clear();
     for (size_t l = 0; l < lists.size(); ++l) {
@@ -92,10 +98,11 @@ struct HeldLists {
       const TensorList& ts = lists[l];
       const std::vector<HeldTensor>& was = seen[l];
       const bool steps = static_cast<int>(l) == steps_list;
+      const bool scalar = scalars[l] != 0;
       for (size_t i = 0; i < ts.size(); ++i) {
         const TensorRef t = ts[i];
         const HeldTensor& h = was[i];
-        if (t.dtype_code() != h.dtype || !same_shape(t, h)) return false;
+        if (t.dtype_code() != h.dtype || (!scalar && !same_shape(t, h))) return false;
         if (same_address) {
           if (t.mutable_data_ptr() != h.data) return false;
           if (h.numel > 1 && !t.is_contiguous()) return false;
@@ -110,13 +117,15 @@ struct HeldLists {
 // A step's grads, checked against the plan's params: the same device, count,
 // shapes and dtype, laid out like the params. False on any mismatch (the
 // Python side then rebuilds its plan, and its checks or a list op's name it).
+// In the CPU library every grad is a CPU tensor: the dispatcher sends a list
+// to the kernel of the highest backend among its tensors, and the CPU is the
+// lowest (a CUDA grad among them takes the call to the CUDA library).
 inline bool grads_match(const TensorList& grads, const HeldLists& held, const Place& at, int32_t grad_dtype) {
   const std::vector<HeldTensor>& params = held.seen[0];
   if (grads.size() != params.size()) return false;
-  const int32_t device = at.cuda ? raw::codes().cuda : raw::codes().cpu;
   for (size_t i = 0; i < grads.size(); ++i) {
     const TensorRef g = grads[i];
-    if (raw::device_type(g.get()) != device || (at.cuda && g.get_device_index() != at.index)) return false;
+    if (at.cuda && (raw::device_type(g.get()) != raw::codes().cuda || g.get_device_index() != at.index)) return false;
     if (g.dtype_code() != grad_dtype || !held.same_shape(g, params[i])) return false;
     if (held.contiguous && params[i].numel > 1 && !g.is_contiguous()) return false;
   }

@@ -188,4 +188,5 @@ def train_pair(seed: int, ma, oa, mb, ob, steps: int, clip: float | None = None,
 def assert_plans_kept(opt, plans: list) -> None:
     """New grad DTensors every step (FSDP2), or new specs (TP): the step plan is
     reused all the same."""
-    assert plans and len(opt._plans) == len(plans) and all(map(operator.is_, opt._plans, plans)), "the step plan was rebuilt"
+    kept = len(opt._plans) == len(plans) and all(map(operator.is_, opt._plans, plans))
+    assert plans and kept, "the step plan was rebuilt"
