@@ -47,7 +47,6 @@ struct StepPlan {
   bool flag = false;  // Adam: amsgrad; SGD: momentum != 0
   Place place{Tables::kCuda, -1};
   HeldLists held;
-  std::vector<int64_t> numels;
   int32_t grad_dtype = 0;  // the shim's code (raw_handles.h)
   TensorList grads;        // this step's, between the bind and the update
   bool bound = false;
@@ -94,13 +93,10 @@ struct StepPlan {
 
   bool fits_bound() {
     if (held.contiguous) {
-      return held.unchanged() && grads_match(grads, held, numels, place, grad_dtype);
+      return held.unchanged(/*same_address=*/true) && grads_match(grads, held, place, grad_dtype);
     }
     // channels_last and the like: validated in full, tables rebuilt
-    if (!held.params_same_kind() || grads.size() != numels.size() ||
-        (!grads.empty() && grads[0].dtype_code() != grad_dtype)) {
-      return false;
-    }
+    if (!held.unchanged(/*same_address=*/false) || !grads_match(grads, held, place, grad_dtype)) return false;
     try {
       return same_place(prepare(grads).place, place);  // moved to another device: a new plan
     } catch (const std::exception&) {
@@ -142,8 +138,12 @@ int64_t make_plan(PlanKind kind, bool flag, std::vector<TensorList> held, Tensor
   plan->held.lists = std::move(held);
   const CallInfo d = plan->prepare(grads);
   plan->place = d.place;
-  plan->held.record(d.layout.contiguous);
-  plan->numels = d.numels;
+  // a CPU Adam plan's step counters can be read on the host (see HeldLists::steps_list);
+  // Adam's steps and SGD's first-step flags are one-element tensors
+  const bool adam = kind == PlanKind::Adam;
+  std::vector<char> scalars(plan->held.lists.size(), 0);
+  scalars[adam ? 4 : 2] = 1;
+  plan->held.record(d.layout.contiguous, adam && !Tables::kCuda ? 4 : -1, std::move(scalars));
   plan->grad_dtype = grads[0].dtype_code();
   plan->grads = std::move(grads);  // the same handles: the tables' pointers hold
   plan->bound = true;

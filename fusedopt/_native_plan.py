@@ -60,7 +60,13 @@ class NativePlan:
     def bind(self, grads: list[Tensor]) -> bool:
         """This step's grads; False: the plan no longer fits them or the
         tensors it holds (the caller makes a new one)."""
-        return _ops.PLANS.plan_bind(grads, self.id)
+        try:
+            return _ops.PLANS.plan_bind(grads, self.id)
+        except NotImplementedError:
+            # The dispatcher found no kernel for these grads: a layout no plan
+            # takes (a grad that turned sparse, say). The caller's new plan
+            # routes them where they belong, or refuses them as torch does.
+            return False
 
     def grad_stats_(self, grad_scale, found_inf, sumsq, max_value: float) -> None:
         _ops.PLANS.plan_grad_stats_(self.id, grad_scale, found_inf, sumsq, max_value)

@@ -14,7 +14,20 @@ from __future__ import annotations
 from torch import Tensor
 from torch.autograd.graph import increment_version
 
+from . import _bulk
+
 
 def bump(tensors: list[Tensor]) -> None:
     if tensors:
         increment_version(tensors)
+
+
+def versions(tensors: list[Tensor]) -> list[int] | None:
+    """Each tensor's version counter (one C loop), to tell later whether anyone
+    wrote it in place since; None when one is an inference tensor (made under
+    torch.inference_mode(): it has no counter, and cannot be written outside
+    that mode)."""
+    try:
+        return _bulk.attrs(tensors, "_version")
+    except RuntimeError:
+        return None

@@ -80,7 +80,7 @@ def run_plan_case(config, steps, plans, monkeypatch, scaler=False, channels_last
 
 def planned_buckets(opt):
     """The buckets of `opt`'s stored step plans that have a native plan."""
-    return [b for _, plan in opt._plans.values() for b in plan.buckets.values() if b.native_plan is not None]
+    return [b for plan in opt._plans for b in plan.buckets.values() if b.native_plan is not None]
 
 
 def assert_same_run(a, b):

@@ -1,7 +1,8 @@
 """What Adam, AdamW and SGD share: the step's skeleton. The pieces it is made
 of live beside it: the step plan (_plan.py), the stats pass and AMP control
 tensors (_step_stats.py), checkpoints (_checkpoint.py), validation
-(_validate.py) and the compiled route (_compile.py).
+(_validate.py), master weights that follow their params (_masters.py) and the
+compiled route (_compile.py).
 
 A step is at most two passes over the gradients:
 
@@ -27,7 +28,7 @@ from torch.optim import Optimizer
 
 from .. import _bulk, _collectives, _dtensor, _native_plan, _ops
 from .._versions import bump
-from . import _compile, _plan, _torch_impl, _validate
+from . import _compile, _masters, _plan, _torch_impl, _validate
 from ._amp_flag import AmpScalingFlag
 from ._checkpoint import CheckpointMixin
 from ._plan import Bucket, Route, layout_of, native_eligible  # noqa: F401 (the subclasses' imports)
@@ -96,8 +97,12 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
     # -- what subclasses provide ----------------------------------------------------
 
     def _plan_signature(self, group: dict) -> tuple:
-        """Group settings that change the buckets (not lr and the like)."""
-        return (self.master_weights, self.state_dtype, self.max_grad_norm is None, self.norm_group)
+        """Group settings that change the buckets (not lr and the like), and
+        inference mode, in which tensors made inside it may be written."""
+        return (
+            self.master_weights, self.state_dtype, self.max_grad_norm is None, self.norm_group,
+            torch.is_inference_mode_enabled(),
+        )
 
     def _route(self, p: Tensor, g: Tensor, group: dict, occurrence: int = 0) -> Route:
         """Creates p's state if needed and says which bucket p goes to.
@@ -183,8 +188,13 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
     def _snapshot_state(self) -> None:
         state = self.state
         self.__dict__["_state_snapshot"] = (state, list(state.keys()), list(state.values()))
+        self._state_changed()
 
-    def _bucket_group(self, group: dict, state_same: bool = False) -> dict[tuple, Bucket]:
+    def _state_changed(self) -> None:
+        """Subclass hook: self.state changed since the last step (a param's state
+        popped, say): let go of what is kept beside it for params it no longer has."""
+
+    def _bucket_group(self, group: dict, state_same: bool = False, index: int | None = None) -> dict[tuple, Bucket]:
         if torch.compiler.is_compiling():
             # dynamo runs _init_group eagerly and guards what it returns (see _compile.py)
             flat: list[Tensor] = []
@@ -203,18 +213,23 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         with torch._C.DisableTorchFunctionSubclass():
             grads = _bulk.attrs(params, "grad")
         signature = self._plan_signature(group)
-        plans = self.__dict__.setdefault("_plans", {})
-        plan = plans.get(id(group))
-        if plan is not None and plan[0] is group:
-            buckets = plan[1].reuse(signature, params, grads, self.state, state_same)
+        if index is None:
+            index = _index_of(self.param_groups, group)
+        plan = _plan.plan_at(self, index)
+        if plan is not None and plan.group is group:
+            buckets = plan.reuse(signature, params, grads, self.state, state_same)
             if buckets is not None:
                 return buckets
+        # what the old plan's masters last looked like, for the new one to compare
+        _masters.retire(self, [plan])
         buckets = _plan.build_buckets(self, group, params, grads)
         for b in buckets.values():
             if b.native and _native_plan.available(b.device):
                 b.native_plan = self._native_plan_for(b, group)  # validates, binds these grads
+            _plan.record_held(b)
+        _masters.track(self, buckets)
         mask = list(map(is_not, grads, repeat(None)))
-        _plan.store_plan(self, group, signature, params, mask, buckets)
+        _plan.store_plan(self, index, group, signature, params, mask, buckets)
         return buckets
 
     def _init_group(self, group: dict, flat: list[Tensor]) -> tuple | None:
@@ -228,11 +243,13 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             return None
         grads = [p.grad for p in params]
         buckets = _plan.build_buckets(self, group, params, grads)
-        _plan.store_plan(self, group, self._plan_signature(group), params, list(map(is_not, grads, repeat(None))), buckets)
+        mask = list(map(is_not, grads, repeat(None)))
+        index = _index_of(self.param_groups, group)
+        _plan.store_plan(self, index, group, self._plan_signature(group), params, mask, buckets)
         return _compile.flatten(buckets, flat)
 
     def _forget_plans(self) -> None:
-        self.__dict__["_plans"] = {}
+        _masters.retire(self, _plan.keep_plans(self, 0))
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -297,15 +314,23 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         for index, group in enumerate(self.param_groups):
             if any(p.grad is not None for p in group["params"]):
                 self._check_group(group, index)
-        if torch.compiler.is_compiling():
+        eager = not torch.compiler.is_compiling()
+        if not eager:
             work = [(group, self._bucket_group(group)) for group in self.param_groups]
             if any(buckets is None for _, buckets in work):
                 return _compile.run_eagerly(self._fused_step, grad_scale, found_inf, find_infs=find_infs)
         else:
             state_same = self._state_unchanged()
-            work = [(group, self._bucket_group(group, state_same)) for group in self.param_groups]
+            work = [(group, self._bucket_group(group, state_same, i)) for i, group in enumerate(self.param_groups)]
+            # the plans of groups deleted since the last step go, and all they hold
+            dropped = _plan.keep_plans(self, len(work))
+            if dropped:
+                _masters.retire(self, dropped)
             if not state_same:
                 self._snapshot_state()
+            if self.master_weights:
+                # every check has passed: masters of params written by others are re-seeded
+                _masters.follow(work)
         need_stats = self.max_grad_norm is not None or find_infs
         # ranks that share params' norm or inf flags (sharded params, ZeRO): all
         # join the same collectives, even with no grad (or an empty shard) here
@@ -323,6 +348,15 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
                 self._apply_bucket(ops, bucket, group, amp[bucket.device], bucket.device)
                 if bucket.native:
                     bump(bucket.written)  # the plain-torch paths' in-place ops bump their own
+        if eager:
+            # after every write of the step (a param listed twice is written twice)
+            _plan.record_steps(work)
+            if self.master_weights:
+                _masters.record(work)
+            if len(self.state) != len(self.__dict__["_state_snapshot"][1]):
+                # the update made states (torch's own SGD, for sparse grads, does):
+                # the snapshot must hold them, or a reset of them would go unseen
+                self._snapshot_state()
         return computed
 
     def _reduce_groups(self) -> list:
@@ -334,7 +368,7 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             # no plan holds a group of its own; and dynamo (torch < 2.13) cannot
             # trace id() of a dict
             return _collectives.ordered_groups([norm])
-        plans = [self.__dict__["_plans"][id(g)][1] for g in self.param_groups]
+        plans = _plan.plans_of(self)
         if self.max_grad_norm is not None and self.norm_group is None:
             if not any(plan.has_dtensor for plan in plans):
                 _collectives.warn_local_norm_once(self)
@@ -344,8 +378,16 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         """How many params each backend ("cuda", "cpu-native", "reference",
         "sparse") updated in the last step, read from the step plans."""
         counts: dict[str, int] = {}
-        for _, plan in self.__dict__.get("_plans", {}).values():
-            for b in plan.buckets.values():
+        for plan in _plan.plans_of(self):
+            for b in plan.buckets.values() if plan is not None else ():
                 name = _ops.backend(b.device) if b.native else b.kind
                 counts[name] = counts.get(name, 0) + len(b.params)
         return counts
+
+
+def _index_of(groups: list[dict], group: dict) -> int:
+    """The index of ``group`` in ``groups``, by identity (dicts compare by value)."""
+    for i, g in enumerate(groups):
+        if g is group:
+            return i
+    raise ValueError("fusedopt: this param group is not one of the optimizer's param_groups")

@@ -6,6 +6,11 @@ list, one kernel call each) when its plan is built; later steps reuse the
 plan while everything it was built for still holds (see GroupPlan.reuse), and
 rebuild it otherwise. Building re-checks everything before any tensor is
 touched.
+
+A plan belongs to its group: the optimizer keeps one per param group, at the
+group's index, and a plan whose group is no longer there (a group deleted or
+replaced by another dict) is dropped by the next step, with everything it
+holds (see plan_at and keep_plans).
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import repeat
-from operator import attrgetter, eq, is_
+from operator import attrgetter, is_
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from .. import _bulk, _collectives, _dtensor
+from .._versions import versions
+from . import _validate
 
 NATIVE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _PLAIN_TENSOR_TYPES = (Tensor, torch.nn.Parameter)
@@ -71,6 +78,19 @@ class Bucket:
     # a native bucket's plan in the CPU library (fusedopt/_native_plan.py), made
     # with the bucket; a step's copy of the bucket carries it once it is bound
     native_plan: Any = None
+    # what a bucket without a native plan re-checks on reuse (see _still_fits):
+    # each held list (params first) with its tensors' dtypes, shapes and devices
+    # at build, and which lists must keep the params' layout
+    held: list = field(default_factory=list)
+    # a CPU bucket's step counters and (in a one-element list shared with the
+    # step's copies) their autograd versions after the last step: one written
+    # since by anyone else may now be -1, which a rebuild refuses as torch does
+    # (see _validate.check_step_count)
+    host_steps: list | None = None
+    step_versions: list | None = None
+    # the params with fp32 masters and what each looked like after the last step
+    # that wrote it (fusedopt/optim/_masters.py); shared with the step's copies
+    masters: Any = None
 
     @property
     def native(self) -> bool:
@@ -98,7 +118,8 @@ class GroupPlan:
     rebuilds it (and rebuilding re-checks everything before any tensor is
     touched)."""
 
-    def __init__(self, signature, params, mask, buckets, reduce_groups, has_dtensor):
+    def __init__(self, group, signature, params, mask, buckets, reduce_groups, has_dtensor):
+        self.group = group  # the dict it describes, compared by identity (see plan_at)
         self.signature = signature
         self.params = list(params)  # compared by identity (the buckets hold them anyway)
         self.mask = mask
@@ -124,40 +145,22 @@ class GroupPlan:
                 sel = _dtensor.local_grads(sel, b.specs)
                 if sel is None or not all(map(is_, map(_dtensor.local_of, b.keys), b.params)):
                     return None
-            dev = -1 if b.device.type == "cpu" else b.device.index
-            if b.native_plan is None and not all(map(eq, map(_get_device, sel), repeat(dev))):
-                return None
             if not state_same and not _bulk.same(map(state.get, b.keys), b.states):
-                return None
-            if b.native_plan is not None:
-                # the grads' device, dtype and layout, and the params' (p.data can
-                # be replaced), checked native-side: see csrc/step_plan.h
-                if not _bulk.all_type(sel, Tensor):
-                    return None
-            elif b.kind == "native":
-                laid_out = _LAYOUT_CHECKS[b.layout]
-                if not (
-                    _bulk.all_type(sel, Tensor)
-                    and all(map(is_, map(_dtype_of, sel), repeat(b.grad_dtype)))
-                    and all(map(laid_out, sel))
-                    # the params themselves (p.data can be replaced)
-                    and all(map(is_, map(_dtype_of, b.params), repeat(b.param_dtype)))
-                    and all(map(eq, map(_get_device, b.params), repeat(dev)))
-                    and all(map(laid_out, b.params))
-                ):
-                    return None
-            elif not (
-                all(map(is_, map(_is_sparse, sel), repeat(b.kind == "sparse")))
-                and list(map(_dtype_of, sel)) == b.grad_dtypes
-            ):
                 return None
             if not _bulk.items_are(b.check_dicts, b.check_keys, b.check_tensors):
                 return None
-            if b.native_plan is None and list(map(_shape_of, b.params)) != b.shapes:
+            if b.native_plan is not None:
+                # every held tensor's dtype, shape and address, and the grads'
+                # device, dtype, shape and layout, are checked native-side when
+                # the grads are bound: see csrc/step_plan.h
+                if not _bulk.all_type(sel, Tensor):
+                    return None
+            elif not _still_fits(b, sel):
                 return None
             out[key] = Bucket(
                 b.kind, b.device, b.params, sel, b.lists, keys=b.keys, reduce=b.reduce, written=b.written,
-                repeat=b.repeat, native_plan=b.native_plan,
+                repeat=b.repeat, native_plan=b.native_plan, masters=b.masters, host_steps=b.host_steps,
+                step_versions=b.step_versions,
             )
         # Bound last, once every Python-side check has passed: a plan's bind
         # replaces the grads it held (a refused step leaves none bound).
@@ -171,6 +174,43 @@ _get_device = Tensor.get_device
 _dtype_of = attrgetter("dtype")
 _is_sparse = attrgetter("is_sparse")
 _shape_of = attrgetter("shape")
+
+
+def _kinds(ts: list[Tensor]) -> tuple[list, list, list]:
+    """The dtypes, shapes and devices of a held list, as a bucket without a
+    native plan records and re-checks them."""
+    return list(map(_dtype_of, ts)), list(map(_shape_of, ts)), list(map(_get_device, ts))
+
+
+def _still_fits(b: Bucket, grads: list[Tensor]) -> bool:
+    """Whether a bucket without a native plan still takes this step's grads and
+    what it holds: the Python twin of csrc/step_plan.h's re-check, for the list
+    ops and the reference path, which fail (or compute something else) on a
+    tensor whose dtype, shape, device or layout changed under ``.data``. A list
+    op that refused mid-step would leave earlier buckets updated."""
+    if list(map(_dtype_of, grads)) != b.grad_dtypes or list(map(_shape_of, grads)) != b.shapes:
+        return False
+    if b.kind == "native":
+        laid_out = _LAYOUT_CHECKS[b.layout]
+        if not (_bulk.all_type(grads, Tensor) and all(map(laid_out, grads))):
+            return False
+        if list(map(_get_device, grads)) != b.held[0][1][2]:
+            return False
+    elif not all(map(is_, map(_is_sparse, grads), repeat(b.kind == "sparse"))):
+        return False
+    for ts, kinds, keeps_layout in b.held:
+        if _kinds(ts) != kinds or (keeps_layout and not all(map(_LAYOUT_CHECKS[b.layout], ts))):
+            return False
+    return b.host_steps is None or versions(b.host_steps) == b.step_versions[0]
+
+
+def record_steps(work) -> None:
+    """After a step's last write: the versions its buckets' host step counters
+    have now (see Bucket.step_versions)."""
+    for _, buckets in work:
+        for b in buckets.values():
+            if b.step_versions is not None:
+                b.step_versions[0] = versions(b.host_steps)
 
 
 # Memory layouts the kernels take: any in which a tensor's elements fill numel
@@ -222,6 +262,7 @@ def build_buckets(opt, group: dict, params: list[Tensor], grads: list[Tensor | N
         if g is None:
             continue
         opt._check_grad_device(p, g)
+        _validate.check_not_inference(p)  # before its state is made
         sharded = _dtensor.check_grad(p, g)
         # a param listed twice: its later occurrences go to buckets of their own
         occurrence = occurrences.get(id(p), 0)
@@ -258,11 +299,53 @@ def build_buckets(opt, group: dict, params: list[Tensor], grads: list[Tensor | N
     return buckets
 
 
-def store_plan(opt, group: dict, signature: tuple, params: list[Tensor], mask: list[bool], buckets) -> None:
+def record_held(b: Bucket) -> None:
+    """What a bucket without a native plan re-checks on its reuse (_still_fits)."""
+    if b.native_plan is not None:
+        return
+    lists = [b.params] + list(b.lists.values())
+    # lists of per-element tensors (the params' shapes) keep the params' layout;
+    # step counters and flags are scalars
+    b.held = [(ts, _kinds(ts), b.kind == "native" and list(map(_shape_of, ts)) == b.shapes) for ts in lists]
+    steps = b.lists.get("steps")
+    if steps and b.device.type == "cpu":
+        b.host_steps, b.step_versions = steps, [versions(steps)]
+
+
+def plans_of(opt) -> list:
+    """The optimizer's plans: one per param group, at the group's index (None
+    where none was built yet)."""
+    plans = opt.__dict__.get("_plans")
+    if plans is None:
+        plans = opt.__dict__["_plans"] = []
+    return plans
+
+
+def plan_at(opt, index: int):
+    """The plan kept at ``index`` (built for the group at that index then: the
+    caller compares ``plan.group`` with the group there now)."""
+    plans = plans_of(opt)
+    return plans[index] if index < len(plans) else None
+
+
+def store_plan(opt, index: int, group: dict, signature: tuple, params: list[Tensor], mask: list[bool], buckets) -> None:
     dtensors = [p for p in params if _dtensor.is_dtensor(p)]
     reduce_groups = _collectives.ordered_groups(map(_collectives.of_dtensor, dtensors))
     # The plan keeps no grads: each step brings its own, and holding the first
     # step's would keep a whole model's grads alive past zero_grad().
     kept = {key: dataclasses.replace(b, grads=[]) for key, b in buckets.items()}
-    plan = GroupPlan(signature, params, mask, kept, reduce_groups, bool(dtensors))
-    opt.__dict__.setdefault("_plans", {})[id(group)] = (group, plan)
+    plan = GroupPlan(group, signature, params, mask, kept, reduce_groups, bool(dtensors))
+    plans = plans_of(opt)
+    plans.extend([None] * (index + 1 - len(plans)))
+    plans[index] = plan
+
+
+def keep_plans(opt, count: int) -> list:
+    """Drops the plans past the first ``count`` (groups that were deleted);
+    returns the dropped ones."""
+    plans = plans_of(opt)
+    if len(plans) <= count:
+        return []
+    dropped = plans[count:]
+    del plans[count:]
+    return dropped

@@ -79,10 +79,20 @@ def check_state(p: Tensor, g: Tensor, state: dict, keys) -> None:
         t = state[key]
         if not isinstance(t, Tensor):
             raise RuntimeError(f"fusedopt: state['{key}'] of a parameter is a {type(t).__name__}, not a tensor")
+        check_not_inference(t)
         if key == "step":
             if t.numel() != 1:
                 raise RuntimeError(f"fusedopt: state['step'] of a parameter has {t.numel()} elements, not 1")
+            check_step_count(t)
             continue
+        if not (t.is_floating_point() or t.is_complex()) or t.is_complex() != p.is_complex():
+            # torch's ops refuse to mix such a state with the grad (a view of
+            # another dtype assigned to .data, say); the kernels would write
+            # float bits into it
+            raise RuntimeError(
+                f"fusedopt: state['{key}'] has dtype {t.dtype} for a parameter of dtype {p.dtype}; a state tensor "
+                "must be floating point (complex for a complex parameter)"
+            )
         if t.shape != shape:
             raise RuntimeError(
                 f"fusedopt: state['{key}'] has shape {tuple(t.shape)} but its parameter has shape "
@@ -94,6 +104,44 @@ def check_state(p: Tensor, g: Tensor, state: dict, keys) -> None:
                 f"fusedopt: state['{key}'] is on {t.device} but its parameter is on {p.device}; "
                 "state tensors must live on their parameter's device"
             )
+
+
+def check_dense_momentum(state: dict | None) -> None:
+    """A dense grad over a sparse momentum buffer (torch's SGD starts the buffer
+    as a copy of the first grad, so a grad that was sparse then is sparse now):
+    torch's SGD fails adding the two; so does fusedopt's, before any update."""
+    buf = state.get("momentum_buffer") if state else None
+    if isinstance(buf, Tensor) and buf.is_sparse:
+        raise RuntimeError(
+            "add(sparse, dense) is not supported. Use add(dense, sparse) instead. (fusedopt.SGD: a parameter's "
+            "momentum buffer is sparse, started from a sparse grad, and its grad is now dense; torch's SGD "
+            "refuses this with the same error)"
+        )
+
+
+def check_not_inference(t: Tensor) -> None:
+    """torch refuses in-place updates of tensors made under torch.inference_mode()
+    outside of it, with this message (a plain check here: the kernels write
+    through pointers, which no dispatcher check sees)."""
+    if t.is_inference() and not torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "Inplace update to inference tensor outside InferenceMode is not allowed.You can make a clone to get "
+            "a normal tensor before doing inplace update.See https://github.com/pytorch/rfcs/pull/17 for more "
+            "details. (fusedopt: a parameter or state tensor of this step was made under torch.inference_mode())"
+        )
+
+
+def check_step_count(step: Tensor) -> None:
+    """A step count of -1 makes the next step's bias correction 1 - beta**0 zero:
+    torch raises ZeroDivisionError dividing by it (its CPU and foreach steps
+    read the count on the host); so does fusedopt, for counts on the CPU. A
+    count on a GPU is not read (that would be a host sync on every rebuilt
+    plan): its step gives what torch's fused and capturable steps give, inf/NaN."""
+    if step.device.type == "cpu" and bool(step.eq(-1).any()):
+        raise ZeroDivisionError(
+            "float division by zero: a parameter's state['step'] is -1, so Adam's bias correction "
+            "1 - beta1**(step + 1) is zero"
+        )
 
 
 def grad_dtype_is_extension(p: Tensor, g: Tensor) -> bool:

@@ -122,6 +122,13 @@ class SGD(FusedOptimizer):
     def _plan_signature(self, group: dict) -> tuple:
         return super()._plan_signature(group) + (group["momentum"] != 0,)
 
+    def _state_changed(self) -> None:
+        # the flags of params whose state is gone (popped, cleared, a new
+        # opt.state) would keep those params alive
+        if self._momentum_first:
+            state = self.state
+            self._momentum_first = {p: f for p, f in self._momentum_first.items() if p in state}
+
     def _check_group(self, group: dict, index: int) -> None:
         _validate.check_sgd_group(group, index)
 
@@ -135,6 +142,8 @@ class SGD(FusedOptimizer):
         _validate.check_fused_device(p, group)
         if g.is_sparse:
             return Route((p.device, "sparse"), "sparse", {}, [])
+        if group["momentum"] != 0:
+            _validate.check_dense_momentum(self.state.get(p))
         if g.dtype is not p.dtype and not _validate.grad_dtype_is_extension(p, g):
             _validate.check_state(p, g, self.state.get(p) or {}, [])
             return Route((p.device, "torch"), "torch", {}, [])
