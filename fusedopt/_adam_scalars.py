@@ -60,6 +60,19 @@ def adam_step_scalars(
     return bias_correction2_sqrt, step_size.neg_()
 
 
+def adam_host_scalars(steps: list[Tensor], beta1: float, beta2: float, lr: float) -> tuple[list[float], list[float]]:
+    """(bias_correction2_sqrt, -step_size) as Python floats, computed on the
+    host exactly as torch's single-tensor code computes them, from step
+    counters in host memory (CPU tensors, eagerly: reading them is no sync).
+    Several times cheaper than adam_step_scalars for a hundred tensors."""
+    bias_correction2_sqrt, neg_step_size = [], []
+    for step in steps:
+        s = step.item()
+        bias_correction2_sqrt.append((1 - beta2**s) ** 0.5)
+        neg_step_size.append(-(lr / (1 - beta1**s)))
+    return bias_correction2_sqrt, neg_step_size
+
+
 def per_tensor(values: Tensor, dtype: torch.dtype) -> tuple[Tensor, ...]:
     """One 0-dim tensor per element, in the dtype of the tensors it scales (the
     cast a mixed-dtype op would make; the foreach kernels want it made)."""

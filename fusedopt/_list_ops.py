@@ -44,8 +44,9 @@ FOREACH = SimpleNamespace(
     lerp_scalar_=aten._foreach_lerp_.Scalar,
     lerp_=aten._foreach_lerp_.List,
     addcmul_=aten._foreach_addcmul_.Scalar,
-    # per-tensor values read from a 1-D CPU tensor (FOREACH only)
-    addcdiv_scalars_=aten._foreach_addcdiv_.Tensor,
+    # per-tensor values as Python numbers or read from a 1-D CPU tensor (FOREACH only)
+    div_scalars_=aten._foreach_div_.ScalarList,
+    addcdiv_scalars_=aten._foreach_addcdiv_.ScalarList,
     sqrt=aten._foreach_sqrt.default,
     maximum_=aten._foreach_maximum_.List,
     neg=aten._foreach_neg.default,

@@ -14,13 +14,31 @@ def real(tensors: list[Tensor]) -> list[Tensor]:
     return [torch.view_as_real(t) if t.is_complex() else t for t in tensors]
 
 
+def in_place(stored: list[Tensor], dtype: torch.dtype, keep: Tensor | None) -> bool:
+    """Whether an update computes on ``stored`` itself (its dtype, no found_inf):
+    then it needs neither working() nor store()."""
+    return keep is None and all(t.dtype == dtype for t in stored)
+
+
 def working(stored: list[Tensor], dtype: torch.dtype, keep: Tensor | None) -> list[Tensor]:
-    """The tensors an update computes on: ``stored`` itself where it is updated
-    in place (its dtype, no found_inf); else float32 copies of half-precision
-    tensors and, with a found_inf, copies of the others, written back by store()."""
-    if keep is None and all(t.dtype == dtype for t in stored):
-        return stored
+    """The tensors an update computes on where it cannot compute on ``stored``
+    in place: float32 copies of half-precision tensors and, with a found_inf,
+    copies of the others, written back by store()."""
     return [t.to(dtype) if t.dtype != dtype else t if keep is None else t.clone() for t in stored]
+
+
+def workings(stored: list[list[Tensor]], dtype: torch.dtype, keep: Tensor | None):
+    """(the lists an update computes on, whether each is a copy to store back)
+    for each of ``stored`` (empty lists stay empty)."""
+    copied = [bool(lst) and not in_place(lst, dtype, keep) for lst in stored]
+    return [working(lst, dtype, keep) if c else lst for lst, c in zip(stored, copied)], copied
+
+
+def store_all(ops, stored: list[list[Tensor]], work: list[list[Tensor]], copied: list[bool], keep) -> None:
+    """store() for each working copy that workings() made."""
+    for st, w, c in zip(stored, work, copied):
+        if c:
+            store(ops, st, w, keep)
 
 
 def store(ops, stored: list[Tensor], work: list[Tensor], keep: Tensor | None) -> None:

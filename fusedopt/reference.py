@@ -62,9 +62,11 @@ import torch
 from torch import Tensor
 
 from . import _list_ops
-from ._adam_scalars import adam_step_scalars, per_tensor
+from ._adam_scalars import adam_host_scalars, adam_step_scalars, per_tensor
 from ._list_ops import FOREACH, by_device_and_dtype
-from ._reference_lists import LOW_PRECISION, prepared_grads, real, select_into, store, working, working_dtype
+from ._reference_lists import (
+    LOW_PRECISION, prepared_grads, real, select_into, store, store_all, working_dtype, workings,
+)
 from ._traced_checks import expect_traced_dtypes
 
 def _keep(found_inf: Tensor | None, device: torch.device) -> Tensor | None:
@@ -150,12 +152,21 @@ def _adam_group(
     scalars computed on the device (see the module docstring)."""
     ops = _list_ops.ops_for(params, grads)
     _advance_steps(ops, steps, keep)
-    bias_correction2_sqrt, neg_step_size = adam_step_scalars(steps, beta1, beta2, lr, lr_tensor, device)
     dtype = working_dtype(torch.view_as_real(params[0]) if params[0].is_complex() else (masters or params)[0])
-    bc2_sqrt = per_tensor(bias_correction2_sqrt, dtype)
     cpu_scalars = _on_cpu_eagerly(device) and ops is FOREACH
-    # -step_size: a 1-D CPU tensor the foreach op reads, or one 0-dim tensor per tensor
-    step_sizes = neg_step_size if cpu_scalars else per_tensor(neg_step_size, dtype)
+    if cpu_scalars and lr_tensor is None and not isinstance(beta1, Tensor) and not isinstance(beta2, Tensor):
+        # Python numbers, as torch computes them: the counters are in host memory
+        # (no sync), and a list of numbers is far cheaper than a tensor per tensor
+        bc2_sqrt, step_sizes = adam_host_scalars(steps, beta1, beta2, lr)
+    else:
+        bias_correction2_sqrt, neg_step_size = adam_step_scalars(steps, beta1, beta2, lr, lr_tensor, device)
+        if cpu_scalars:
+            # the numbers rounded to the dtype of the tensors they scale (the
+            # cast a mixed-dtype op makes)
+            bc2_sqrt, step_sizes = bias_correction2_sqrt.to(dtype).tolist(), neg_step_size.tolist()
+        else:
+            # one 0-dim tensor per tensor, on the device
+            bc2_sqrt, step_sizes = per_tensor(bias_correction2_sqrt, dtype), per_tensor(neg_step_size, dtype)
     lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters)
     for lo, hi, piece in _batches(ops, device, lists):
         _adam_batch(
@@ -172,7 +183,8 @@ def _adam_batch(
     # complex tensors as their real views, as torch does (its L2 decay excepted, below)
     is_complex = params[0].is_complex()
     stored = [real(lst) if is_complex else lst for lst in (masters or params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs)]
-    p, m, v, vmax = work = [working(lst, dtype, keep) if lst else lst for lst in stored]
+    work, copied = workings(stored, dtype, keep)
+    p, m, v, vmax = work
     g, own = prepared_grads(ops, grads, params[0].dtype if is_complex else dtype, factors, device)
 
     if weight_decay != 0:
@@ -208,10 +220,12 @@ def _adam_batch(
     if amsgrad:
         ops.maximum_(vmax, v)
     denom = ops.sqrt(vmax if amsgrad else v)
-    ops.div_(denom, bc2_sqrt)
+    if cpu_scalars:
+        FOREACH.div_scalars_(denom, bc2_sqrt)
+    else:
+        ops.div_(denom, bc2_sqrt)
     ops.add_scalar_(denom, eps)
     if cpu_scalars:
-        # reads the per-tensor values from the CPU tensor, in C++ (no sync: it is host memory)
         FOREACH.addcdiv_scalars_(p, m, denom, step_sizes)
     else:
         # p.addcdiv_(m, denom, value=-step_size), evaluated as ATen does: p + (value * m) / denom
@@ -220,19 +234,21 @@ def _adam_batch(
         ops.add_(p, update)
     del denom
 
-    for st, w in zip(stored, work):
-        if st:
-            store(ops, st, w, keep)
+    store_all(ops, stored, work, copied, keep)
     if masters:
         store(ops, params, masters, keep)
 
 
-# Elements per batch of an eager CPU update: its temporaries (sqrt(v), grads
-# made here) and the states it streams stay in the caches from one operation
-# to the next, and the temporaries are reused from the heap step after step
-# rather than mapped, faulted in and unmapped as torch's model-sized ones are.
-# Larger tensors are updated in pieces of this many elements (a multiple of
-# every SIMD width, so each piece runs ATen's kernels as the whole would).
+# Elements per batch of an eager CPU update, per intra-op thread: its
+# temporaries (sqrt(v), grads made here) and the states it streams stay in the
+# caches from one operation to the next, and the temporaries are reused from
+# the heap step after step rather than mapped, faulted in and unmapped as
+# torch's model-sized ones are. Larger tensors are updated in pieces (a
+# multiple of every SIMD width, so each piece runs ATen's kernels as the whole
+# would). Per thread: ATen splits each operation among its threads, so this is
+# what each thread's caches hold, and more threads make fewer, larger batches,
+# hence no more of the parallel regions (each ending at a barrier, costly
+# where the cores are shared) than torch's per-tensor operations have.
 BATCH_ELEMENTS = 1 << 18
 
 
@@ -247,7 +263,7 @@ def _batches(ops, device, lists) -> list[tuple[int, int, slice | None]]:
     n = len(params)
     if not (_on_cpu_eagerly(device) and ops is FOREACH):
         return [(0, n, None)]
-    size = BATCH_ELEMENTS
+    size = BATCH_ELEMENTS * torch.get_num_threads()
     out, lo, filled = [], 0, 0
     for i, t in enumerate(params):
         numel = t.numel()
@@ -358,7 +374,8 @@ def _sgd_batch(
     keep, factors, lr, lr_tensor, momentum, dampening, weight_decay, nesterov,
 ) -> None:
     stored = [masters or params, buffers]
-    p, buf = work = [working(lst, dtype, keep) if lst else lst for lst in stored]
+    work, copied = workings(stored, dtype, keep)
+    p, buf = work
     g, own = prepared_grads(ops, grads, dtype, factors, device)
 
     if weight_decay != 0:
@@ -379,9 +396,7 @@ def _sgd_batch(
     else:
         ops.addcmul_(p, g, [lr_tensor.to(dtype)] * len(p), value=-1)
 
-    for st, w in zip(stored, work):
-        if st:
-            store(ops, st, w, keep)
+    store_all(ops, stored, work, copied, keep)
     if masters:
         store(ops, params, masters, keep)
 
