@@ -85,7 +85,7 @@ def test_a_saved_run_and_a_compared_run_read_as_fusedopt_vs_torch(tmp_path):
     # a second run, compared with the first: the saved figures beside the new ones
     second = _suite(tmp_path, "--benchmark-compare=0001", "-k", "adamw")
     out = second.stdout
-    assert "benchmark 'adamw: 100x1K': 8 tests" in out  # pytest-benchmark: both runs' rows
+    assert f"benchmark 'adamw: {WORKLOAD}': {2 * len(EXPECTED['adamw'])} tests" in out  # pytest-benchmark: both runs' rows
     assert "0001_first: commit " in out and "now: commit " in out and "amp: " not in out
     for impl in EXPECTED["adamw"]:
         before = rows[("adamw", impl)]["extra_info"]
