@@ -26,6 +26,8 @@ dtype, as torch's ``lr / bias_correction1`` does.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -68,8 +70,12 @@ def adam_host_scalars(steps: list[Tensor], beta1: float, beta2: float, lr: float
     bias_correction2_sqrt, neg_step_size = [], []
     for step in steps:
         s = step.item()
+        bias_correction1 = 1 - beta1**s
         bias_correction2_sqrt.append((1 - beta2**s) ** 0.5)
-        neg_step_size.append(-(lr / (1 - beta1**s)))
+        # a count still 0 belongs to a step that a found_inf skips (counts advance
+        # first): its update is computed and discarded, as adam_step_scalars'
+        # division by zero is on the device
+        neg_step_size.append(-(lr / bias_correction1) if bias_correction1 else -math.inf)
     return bias_correction2_sqrt, neg_step_size
 
 

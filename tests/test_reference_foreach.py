@@ -8,7 +8,7 @@ import torch
 
 import fusedopt
 from fusedopt import _list_ops, reference
-from fusedopt._adam_scalars import adam_step_scalars
+from fusedopt._adam_scalars import adam_host_scalars, adam_step_scalars
 
 CPU = torch.device("cpu")
 
@@ -40,6 +40,28 @@ def test_adam_step_scalars_are_the_doubles_python_computes():
     assert neg_step.dtype == torch.float32
     expected = torch.stack([-(lr / (1 - 0.9**c)) for c in counts])
     assert torch.equal(neg_step, expected)
+
+
+
+def test_adam_host_scalars_are_the_device_ones_and_a_skipped_first_step_writes_nothing():
+    """The CPU's host-side scalars are adam_step_scalars' doubles; a first step
+    that a found_inf skips (its counters still 0 when the scalars are taken)
+    raises nothing and leaves every bit as it was."""
+    counts = list(range(1, 300)) + [123_457]
+    steps = [torch.tensor(float(c)) for c in counts]
+    bc2_sqrt, neg_step = adam_host_scalars(steps, 0.9, 0.999, 1e-3)
+    bc2_dev, neg_dev = adam_step_scalars(steps, 0.9, 0.999, 1e-3, None, CPU)
+    assert bc2_sqrt == bc2_dev.tolist() and neg_step == neg_dev.tolist()
+
+    gen = torch.Generator().manual_seed(3)
+    params = [torch.randn(5, generator=gen), torch.randn(3, 4, generator=gen)]
+    states = [[torch.zeros_like(p) for p in params] for _ in range(2)]
+    counters = [torch.zeros(()) for _ in params]
+    grads = [torch.randn(p.shape, generator=gen) for p in params]
+    before = [t.clone() for t in params + states[0] + states[1] + counters]
+    reference.adam_(params, grads, *states, [], counters, [], 1e-3, None, 0.9, 0.999, 1e-8, 0.01, True, False, False,
+                    torch.full((1,), 2.0**16), torch.ones(1), None, 0.0)
+    _assert_bitwise(params + states[0] + states[1] + counters, before)
 
 
 SHAPES = [(3,), (0,), (), (17,), (5, 33), (1000,), (64, 64), (2, 3, 4)]
