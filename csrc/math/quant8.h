@@ -1,0 +1,125 @@
+// 8-bit blockwise dynamic quantization (Dettmers et al. 2022), the storage of
+// 8-bit optimizer states, written once for every backend. fusedopt/_quant8.py
+// defines the maps and the format and is the plain-torch twin of this header:
+// both compute the same bits (tests/test_quant8.py checks it).
+//
+// A block is up to 256 consecutive elements of the flattened state with one
+// float32 scale, its absmax, and one uint8 code each; an element's value is
+// values[code] * absmax. Quantizing, in float32 with IEEE round-to-nearest:
+//   absmax = max |x| (NaN if any x is NaN); inv = absmax > 0 ? 1 / absmax : 0;
+//   n = x * inv; code = #{k : thresholds[k] <= n} (0 for a NaN n).
+// The thresholds sit just above the exact midpoints between neighbouring codes
+// (on a negative midpoint that is a float32: at it), so the code is the nearest
+// one and a tie goes to the code of smaller magnitude. No operation here may be
+// contracted or approximated: CUDA uses the _rn intrinsics, which fast-math
+// cannot change, and CPU builds use no FMA contraction (as for every rule).
+//
+// Any faster search (a SIMD gather, a table indexed by n's exponent) must give
+// the same count; quant8_code() is the definition.
+#pragma once
+
+#include <cstdint>
+
+#include "common.h"
+#include "quant8_maps.h"
+
+namespace fusedopt {
+namespace math {
+
+constexpr int kQuant8Block = 256;
+
+}  // namespace math
+}  // namespace fusedopt
+
+FO_MATH_BEGIN
+
+// The maps: signed for first moments (values in [-0.993, 1]), unsigned for
+// second moments ([0, 1]). Host copies here; CUDA kernels get device copies
+// below (better: stage them in shared memory and pass those pointers, since
+// threads of a warp index the tables at different places).
+static constexpr float kQuant8SignedValues[256] = {FO_QUANT8_SIGNED_VALUES};
+static constexpr float kQuant8SignedThresholds[255] = {FO_QUANT8_SIGNED_THRESHOLDS};
+static constexpr float kQuant8UnsignedValues[256] = {FO_QUANT8_UNSIGNED_VALUES};
+static constexpr float kQuant8UnsignedThresholds[255] = {FO_QUANT8_UNSIGNED_THRESHOLDS};
+
+#if defined(__CUDACC__)
+static __constant__ float kQuant8SignedValuesDevice[256] = {FO_QUANT8_SIGNED_VALUES};
+static __constant__ float kQuant8SignedThresholdsDevice[255] = {FO_QUANT8_SIGNED_THRESHOLDS};
+static __constant__ float kQuant8UnsignedValuesDevice[256] = {FO_QUANT8_UNSIGNED_VALUES};
+static __constant__ float kQuant8UnsignedThresholdsDevice[255] = {FO_QUANT8_UNSIGNED_THRESHOLDS};
+#endif
+
+template <bool kSigned>
+FO_HD FO_INLINE const float* quant8_values() {
+#if defined(__CUDA_ARCH__)
+  return kSigned ? kQuant8SignedValuesDevice : kQuant8UnsignedValuesDevice;
+#else
+  return kSigned ? kQuant8SignedValues : kQuant8UnsignedValues;
+#endif
+}
+
+template <bool kSigned>
+FO_HD FO_INLINE const float* quant8_thresholds() {
+#if defined(__CUDA_ARCH__)
+  return kSigned ? kQuant8SignedThresholdsDevice : kQuant8UnsignedThresholdsDevice;
+#else
+  return kSigned ? kQuant8SignedThresholds : kQuant8UnsignedThresholds;
+#endif
+}
+
+// 1 / absmax, or 0 where absmax is zero or NaN (and so n = 0 or NaN below)
+FO_HD FO_INLINE float quant8_inverse(float absmax) {
+#if defined(__CUDA_ARCH__)
+  return absmax > 0.0f ? __frcp_rn(absmax) : 0.0f;
+#else
+  return absmax > 0.0f ? 1.0f / absmax : 0.0f;
+#endif
+}
+
+FO_HD FO_INLINE float quant8_mul(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+// The number of thresholds <= n, by a branchless binary search: 255 = 2^8 - 1
+// sorted thresholds, eight halvings. A NaN n fails every comparison: code 0.
+FO_HD FO_INLINE uint8_t quant8_code(float n, const float* thresholds) {
+  int idx = 0;
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int half = 128; half > 0; half >>= 1) idx += thresholds[idx + half - 1] <= n ? half : 0;
+  return static_cast<uint8_t>(idx);
+}
+
+// max |x| over x[0..count), NaN as soon as one element is NaN (vmax keeps it)
+FO_HD FO_INLINE float quant8_absmax(const float* x, int count) {
+  float m = 0.0f;
+  for (int i = 0; i < count; ++i) m = vmax(m, fabsf(x[i]));
+  return m;
+}
+
+// One block (count <= kQuant8Block elements): codes and the block's absmax.
+template <bool kSigned>
+FO_HD inline float quant8_quantize_block(const float* x, int count, uint8_t* codes) {
+  const float absmax = quant8_absmax(x, count);
+  const float inv = quant8_inverse(absmax);
+  const float* thresholds = quant8_thresholds<kSigned>();
+  for (int i = 0; i < count; ++i) codes[i] = quant8_code(quant8_mul(x[i], inv), thresholds);
+  return absmax;
+}
+
+FO_HD FO_INLINE float quant8_dequantize(uint8_t code, float absmax, const float* values) {
+  return quant8_mul(values[code], absmax);
+}
+
+template <bool kSigned>
+FO_HD inline void quant8_dequantize_block(const uint8_t* codes, int count, float absmax, float* out) {
+  const float* values = quant8_values<kSigned>();
+  for (int i = 0; i < count; ++i) out[i] = quant8_dequantize(codes[i], absmax, values);
+}
+
+FO_MATH_END
