@@ -88,7 +88,7 @@ FO_HD FO_INLINE float quant8_mul(float a, float b) {
 // sorted thresholds, eight halvings. A NaN n fails every comparison: code 0.
 FO_HD FO_INLINE uint8_t quant8_code(float n, const float* thresholds) {
   int idx = 0;
-#if defined(__CUDACC__)
+#if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
   for (int half = 128; half > 0; half >>= 1) idx += thresholds[idx + half - 1] <= n ? half : 0;
