@@ -21,10 +21,11 @@ arithmetic of any platform to be defined.
 Quantizing, step by step, every operation an IEEE float32 operation rounded to
 nearest (so CPU SIMD, CUDA and torch give the same bits):
   1. absmax = max |x| over the block (exact; NaN if any element is NaN);
-  2. inv = 1 / absmax if absmax > 0, else 0 (so a NaN or zero absmax gives 0, and
-     an infinite one gives 0 as well);
-  3. n = x * inv;
-  4. code = the number of thresholds t[k] (k = 0..254, ascending) with t[k] <= n.
+  2. n = x / absmax if absmax > 0, else 0 (a zero block, or a NaN absmax, whose
+     block dequantizes to NaN whatever its codes). A division, not a product
+     with 1 / absmax: |n| <= 1 exactly, and a subnormal absmax, whose
+     reciprocal overflows, still gives zeros the zero code;
+  3. code = the number of thresholds t[k] (k = 0..254, ascending) with t[k] <= n.
      t[k] is the smallest float32 above the exact midpoint of values[k] and
      values[k + 1], or equal to it when that midpoint is a negative float32: n
      goes to the nearest code, and a tie (n exactly on a midpoint) goes to the
@@ -139,8 +140,7 @@ def quantize_blockwise(x: torch.Tensor, signed: bool) -> tuple[torch.Tensor, tor
                 torch.empty(0, dtype=torch.float32, device=x.device))
     blocks = _blocks(flat)
     absmax = blocks.abs().amax(dim=1)
-    inv = torch.where(absmax > 0, 1.0 / absmax, torch.zeros_like(absmax))
-    n = blocks * inv[:, None]
+    n = torch.where(absmax[:, None] > 0, blocks / absmax[:, None], torch.zeros_like(blocks))
     _, thresholds = _map_tensors(signed, x.device)
     # right=True: the count of thresholds <= n; searchsorted would put a NaN last
     codes = torch.searchsorted(thresholds, n, right=True)

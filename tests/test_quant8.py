@@ -43,7 +43,9 @@ def _inputs() -> torch.Tensor:
     inf_block = torch.randn(256, generator=g)
     inf_block[3], inf_block[200] = float("inf"), float("-inf")
     parts += [nan_block, inf_block]
-    parts.append(torch.randn(256, generator=g) * 1e-41)  # subnormal absmax: 1 / absmax overflows
+    subnormal = torch.randn(256, generator=g) * 1e-41  # subnormal absmax: 1 / absmax would overflow
+    subnormal[::7] = 0.0
+    parts.append(subnormal)
     for signed in (True, False):
         # n exactly on each threshold, and the floats either side, with absmax 1
         values, thresholds = q8.map_tables(signed)
@@ -112,7 +114,7 @@ def test_each_element_gets_the_nearest_code_ties_to_smaller_magnitude(signed):
     x = _inputs()
     x = x[x.isfinite()][: 256 * 30]  # whole blocks of finite values
     codes, absmax = q8.quantize_blockwise(x, signed)
-    n = x.view(-1, 256) * torch.where(absmax > 0, 1.0 / absmax, torch.zeros_like(absmax))[:, None]
+    n = torch.where(absmax[:, None] > 0, x.view(-1, 256) / absmax[:, None], 0.0)
     values = q8.code_values(signed).double()
     dist = (n.double().reshape(-1, 1) - values[None, :]).abs()  # exact: doubles hold these differences
     chosen = dist.gather(1, codes.long().view(-1, 1)).squeeze(1)
@@ -174,6 +176,20 @@ def test_codes_are_a_fixed_point_of_the_round_trip():
         codes, absmax = q8.quantize_blockwise(x if signed else x.abs(), signed)
         again, absmax2 = q8.quantize_blockwise(q8.dequantize_blockwise(codes, absmax, signed), signed)
         assert torch.equal(again, codes) and torch.equal(absmax2, absmax)
+
+
+def test_zeros_stay_zero_and_no_value_grows_past_absmax():
+    """Whatever the block's scale, subnormal included: a zero dequantizes to
+    zero and no element's magnitude exceeds the block's absmax."""
+    g = torch.Generator().manual_seed(9)
+    x = torch.cat([torch.randn(256, generator=g) * scale for scale in (1e-41, 1e-38, 1e-20, 1.0, 1e30)])
+    x[::5] = 0.0
+    for signed in (True, False):
+        codes, absmax = q8.quantize_blockwise(x, signed)
+        back = q8.dequantize_blockwise(codes, absmax, signed)
+        assert (back[x == 0] == 0).all()
+        assert (back.view(-1, 256).abs() <= absmax[:, None]).all()
+    assert absmax[0] < torch.finfo(torch.float32).tiny  # a subnormal scale
 
 
 def test_shapes_and_empty():

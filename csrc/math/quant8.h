@@ -6,8 +6,11 @@
 // A block is up to 256 consecutive elements of the flattened state with one
 // float32 scale, its absmax, and one uint8 code each; an element's value is
 // values[code] * absmax. Quantizing, in float32 with IEEE round-to-nearest:
-//   absmax = max |x| (NaN if any x is NaN); inv = absmax > 0 ? 1 / absmax : 0;
-//   n = x * inv; code = #{k : thresholds[k] <= n} (0 for a NaN n).
+//   absmax = max |x| (NaN if any x is NaN); n = absmax > 0 ? x / absmax : 0;
+//   code = #{k : thresholds[k] <= n} (0 for a NaN n).
+// A division, not a product with 1 / absmax: |n| <= 1 exactly, and a block
+// whose absmax is subnormal (1 / absmax overflows) still quantizes its zeros to
+// the zero code.
 // The thresholds sit just above the exact midpoints between neighbouring codes
 // (on a negative midpoint that is a float32: at it), so the code is the nearest
 // one and a tie goes to the code of smaller magnitude. No operation here may be
@@ -67,12 +70,13 @@ FO_HD FO_INLINE const float* quant8_thresholds() {
 #endif
 }
 
-// 1 / absmax, or 0 where absmax is zero or NaN (and so n = 0 or NaN below)
-FO_HD FO_INLINE float quant8_inverse(float absmax) {
+// x / absmax in [-1, 1], or 0 where absmax is zero (x is then zero too) or NaN
+// (the block dequantizes to NaN whatever its codes)
+FO_HD FO_INLINE float quant8_normalize(float x, float absmax) {
 #if defined(__CUDA_ARCH__)
-  return absmax > 0.0f ? __frcp_rn(absmax) : 0.0f;
+  return absmax > 0.0f ? __fdiv_rn(x, absmax) : 0.0f;
 #else
-  return absmax > 0.0f ? 1.0f / absmax : 0.0f;
+  return absmax > 0.0f ? x / absmax : 0.0f;
 #endif
 }
 
@@ -106,9 +110,8 @@ FO_HD FO_INLINE float quant8_absmax(const float* x, int count) {
 template <bool kSigned>
 FO_HD inline float quant8_quantize_block(const float* x, int count, uint8_t* codes) {
   const float absmax = quant8_absmax(x, count);
-  const float inv = quant8_inverse(absmax);
   const float* thresholds = quant8_thresholds<kSigned>();
-  for (int i = 0; i < count; ++i) codes[i] = quant8_code(quant8_mul(x[i], inv), thresholds);
+  for (int i = 0; i < count; ++i) codes[i] = quant8_code(quant8_normalize(x[i], absmax), thresholds);
   return absmax;
 }
 
