@@ -30,7 +30,7 @@ $(VENV)/.deps:
 # the native libraries, rebuilt when a source changes; --no-build-isolation so
 # they compile against the torch in this venv (see README, "Building")
 $(VENV)/.built: $(VENV)/.deps $(SOURCES)
-	$(PY) -m pip install --quiet --no-build-isolation -e ".[test,bench]"
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[test,bench,peers]"
 	touch $@
 
 build: $(VENV)/.built
