@@ -44,7 +44,7 @@ def adam_group(opt, group: dict) -> None:
         has_complex |= torch.is_complex(p)
         state = opt.state[p]
         if not state:
-            opt._init_state(p, state, group["amsgrad"])
+            opt._init_state(p, state, group)
         elif group["amsgrad"] and "max_exp_avg_sq" not in state:
             state["max_exp_avg_sq"] = torch.zeros_like(state["exp_avg_sq"])
         if group["differentiable"] and state["step"].requires_grad:
