@@ -71,6 +71,9 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         # dynamo drops attribute stores on an Optimizer made inside the compiled
         # step (torch 2.13) or refuses them (2.11), but keeps a dict's updates.
         self._step_io: dict[str, Any] = {"last_grad_norm": None}
+        # the per-group caches of buckets and their native step plans (a copy or
+        # an unpickled optimizer starts without any: CheckpointMixin.__setstate__)
+        self._planner = StepPlanner()
         super().__init__(params, defaults)
         # torch checks these after the params, in this order
         _validate.check_differentiable(
@@ -211,7 +214,9 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         plan = bucket.native_plan
         tail = (lr, lr_tensor, amp.grad_scale, amp.found_inf, amp.sumsq, self.max_grad_norm or 0.0,
                 self.max_grad_value or 0.0, maximize)
-        if plan is not None and native and plan.active == self.rule.active(group):
+        if plan is not None and native:
+            # made for this group's state lists: a change of them (amsgrad, momentum)
+            # changes the group's signature, which rebuilds the cache and its plans
             plan.step_(hyper, None, *tail)
             return
         if plan is not None:
@@ -339,15 +344,6 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         self._planner.store(index, group, self._plan_signature(group), params, mask, buckets)
         return _compile.flatten(buckets, flat)
 
-    @property
-    def _planner(self) -> StepPlanner:
-        """The per-group caches of buckets and their native step plans (made on
-        first use: a copy or an unpickled optimizer starts without any)."""
-        planner = self.__dict__.get("_step_planner")
-        if planner is None:
-            planner = self.__dict__["_step_planner"] = StepPlanner()
-        return planner
-
     def _forget_plans(self) -> None:
         _masters.retire(self, self._planner.keep(0))
 
@@ -365,8 +361,9 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             closure (Callable, optional): A closure that reevaluates the model
                 and returns the loss.
         """
-        if _torch_impl.uses_torch_step(self):
-            return _torch_impl.step(self, closure)
+        for group in self.param_groups:
+            if group.get("differentiable"):
+                return _torch_impl.step(self, closure)
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -444,9 +441,10 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
 
         for group, buckets in work:
             for bucket in buckets.values():
-                ops = _ops.ops_for(bucket.device) if bucket.native else _ops.reference
+                native = bucket.kind == "native"
+                ops = _ops.ops_for(bucket.device) if native else _ops.reference
                 self._apply_bucket(ops, bucket, group, amp[bucket.device], bucket.device)
-                if bucket.native:
+                if native:
                     bump(bucket.written)  # the plain-torch paths' in-place ops bump their own
         if eager:
             # after every write of the step (a param listed twice is written twice)

@@ -18,10 +18,6 @@ from torch.optim.adam import adam as torch_adam
 from torch.optim.sgd import sgd as torch_sgd
 
 
-def uses_torch_step(opt) -> bool:
-    return any(group.get("differentiable") for group in opt.param_groups)
-
-
 def step(opt, closure=None):
     with torch.set_grad_enabled(bool(opt.defaults.get("differentiable"))):
         loss = None

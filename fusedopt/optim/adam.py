@@ -166,8 +166,6 @@ class Adam(FusedOptimizer):
 def _adam_hyper(group: dict) -> tuple:
     """adam_'s packed hyperparameters: beta1, beta2, eps, weight_decay, decoupled, amsgrad."""
     beta1, beta2 = group["betas"]
-    if not _betas_stay_on_device(beta1, beta2):
-        beta1, beta2 = float(beta1), float(beta2)
     return (beta1, beta2, group["eps"], group["weight_decay"], group["decoupled_weight_decay"], group["amsgrad"])
 
 
@@ -175,6 +173,8 @@ def _adam_reference(params, grads, states, counters, masters, hyper, hyper_tenso
                     found_inf, sumsq, max_norm, max_value=0.0, maximize=False):
     """reference.adam_ with the list op's signature (fusedopt/optim/_rule.py)."""
     beta1, beta2, eps, weight_decay, decoupled, amsgrad = hyper
+    if not _betas_stay_on_device(beta1, beta2):
+        beta1, beta2 = float(beta1), float(beta2)  # read on the host, as torch's own path reads them
     n = len(params)
     m, v, vmax = states[:n], states[n : 2 * n], states[2 * n :]
     reference.adam_(params, grads, m, v, vmax, counters, masters, lr, lr_tensor, beta1, beta2, float(eps),
