@@ -3,9 +3,11 @@
 // instantiated from this list; adding an optimizer adds its header and a line.
 #pragma once
 
+#include "adagrad.h"
 #include "adam.h"
 #include "sgd.h"
 
-#define FUSEDOPT_RULES(X) \
-  X(adam, ::fusedopt::AdamRule) \
-  X(sgd, ::fusedopt::SgdRule)
+#define FUSEDOPT_RULES(X)             \
+  X(adam, ::fusedopt::AdamRule)       \
+  X(sgd, ::fusedopt::SgdRule)         \
+  X(adagrad, ::fusedopt::AdagradRule)

@@ -1,9 +1,10 @@
-"""The AdamW implementations the benchmark compares, and whether each can run here.
+"""The implementations the benchmark compares, and whether each can run here.
 
-torch's own (fused, foreach), fusedopt's (the native kernels, and its
+AdamW: torch's own (fused, foreach), fusedopt's (the native kernels, and its
 plain-torch fallback forced on), and other libraries' where they import:
 DeepSpeed's CPU Adam on the CPU; apex's and TransformerEngine's FusedAdam on
 CUDA. All run AdamW with the same hyperparameters on fp32 params.
+Adagrad: torch's (fused, foreach) and fusedopt's.
 """
 
 from __future__ import annotations
@@ -109,6 +110,13 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
         Implementation("te-fused-adam", ("cuda",),
                        library="TransformerEngine (transformer_engine.pytorch.optimizers.FusedAdam)",
                        importer=_te_fused_adam),
+        # Adagrad
+        Implementation("torch-fused-adagrad", ALL_DEVICES,
+                       lambda ps: torch.optim.Adagrad(ps, lr=LR, weight_decay=WEIGHT_DECAY, fused=True)),
+        Implementation("torch-foreach-adagrad", ALL_DEVICES,
+                       lambda ps: torch.optim.Adagrad(ps, lr=LR, weight_decay=WEIGHT_DECAY, foreach=True)),
+        Implementation("fusedopt-adagrad", ALL_DEVICES,
+                       lambda ps: fusedopt.Adagrad(ps, lr=LR, weight_decay=WEIGHT_DECAY)),
     )
 }
 
