@@ -133,12 +133,12 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         if not state:
             self._init_state(p, state, group)
         else:
-            for name in names:
-                if name not in state:
-                    # a state a later group setting needs (amsgrad switched on): from zero
-                    state[name] = torch.zeros_like(state[names[0]] if names[0] in state else p)
+            for name in rule.optional:
+                if name in names and name not in state:
+                    # switched on after the state was made (amsgrad): from zero, like its sibling
+                    state[name] = torch.zeros_like(state[names[0]])
         counter = state.get(rule.counter) if rule.counter is not None else None
-        return state, [state[n] for n in names if n in state], counter
+        return state, [state[n] for n in names], counter
 
     def _init_state(self, p: Tensor, state: dict, group: dict) -> None:
         """A param's first state: the rule's active states and its step."""

@@ -35,6 +35,9 @@ class Rule:
     hyper: Callable[[dict], tuple]
     # the plain-torch implementation, with the list op's signature
     reference: Callable
+    # states a group setting may switch on after the others exist (Adam's
+    # max_exp_avg_sq with amsgrad): made from zero then, like torch
+    optional: tuple[str, ...] = ()
 
     def op(self, ops):
         """The list op of this rule in ``ops`` (a native library's namespace),

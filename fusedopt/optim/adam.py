@@ -189,6 +189,7 @@ Adam.rule = Rule(
     active=lambda group: 3 if group["amsgrad"] else 2,
     hyper=_adam_hyper,
     reference=_adam_reference,
+    optional=("max_exp_avg_sq",),
 )
 
 
