@@ -158,6 +158,11 @@ def fused(name: str):
 
 
 def torch_cls(name: str):
+    """The oracle of fusedopt's `name`: torch's optimizer, or lion-pytorch's Lion."""
+    if name == "Lion":
+        import lion_pytorch
+
+        return lion_pytorch.Lion
     return getattr(torch.optim, name)
 
 

@@ -15,7 +15,7 @@ from emu_twins import DTYPES, Twins, controls, step_both, values
 pytestmark = [pytest.mark.cuda_emulated, requires_native_cpu]
 
 SIZES = (3, 65537, 65535)
-HYPER = {"adagrad": [0.01, 0.1, 1e-10]}
+HYPER = {"adagrad": [0.01, 0.1, 1e-10], "lion": [0.9, 0.99, 0.1]}
 
 
 def rule_call(ops, t: dict, *, rule, lr=0.01, maximize=False, max_norm=1.0, max_value=0.0):
@@ -26,7 +26,7 @@ def rule_call(ops, t: dict, *, rule, lr=0.01, maximize=False, max_norm=1.0, max_
 
 CONFIGS = [
     dict(rule=r, param=p, grad=g, state=s, master=m, misaligned=mis, offset=off, maximize=mx, max_value=mv)
-    for r in ("adagrad",)
+    for r in ("adagrad", "lion")
     for (p, g, s, m, mis, off, mx, mv) in [
         ("f32", "f32", "f32", False, "grads", 1, False, 0.0),
         ("bf16", "f32", "bf16", True, "states", 2, True, 0.0),
@@ -71,12 +71,12 @@ def skipped_step_case(rule):
     before = {k: [x.clone() for x in t.emu[k]] for k in t.emu if isinstance(t.emu[k], list)}
     ed.clear_launch_log()
     step_both(t, rule_call, rule=rule)
-    assert ed.kernel_launches("rule_kernel<fusedopt::" + {"adagrad": "AdagradRule"}[rule])
+    assert ed.kernel_launches("rule_kernel<fusedopt::" + {"adagrad": "AdagradRule", "lion": "LionRule"}[rule])
     for k, old in before.items():
         assert all(torch.equal(x, y) for x, y in zip(t.emu[k], old)), k
     t.assert_same("params", "states")
 
 
-@pytest.mark.parametrize("rule", ["adagrad"])
+@pytest.mark.parametrize("rule", ["adagrad", "lion"])
 def test_a_skipped_step_changes_nothing(cuda_emu, rule):
     cuda_emu.run(skipped_step_case, rule=rule)

@@ -24,9 +24,10 @@ SHAPES = [(7, 5), (33,), (), (1000,), (3, 4, 5)]
 
 OPTIMIZERS = {
     "Adagrad": (fusedopt.Adagrad, dict(lr=0.05, lr_decay=0.01, weight_decay=0.1, initial_accumulator_value=0.1)),
+    "Lion": (fusedopt.Lion, dict(lr=1e-3, weight_decay=0.1)),
 }
 # the hyperparameters each rule's list op takes (its Rule.hyper), for the op-level cases
-HYPER = {"Adagrad": [0.01, 0.1, 1e-10]}
+HYPER = {"Adagrad": [0.01, 0.1, 1e-10], "Lion": [0.9, 0.99, 0.1]}
 
 
 def _run(cls, params, kwargs, steps=4, grad_dtype=None, scaler=None, clip=None):

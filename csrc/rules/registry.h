@@ -5,9 +5,11 @@
 
 #include "adagrad.h"
 #include "adam.h"
+#include "lion.h"
 #include "sgd.h"
 
 #define FUSEDOPT_RULES(X)             \
   X(adam, ::fusedopt::AdamRule)       \
   X(sgd, ::fusedopt::SgdRule)         \
-  X(adagrad, ::fusedopt::AdagradRule)
+  X(adagrad, ::fusedopt::AdagradRule) \
+  X(lion, ::fusedopt::LionRule)

@@ -4,7 +4,8 @@ AdamW: torch's own (fused, foreach), fusedopt's (the native kernels, and its
 plain-torch fallback forced on), and other libraries' where they import:
 DeepSpeed's CPU Adam on the CPU; apex's and TransformerEngine's FusedAdam on
 CUDA. All run AdamW with the same hyperparameters on fp32 params.
-Adagrad: torch's (fused, foreach) and fusedopt's.
+Adagrad: torch's (fused, foreach) and fusedopt's. Lion: lion-pytorch's (its
+per-tensor, foreach and Triton paths, where importable) and fusedopt's.
 """
 
 from __future__ import annotations
@@ -67,6 +68,21 @@ def _te_fused_adam():
     return lambda ps: FusedAdam(ps, lr=LR, weight_decay=WEIGHT_DECAY, adam_w_mode=True)
 
 
+def _lion_pytorch(path: str):
+    def importer():
+        import importlib
+
+        if path == "foreach":
+            lion = importlib.import_module("lion_pytorch.foreach").Lion
+            return lambda ps: lion(ps, lr=LR, weight_decay=WEIGHT_DECAY)
+        if path == "triton":
+            importlib.import_module("lion_pytorch.triton")  # needs triton: fails here when it is missing
+        lion = importlib.import_module("lion_pytorch").Lion
+        return lambda ps: lion(ps, lr=LR, weight_decay=WEIGHT_DECAY, use_triton=path == "triton")
+
+    return importer
+
+
 @dataclass(frozen=True)
 class Implementation:
     name: str
@@ -117,6 +133,14 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
                        lambda ps: torch.optim.Adagrad(ps, lr=LR, weight_decay=WEIGHT_DECAY, foreach=True)),
         Implementation("fusedopt-adagrad", ALL_DEVICES,
                        lambda ps: fusedopt.Adagrad(ps, lr=LR, weight_decay=WEIGHT_DECAY)),
+        # Lion
+        Implementation("lion-pytorch", ALL_DEVICES, library="lion-pytorch (lion_pytorch.Lion)",
+                       importer=_lion_pytorch("plain")),
+        Implementation("lion-pytorch-foreach", ALL_DEVICES, library="lion-pytorch (lion_pytorch.foreach.Lion)",
+                       importer=_lion_pytorch("foreach")),
+        Implementation("lion-pytorch-triton", ("cuda",), library="lion-pytorch (Lion(use_triton=True), triton)",
+                       importer=_lion_pytorch("triton")),
+        Implementation("fusedopt-lion", ALL_DEVICES, lambda ps: fusedopt.Lion(ps, lr=LR, weight_decay=WEIGHT_DECAY)),
     )
 }
 

@@ -7,6 +7,8 @@
           step (fullgraph=True) against torch's "compiled optimizer", with both
           eager steps beside them
   adagrad one Adagrad step: fusedopt's against torch's fused and foreach ones
+  lion    one Lion step: fusedopt's against lion-pytorch's (per tensor,
+          foreach, Triton)
 
 Each entry builds a runner from params (with grads): calling it runs one step;
 reset() puts back what a step consumed (the scaled grads), untimed.
@@ -162,4 +164,20 @@ ADAGRAD = Step(
     baseline="torch-fused-adagrad",
 )
 
-STEPS: dict[str, Step] = {s.name: s for s in (ADAMW, AMP, COMPILE, ADAGRAD)}
+LION = Step(
+    "lion",
+    "One Lion step",
+    "Lion step alone",
+    20,
+    "20 bytes per fp32 parameter: read p, g, m; write p, m",
+    12,  # p, g, m
+    {e.name: e for e in (
+        _optimizer_entry("lion-pytorch-foreach", "lion-pytorch foreach"),
+        _optimizer_entry("lion-pytorch", "lion-pytorch"),
+        _optimizer_entry("lion-pytorch-triton", "lion-pytorch Triton"),
+        _optimizer_entry("fusedopt-lion", "fusedopt", native_only=True, highlight=True),
+    )},
+    baseline="lion-pytorch-foreach",
+)
+
+STEPS: dict[str, Step] = {s.name: s for s in (ADAMW, AMP, COMPILE, ADAGRAD, LION)}
