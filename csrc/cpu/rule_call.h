@@ -43,18 +43,6 @@ RuleCall<Rule> prepare_call(const CallInfo& d, const RuleLists& l, int active) {
   return call;
 }
 
-// The counter's value as Rule::consts takes it (see csrc/rules/rule.h).
-template <class Rule>
-float counter_value(const void* counter) {
-  if constexpr (Rule::kCounter == Counter::kStepF32) {
-    return *static_cast<const float*>(counter) + 1.0f;
-  } else if constexpr (Rule::kCounter == Counter::kFirstBool) {
-    return counter != nullptr && *static_cast<const bool*>(counter) ? 1.0f : 0.0f;
-  } else {
-    return 0.0f;
-  }
-}
-
 template <class Rule>
 void advance_counters(const std::vector<void*>& counters) {
   for (void* c : counters) {

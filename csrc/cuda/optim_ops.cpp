@@ -1,8 +1,7 @@
-// Every rule's list op on CUDA (<rule>_, schema in ops.cpp): validate (the same
-// checks as the CPU), gather pointers, launch on torch's current stream. Nothing here reads a
+// Every rule's list op on CUDA (<rule>_; the shared entry point, which validates
+// as the CPU does: list_op_common.h): gather pointers, launch on torch's current stream. Nothing here reads a
 // device value: lr, scale, found_inf and the norm are read by the kernels.
-#include <torch/csrc/stable/library.h>
-
+#include "../list_op_common.h"
 #include "../op_args.h"
 #include "calls.h"
 #include "device.h"
@@ -81,26 +80,23 @@ void run_rule(const LaunchPointers& ptrs, const CallInfo& d, int active, const s
   check_launch(launch_rule<Rule>(a, current_stream(d.place.index)), op);
 }
 
-template <class Rule>
-void list_step(StableListHandle params_arg, StableListHandle grads_arg, StableListHandle states_arg,
-               StableListHandle counters_arg, StableListHandle master_params_arg, std::vector<double> hyper,
-               std::optional<Tensor> hyper_tensor, double lr, std::optional<Tensor> lr_tensor,
-               std::optional<Tensor> grad_scale, std::optional<Tensor> found_inf, std::optional<Tensor> sumsq,
-               double max_norm, double max_value, bool maximize) {
-  const TensorList params{params_arg}, grads{grads_arg}, states{states_arg}, counters{counters_arg},
-      masters{master_params_arg};
-  const int active = Rule::active_states(unpack_hyper<Rule>(hyper, Rule::kName));
-  if (params.empty()) return;
-  const RuleLists l{params, grads, states, counters, masters};
-  const CallInfo d = check_rule_args<Rule>(l, active, lr_tensor, grad_scale, found_inf, sumsq, /*cuda=*/true);
-  // on the tensors' device before any mutable pointer is taken (that may copy a
-  // copy-on-write tensor, allocating on the current device)
-  torch::stable::accelerator::DeviceGuard guard(d.place.index);
-  const LaunchPointers ptrs = rule_pointers(d, l, active);
-  run_rule<Rule>(ptrs, d, active, hyper, hyper_tensor,
-                 control_of(StepScalars{lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize}),
-                 Rule::kName);
-}
+namespace {
+
+struct CudaListOps {
+  static constexpr bool kCuda = true;
+
+  template <class Rule>
+  static void run_list(const CallInfo& d, const RuleLists& l, int active, const std::vector<double>& hyper,
+                       const std::optional<Tensor>& hyper_tensor, const StepScalars& s) {
+    // on the tensors' device before any mutable pointer is taken (that may copy a
+    // copy-on-write tensor, allocating on the current device)
+    torch::stable::accelerator::DeviceGuard guard(d.place.index);
+    const LaunchPointers ptrs = rule_pointers(d, l, active);
+    run_rule<Rule>(ptrs, d, active, hyper, hyper_tensor, control_of(s), Rule::kName);
+  }
+};
+
+}  // namespace
 
 #define FO_RULE_RUN(name, Rule)                                                                                   \
   template void run_rule<Rule>(const LaunchPointers&, const CallInfo&, int, const std::vector<double>&,          \
@@ -111,8 +107,5 @@ FUSEDOPT_RULES(FO_RULE_RUN)
 }  // namespace cuda
 }  // namespace fusedopt
 
-STABLE_TORCH_LIBRARY_IMPL(fusedopt, CUDA, m) {
-#define FO_RULE_IMPL(name, Rule) m.impl(#name "_", TORCH_BOX(&fusedopt::cuda::list_step<Rule>));
-  FUSEDOPT_RULES(FO_RULE_IMPL)
-#undef FO_RULE_IMPL
-}
+#define FO_LIST_BACKEND fusedopt::cuda::CudaListOps
+FUSEDOPT_LIST_OPS_IMPL(CUDA)

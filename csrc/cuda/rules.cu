@@ -41,18 +41,6 @@ constexpr int kLists = 3 + Rule::kStates;
 template <class Rule>
 using RuleTable = ChunkTable<kLists<Rule>>;
 
-// The counter's value as Rule::consts takes it (see csrc/rules/rule.h).
-template <class Rule>
-__device__ __forceinline__ float counter_value(const void* counter) {
-  if constexpr (Rule::kCounter == Counter::kStepF32) {
-    return *static_cast<const float*>(counter) + 1.0f;
-  } else if constexpr (Rule::kCounter == Counter::kFirstBool) {
-    return counter != nullptr && *static_cast<const bool*>(counter) ? 1.0f : 0.0f;
-  } else {
-    return 0.0f;
-  }
-}
-
 template <class Rule, class P, class G, class S, int kActive, bool kMaster>
 __global__ void FO_RULE_LAUNCH_BOUNDS rule_kernel(const RuleTable<Rule> table, const typename Rule::Hyper hyper,
                                                   const double* hyper_ptr, const StepControl ctl) {

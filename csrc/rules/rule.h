@@ -16,7 +16,7 @@
 //     struct Consts {...};                       // per tensor, from the hyper, lr and counter
 //     FO_HD static Consts consts(const Hyper&, const LrArg&, float counter);
 //     template <int kActive, class V>
-//     FO_HD static void update(V& p, V g, V (&s)[kStates > 0 ? kStates : 1], const Consts&);
+//     FO_HD static void update(V& p, V g, V (&s)[kStates], const Consts&);  // kStates >= 1
 //   };
 //
 // Each state list is loaded as float into s[0..kActive), updated, and stored
@@ -41,10 +41,17 @@ struct LrArg {
   bool f32;
 };
 
-// Arrays of the rule's state count, at least one element (C++ has no empty arrays).
-template <int kStates>
-constexpr int state_slots() {
-  return kStates > 0 ? kStates : 1;
+// A tensor's counter as Rule::consts takes it: the step this update completes
+// (kStepF32), 1 or 0 for a state never applied (kFirstBool; no list: 0), or 0.
+template <class Rule>
+FO_HD FO_INLINE float counter_value(const void* counter) {
+  if constexpr (Rule::kCounter == Counter::kStepF32) {
+    return *static_cast<const float*>(counter) + 1.0f;
+  } else if constexpr (Rule::kCounter == Counter::kFirstBool) {
+    return counter != nullptr && *static_cast<const bool*>(counter) ? 1.0f : 0.0f;
+  } else {
+    return 0.0f;
+  }
 }
 
 }  // namespace fusedopt

@@ -56,7 +56,8 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
     _step_supports_amp_scaling = AmpScalingFlag()
 
     def __init__(
-        self, params, defaults, *, max_grad_norm, master_weights, state_dtype, norm_group=None, max_grad_value=None
+        self, params, defaults, max_grad_norm=None, master_weights=False, state_dtype=None, norm_group=None,
+        max_grad_value=None,
     ):
         check_fusedopt_options(max_grad_norm, master_weights, state_dtype, max_grad_value)
         _collectives.check_norm_group(norm_group)

@@ -123,15 +123,8 @@ class Adam(FusedOptimizer):
             "fused": fused,
             "decoupled_weight_decay": decoupled_weight_decay,
         }
-        super().__init__(
-            params,
-            defaults,
-            max_grad_norm=max_grad_norm,
-            master_weights=master_weights,
-            state_dtype=state_dtype,
-            norm_group=norm_group,
-            max_grad_value=max_grad_value,
-        )
+        # fusedopt's own options, in FusedOptimizer's order
+        super().__init__(params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value)
 
     def __setstate__(self, state):
         super().__setstate__(state)

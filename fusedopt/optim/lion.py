@@ -49,15 +49,8 @@ class Lion(FusedOptimizer):
         self.decoupled_wd = bool(decoupled_weight_decay)
         self.use_triton = bool(use_triton)
         defaults = {"lr": lr, "betas": betas, "weight_decay": weight_decay}
-        super().__init__(
-            params,
-            defaults,
-            max_grad_norm=max_grad_norm,
-            master_weights=master_weights,
-            state_dtype=state_dtype,
-            norm_group=norm_group,
-            max_grad_value=max_grad_value,
-        )
+        # fusedopt's own options, in FusedOptimizer's order
+        super().__init__(params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value)
 
     def __getstate__(self):
         state = super().__getstate__()

@@ -70,15 +70,8 @@ class SGD(FusedOptimizer):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         # param -> one-element bool tensor on its device: "buffer not yet applied"
         self._momentum_first: dict[Tensor, Tensor] = {}
-        super().__init__(
-            params,
-            defaults,
-            max_grad_norm=max_grad_norm,
-            master_weights=master_weights,
-            state_dtype=state_dtype,
-            norm_group=norm_group,
-            max_grad_value=max_grad_value,
-        )
+        # fusedopt's own options, in FusedOptimizer's order
+        super().__init__(params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value)
 
     def __getstate__(self):
         state = super().__getstate__()
