@@ -2,6 +2,7 @@
 // entry points so both refuse exactly the same calls with the same messages.
 #pragma once
 
+#include "rules/rule.h"
 #include "tensor_checks.h"
 
 namespace fusedopt {
@@ -27,13 +28,6 @@ struct StepScalars {
   double max_norm;
   double max_value;
   bool maximize;
-};
-
-struct SgdHyper {
-  double momentum;
-  double dampening;
-  double weight_decay;
-  bool nesterov;
 };
 
 // The one-element tensors a step reads (each may be absent), where the call runs.
@@ -79,64 +73,67 @@ inline CallInfo check_common(
   return c;
 }
 
-// The lists of one adam_ call, in its schema's order (a list op's arguments,
-// or a plan's held lists with a step's grads).
-struct AdamLists {
+// The lists of one rule call, in the schema's order (a list op's arguments, or
+// a plan's held lists with a step's grads). `states` holds the active state
+// lists one after another: states[k * n + i] is state k of param i.
+struct RuleLists {
   const TensorList& params;
   const TensorList& grads;
-  const TensorList& exp_avgs;
-  const TensorList& exp_avg_sqs;
-  const TensorList& max_exp_avg_sqs;
-  const TensorList& steps;
+  const TensorList& states;
+  const TensorList& counters;
   const TensorList& masters;
 };
 
-// The lists of one sgd_ call, likewise.
-struct SgdLists {
-  const TensorList& params;
-  const TensorList& grads;
-  const TensorList& momentum_buffers;
-  const TensorList& momentum_first;
-  const TensorList& masters;
-};
-
-inline CallInfo check_adam_args(
-    const AdamLists& l,
-    bool amsgrad,
-    const std::optional<Tensor>& lr_tensor,
-    const std::optional<Tensor>& grad_scale,
-    const std::optional<Tensor>& found_inf,
-    const std::optional<Tensor>& sumsq,
-    bool cuda) {
-  CallInfo c = check_common(l.params, l.grads, l.masters, lr_tensor, grad_scale, found_inf, sumsq, cuda);
-  c.state = check_list(l.exp_avgs, c.numels, c.place, "exp_avgs", &c.layout);
-  FO_CHECK(check_list(l.exp_avg_sqs, c.numels, c.place, "exp_avg_sqs", &c.layout) == c.state,
-           "exp_avg_sqs and exp_avgs differ in dtype");
-  if (amsgrad) {
-    FO_CHECK(check_list(l.max_exp_avg_sqs, c.numels, c.place, "max_exp_avg_sqs", &c.layout) == c.state,
-             "max_exp_avg_sqs and exp_avgs differ in dtype");
-  } else {
-    FO_CHECK(l.max_exp_avg_sqs.empty(), "max_exp_avg_sqs must be empty when amsgrad is false");
-  }
-  check_per_param_scalars(l.steps, l.params.size(), c.place, ScalarType::Float, "steps");
-  return c;
+// The packed hyperparameters of a call: `hyper` as given, checked for the
+// rule's length. (A hyper_tensor, when given, carries the same values as device
+// data; the host reads the structure, which active_states() depends on, from
+// `hyper`.)
+template <class Rule>
+typename Rule::Hyper unpack_hyper(const std::vector<double>& hyper, const char* op) {
+  FO_CHECK(static_cast<int>(hyper.size()) == Rule::kHyper, op, ": hyper must hold ", Rule::kHyper,
+           " values, got ", hyper.size());
+  return Rule::unpack(hyper.data());
 }
 
-inline CallInfo check_sgd_args(
-    const SgdLists& l,
-    bool has_momentum,
-    const std::optional<Tensor>& lr_tensor,
-    const std::optional<Tensor>& grad_scale,
-    const std::optional<Tensor>& found_inf,
-    const std::optional<Tensor>& sumsq,
-    bool cuda) {
+inline void check_hyper_tensor(const std::optional<Tensor>& t, int expected, const Place& at, const char* op) {
+  if (!t.has_value()) return;
+  FO_CHECK(t->scalar_type() == ScalarType::Double, op, ": hyper_tensor must be float64");
+  FO_CHECK(t->dim() == 1 && t->numel() == expected, op, ": hyper_tensor must be 1-D with ", expected, " values");
+  FO_CHECK(t->is_contiguous(), op, ": hyper_tensor must be contiguous");
+  const Place p = place_of(*t);
+  FO_CHECK(p.cuda == at.cuda && (!at.cuda || p.index == at.index), op,
+           ": hyper_tensor must be on the params' device");
+}
+
+// Validates a call of `Rule` with `active` state lists. Throws before anything
+// is written.
+template <class Rule>
+CallInfo check_rule_args(const RuleLists& l, int active, const std::optional<Tensor>& lr_tensor,
+                         const std::optional<Tensor>& grad_scale, const std::optional<Tensor>& found_inf,
+                         const std::optional<Tensor>& sumsq, bool cuda) {
   CallInfo c = check_common(l.params, l.grads, l.masters, lr_tensor, grad_scale, found_inf, sumsq, cuda);
-  if (has_momentum) {
-    c.state = check_list(l.momentum_buffers, c.numels, c.place, "momentum_buffers", &c.layout);
-    check_per_param_scalars(l.momentum_first, l.params.size(), c.place, ScalarType::Bool, "momentum_first");
+  const size_t n = l.params.size();
+  FO_CHECK(l.states.size() == n * static_cast<size_t>(active), Rule::kName, ": states must hold ", active,
+           " lists of ", n, " tensors (", active * n, "), got ", l.states.size());
+  for (int k = 0; k < active; ++k) {
+    const TensorSlice list(l.states, k * n, n);
+    const DType d = check_list(list, c.numels, c.place, Rule::kStateNames[k], &c.layout);
+    if (k == 0) {
+      c.state = d;
+    } else {
+      FO_CHECK(d == c.state, Rule::kStateNames[k], " and ", Rule::kStateNames[0], " differ in dtype");
+    }
+  }
+  if constexpr (Rule::kCounter == Counter::kStepF32) {
+    check_per_param_scalars(l.counters, n, c.place, ScalarType::Float, Rule::kCounterName);
+  } else if constexpr (Rule::kCounter == Counter::kFirstBool) {
+    if (active > 0) {
+      check_per_param_scalars(l.counters, n, c.place, ScalarType::Bool, Rule::kCounterName);
+    } else {
+      FO_CHECK(l.counters.empty(), Rule::kCounterName, " must be empty when the call carries no state");
+    }
   } else {
-    FO_CHECK(l.momentum_buffers.empty() && l.momentum_first.empty(),
-             "momentum_buffers and momentum_first must be empty when momentum is 0");
+    FO_CHECK(l.counters.empty(), "counters must be empty: ", Rule::kName, " keeps no per-tensor counter");
   }
   return c;
 }

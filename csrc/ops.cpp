@@ -10,18 +10,29 @@
 // clip_grad_value_, clip_grad_norm_); 0 means no clamping.
 #include <torch/csrc/stable/library.h>
 
+#include "rules/registry.h"
+
+#define FO_RULE_SCHEMA(name, Rule)                                                                        \
+  m.def(#name                                                                                             \
+        "_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] states, Tensor(c!)[] counters, "             \
+        "Tensor(d!)[] master_params, float[] hyper, Tensor? hyper_tensor, float lr, Tensor? lr_tensor, " \
+        "Tensor? grad_scale, Tensor? found_inf, Tensor? sumsq, float max_norm, float max_value=0., "      \
+        "bool maximize=False) -> ()");
+#define FO_RULE_PLAN_SCHEMA(name, Rule)                                                     \
+  m.def(#name                                                                               \
+        "_plan_make(Tensor[] params, Tensor[] grads, Tensor[] states, Tensor[] counters, " \
+        "Tensor[] master_params, float[] hyper) -> int");
+
 STABLE_TORCH_LIBRARY(fusedopt, m) {
-  m.def(
-      "adam_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
-      "Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] steps, Tensor(f!)[] master_params, float lr, "
-      "Tensor? lr_tensor, float beta1, float beta2, float eps, float weight_decay, bool decoupled, "
-      "bool amsgrad, bool maximize, Tensor? grad_scale, Tensor? found_inf, Tensor? sumsq, "
-      "float max_norm, float max_value=0.) -> ()");
-  m.def(
-      "sgd_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, "
-      "Tensor(c!)[] momentum_first, Tensor(d!)[] master_params, float lr, Tensor? lr_tensor, "
-      "float momentum, float dampening, float weight_decay, bool nesterov, bool maximize, "
-      "Tensor? grad_scale, Tensor? found_inf, Tensor? sumsq, float max_norm, float max_value=0.) -> ()");
+  // One update step of a rule (csrc/rules/, registered in csrc/rules/registry.h),
+  // the same schema for every rule. `states`: the rule's active state lists
+  // one after another (state k of param i at k * len(params) + i); `counters`:
+  // its per-param counter (Adam's steps, SGD's first-step flags; empty if it
+  // has none); `hyper`: its packed hyperparameters; `hyper_tensor`: the same
+  // values as a float64 tensor on the params' device, read instead of `hyper`
+  // by the kernels (the structure, e.g. amsgrad, still comes from `hyper`).
+  FUSEDOPT_RULES(FO_RULE_SCHEMA)
+  m.def("rules() -> str");  // the registered rules' names, comma-separated
   // One read of every grad (dtypes may mix): found_inf := 1 on any inf/nan, and
   // sumsq += sum(clamp(g / grad_scale, -max_value, max_value)^2) (no clamp when
   // max_value is 0; found_inf looks at the grads before clamping, as unscale_
@@ -37,33 +48,24 @@ STABLE_TORCH_LIBRARY(fusedopt, m) {
   m.def("cpu_isa() -> str");
   // Step plans (eager steps only, CPU and CUDA; csrc/plan_ops_common.h): a bucket's lists
   // held native-side between steps, so that a step passes its grads and a
-  // handle. *_plan_make validates as adam_/sgd_ do and binds the first step's
+  // handle. <rule>_plan_make validates as <rule>_ does and binds the first step's
   // grads; plan_bind binds a later step's (false: the plan no longer fits, make
   // a new one; also for another backend's plan, where these grads are not); plan_grad_stats_ is grad_stats_ over the bound grads; the
-  // *_plan_step_ ops are adam_/sgd_ over the plan and release the grads. They
-  // write tensors the plan holds, which no schema can name: torch.compile and
-  // opcheck see adam_ and sgd_ instead. `anchor`, an empty tensor on the plan's
+  // plan_step_ is the rule's list op over the plan (the plan knows its rule)
+  // and releases the grads. They write tensors the plan holds, which no schema
+  // can name: torch.compile and opcheck see the list ops instead. `anchor`, an empty tensor on the plan's
   // device, picks the backend (not a param: a param moved to another device by
   // p.data = ... would send the call, plan_free included, to a backend that does
   // not have the plan).
-  m.def(
-      "adam_plan_make(Tensor[] params, Tensor[] grads, Tensor[] exp_avgs, Tensor[] exp_avg_sqs, "
-      "Tensor[] max_exp_avg_sqs, Tensor[] steps, Tensor[] master_params, bool amsgrad) -> int");
-  m.def(
-      "sgd_plan_make(Tensor[] params, Tensor[] grads, Tensor[] momentum_buffers, Tensor[] momentum_first, "
-      "Tensor[] master_params, bool has_momentum) -> int");
+  FUSEDOPT_RULES(FO_RULE_PLAN_SCHEMA)
   m.def("plan_bind(Tensor[] grads, int plan) -> bool");
   m.def(
       "plan_grad_stats_(int plan, Tensor? grad_scale, Tensor(a!) found_inf, Tensor(b!) sumsq, "
       "float max_value=0.) -> ()");
   m.def(
-      "adam_plan_step_(Tensor anchor, int plan, float lr, Tensor? lr_tensor, float beta1, float beta2, "
-      "float eps, float weight_decay, bool decoupled, bool maximize, Tensor? grad_scale, Tensor? found_inf, "
-      "Tensor? sumsq, float max_norm, float max_value=0.) -> ()");
-  m.def(
-      "sgd_plan_step_(Tensor anchor, int plan, float lr, Tensor? lr_tensor, float momentum, "
-      "float dampening, float weight_decay, bool nesterov, bool maximize, Tensor? grad_scale, "
-      "Tensor? found_inf, Tensor? sumsq, float max_norm, float max_value=0.) -> ()");
+      "plan_step_(Tensor anchor, int plan, float[] hyper, Tensor? hyper_tensor, float lr, Tensor? lr_tensor, "
+      "Tensor? grad_scale, Tensor? found_inf, Tensor? sumsq, float max_norm, float max_value=0., "
+      "bool maximize=False) -> ()");
   m.def("plan_release(Tensor anchor, int plan) -> ()");  // unbinds, for an update not through the plan
   m.def("plan_free(Tensor anchor, int plan) -> ()");
 }

@@ -181,6 +181,21 @@ class TensorList {
   std::vector<AtenTensorHandle> handles_;
 };
 
+// Tensors [start, start + n) of a list, seen in place (a rule's state list k
+// within the concatenated states argument).
+class TensorSlice {
+ public:
+  TensorSlice(const TensorList& list, size_t start, size_t n) : list_(list), start_(start), n_(n) {}
+  size_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+  TensorRef operator[](size_t i) const { return list_[start_ + i]; }
+
+ private:
+  const TensorList& list_;
+  size_t start_;
+  size_t n_;
+};
+
 // A Tensor[] argument not yet handed to its owner: frees the list and its
 // tensors if the call fails before it is (a plan_bind to no plan, say).
 class ListArg {

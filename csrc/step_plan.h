@@ -22,8 +22,6 @@
 
 namespace fusedopt {
 
-enum class PlanKind : uint8_t { Adam, Sgd };
-
 // What one held tensor looked like when the plan was made.
 struct HeldTensor {
   void* data;      // the pointer the plan's tables write through
@@ -34,8 +32,7 @@ struct HeldTensor {
 };
 
 struct HeldLists {
-  // Adam: params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params
-  // SGD:  params, momentum_buffers, momentum_first, master_params
+  // params, states (the rule's active lists, concatenated), counters, master_params
   std::vector<TensorList> lists;
   std::vector<std::vector<HeldTensor>> seen;  // per list, per tensor
   std::vector<int64_t> sizes;                 // every held tensor's sizes, one after another
@@ -43,10 +40,10 @@ struct HeldLists {
   // per-step check is is_contiguous(); a plan over channels_last params
   // re-validates its lists in full on every step instead.
   bool contiguous = true;
-  // The list of step counters whose values the host may read (a CPU Adam
-  // plan's; -1 if none): a step count of -1 makes Adam's bias correction
-  // 1 - beta1^0 = 0, which the Python side refuses as torch does (with
-  // ZeroDivisionError), so a plan over one does not fit.
+  // The list of step counters whose values the host may read (a CPU plan's
+  // float32 steps; -1 if none): a step count of -1 makes Adam's bias
+  // correction 1 - beta1^0 = 0, which the Python side refuses as torch does
+  // (with ZeroDivisionError), so a plan over one does not fit.
   int steps_list = -1;
   // Per list: one-element tensors (step counters, SGD's first-step flags). The
   // kernels read one element of each; at an unchanged address and dtype its

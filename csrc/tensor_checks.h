@@ -5,6 +5,8 @@
 // function call into libtorch): an optimizer step passes thousands of tensors.
 #pragma once
 
+#include <type_traits>
+
 #include <torch/csrc/stable/tensor.h>
 
 #include <algorithm>
@@ -102,8 +104,9 @@ struct Layout {
 // list's dtype, which every tensor of the list shares (the Python side buckets
 // tensors so). With `layout` null the list is the params: each must be dense,
 // and its contiguity is recorded in `record`.
-inline DType check_list(
-    const TensorList& ts,
+template <class List>
+DType check_list(
+    const List& ts,
     const std::vector<int64_t>& numels,
     const Place& at,
     const char* what,
@@ -111,9 +114,11 @@ inline DType check_list(
     Layout* record = nullptr) {
   FO_CHECK(ts.size() == numels.size(), what, " has ", ts.size(), " tensors but params has ", numels.size());
   DType d = DType::F32;
-  if (record != nullptr) {
-    record->params = &ts;
-    record->contiguous.assign(ts.size(), 0);
+  if constexpr (std::is_same<List, TensorList>::value) {
+    if (record != nullptr) {
+      record->params = &ts;
+      record->contiguous.assign(ts.size(), 0);
+    }
   }
   for (size_t i = 0; i < ts.size(); ++i) {
     const TensorRef t = ts[i];

@@ -1,6 +1,6 @@
 """Native step plans: a bucket's lists kept in a native library between steps.
 
-A list op (``adam_``, ``sgd_``) takes 5-7 lists of tensors and validates each
+A rule's list op (``adam_``, ``sgd_``, ...) takes 5 lists of tensors and validates each
 on every call; across the dispatcher and the stable ABI that costs about as
 much per tensor as torch's whole fused step. A plan is made once from a
 bucket's lists (validated as the list op validates them); each eager step then
@@ -45,16 +45,17 @@ def available(device: torch.device) -> bool:
     return ENABLED and _ops.backend(device) in ("cpu-native", "cuda")
 
 
-class NativePlan:
-    """One native plan; freed when the last reference to it goes. It is made
-    with its first step's grads bound; a later step binds its own (``bind``),
-    and the update releases them."""
+class StepPlan:
+    """The Python handle of one native step plan (csrc/plan_ops_common.h); the
+    plan is freed when the last reference to the handle goes. It is made with
+    its first step's grads bound; a later step binds its own (``bind``), and the
+    update (``step_``) releases them."""
 
-    __slots__ = ("id", "flag", "anchor")
+    __slots__ = ("id", "active", "anchor")
 
-    def __init__(self, plan_id: int, flag: bool, device: torch.device) -> None:
+    def __init__(self, plan_id: int, active: int, device: torch.device) -> None:
         self.id = plan_id
-        self.flag = flag  # what it was made for: Adam's amsgrad, SGD's momentum != 0
+        self.active = active  # the state lists it holds (Adam: 3 with amsgrad; SGD: 0 without momentum)
         self.anchor = _anchor(device)
 
     def bind(self, grads: list[Tensor]) -> bool:
@@ -71,16 +72,11 @@ class NativePlan:
     def grad_stats_(self, grad_scale, found_inf, sumsq, max_value: float) -> None:
         _ops.PLANS.plan_grad_stats_(self.id, grad_scale, found_inf, sumsq, max_value)
 
-    def adam_step_(self, *args) -> None:
-        """adam_'s arguments after its lists and amsgrad (lr ... max_value)."""
-        lr, lr_tensor, beta1, beta2, eps, weight_decay, decoupled, _amsgrad, maximize, *rest = args
-        _ops.PLANS.adam_plan_step_(
-            self.anchor, self.id, lr, lr_tensor, beta1, beta2, eps, weight_decay, decoupled, maximize, *rest
-        )
-
-    def sgd_step_(self, *args) -> None:
-        """sgd_'s arguments after its lists (lr ... max_value)."""
-        _ops.PLANS.sgd_plan_step_(self.anchor, self.id, *args)
+    def step_(self, hyper, hyper_tensor, lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value,
+              maximize) -> None:
+        """The rule's list op over the lists the plan holds (its arguments after master_params)."""
+        _ops.PLANS.plan_step_(self.anchor, self.id, hyper, hyper_tensor, lr, lr_tensor, grad_scale, found_inf,
+                              sumsq, max_norm, max_value, maximize)
 
     def release(self) -> None:
         """Lets go of the bound grads: for a step whose update goes elsewhere
@@ -94,13 +90,9 @@ class NativePlan:
             pass
 
 
-def adam(params: list[Tensor], grads: list[Tensor], states: tuple, amsgrad: bool) -> NativePlan:
-    """A plan of adam_'s lists: states are exp_avgs, exp_avg_sqs,
-    max_exp_avg_sqs, steps and master_params."""
-    return NativePlan(_ops.PLANS.adam_plan_make(params, grads, *states, amsgrad), amsgrad, params[0].device)
-
-
-def sgd(params: list[Tensor], grads: list[Tensor], states: tuple, has_momentum: bool) -> NativePlan:
-    """A plan of sgd_'s lists: states are momentum_buffers, momentum_first and
-    master_params."""
-    return NativePlan(_ops.PLANS.sgd_plan_make(params, grads, *states, has_momentum), has_momentum, params[0].device)
+def make(rule_name: str, params: list[Tensor], grads: list[Tensor], states: list[Tensor], counters: list[Tensor],
+         masters: list[Tensor], hyper, active: int) -> StepPlan:
+    """A plan of a rule's lists (validated as its list op validates them), with
+    these grads bound."""
+    maker = _ops.plan_maker(rule_name)
+    return StepPlan(maker(params, grads, states, counters, masters, hyper), active, params[0].device)

@@ -141,28 +141,37 @@ def backend(device: torch.device) -> str:
     return name
 
 
-def _native_ops() -> SimpleNamespace:
-    ns = torch.ops.fusedopt
-    return SimpleNamespace(
-        adam_=ns.adam_.default,
-        sgd_=ns.sgd_.default,
-        grad_stats_=ns.grad_stats_.default,
-        unscale_=ns.unscale_.default,
-        clip_value_=ns.clip_value_.default,
-    )
+class _NativeOps:
+    """The native ops, called through their default overloads (an overload
+    packet resolves its overload on every call, a cost paid per step): the AMP
+    ops and every rule's list op ``<rule>_`` (csrc/rules/registry.h), found by
+    name on first use."""
+
+    def __getattr__(self, name: str):
+        op = getattr(torch.ops.fusedopt, name).default
+        setattr(self, name, op)  # later reads are plain attribute reads
+        return op
 
 
-_NATIVE = _native_ops() if CPU_LIB.loaded else None
+# the rules the native library was built with
+RULES: tuple[str, ...] = tuple(torch.ops.fusedopt.rules().split(",")) if CPU_LIB.loaded else ()
+_NATIVE = _NativeOps() if CPU_LIB.loaded else None
+if _NATIVE is not None:
+    # resolved now: a compiled step reads plain attributes, never traces __getattr__
+    for _name in ("grad_stats_", "unscale_", "clip_value_", *(r + "_" for r in RULES)):
+        getattr(_NATIVE, _name)
 
 # The step-plan ops (fusedopt/_native_plan.py), served by both native libraries
 # (they dispatch on their grads, found_inf or anchor), called through their
-# default overloads (an overload packet resolves its overload on
-# every call, a cost paid per step).
-PLAN_OPS = (
-    "adam_plan_make", "sgd_plan_make", "plan_bind", "plan_grad_stats_", "adam_plan_step_", "sgd_plan_step_",
-    "plan_release", "plan_free",
-)
+# default overloads; each rule's plan maker is ``<rule>_plan_make``.
+PLAN_OPS = (*(r + "_plan_make" for r in RULES), "plan_bind", "plan_grad_stats_", "plan_step_", "plan_release",
+            "plan_free")
 PLANS = SimpleNamespace(**{n: getattr(torch.ops.fusedopt, n).default for n in PLAN_OPS}) if CPU_LIB.loaded else None
+
+
+def plan_maker(rule: str):
+    """The rule's plan maker, ``<rule>_plan_make``."""
+    return getattr(PLANS, rule + "_plan_make")
 
 
 def ops_for(device: torch.device):
@@ -223,5 +232,5 @@ if CPU_LIB.loaded:
     def _no_output(*args, **kwargs):
         return None
 
-    for _name in ("adam_", "sgd_", "grad_stats_", "unscale_", "clip_value_"):
+    for _name in ("grad_stats_", "unscale_", "clip_value_", *(r + "_" for r in RULES)):
         torch.library.register_fake(f"fusedopt::{_name}")(_no_output)

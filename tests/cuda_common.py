@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import torch
 
+import rule_calls
+
 DEV = "cuda"
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 ULP = {torch.float32: 2.0**-23, torch.bfloat16: 2.0**-7, torch.float16: 2.0**-10}
@@ -113,19 +115,14 @@ def adam_op(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, *, mas
             weight_decay=0.1, amsgrad=False, maximize=False, grad_scale=None, found_inf=None, sumsq=None,
             max_norm=0.0):
     """torch.ops.fusedopt.adam_ (AdamW, betas 0.9/0.999), by keyword."""
-    torch.ops.fusedopt.adam_(
-        params=params, grads=grads, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs, max_exp_avg_sqs=max_exp_avg_sqs,
-        steps=steps, master_params=list(masters), lr=lr, lr_tensor=None, beta1=0.9, beta2=0.999, eps=1e-8,
-        weight_decay=weight_decay, decoupled=True, amsgrad=amsgrad, maximize=maximize, grad_scale=grad_scale,
-        found_inf=found_inf, sumsq=sumsq, max_norm=max_norm)
+    rule_calls.adam(torch.ops.fusedopt.adam_, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+                    list(masters), lr, None, 0.9, 0.999, 1e-8, weight_decay, True, amsgrad, maximize, grad_scale,
+                    found_inf, sumsq, max_norm)
 
 
 def sgd_op(params, grads, momentum_buffers, momentum_first, *, lr=0.05, momentum=0.9, dampening=0.1,
            weight_decay=0.01, nesterov=False, maximize=False, grad_scale=None, found_inf=None, sumsq=None,
            max_norm=0.0):
     """torch.ops.fusedopt.sgd_, by keyword."""
-    torch.ops.fusedopt.sgd_(
-        params=params, grads=grads, momentum_buffers=momentum_buffers, momentum_first=momentum_first,
-        master_params=[], lr=lr, lr_tensor=None, momentum=momentum, dampening=dampening,
-        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize, grad_scale=grad_scale,
-        found_inf=found_inf, sumsq=sumsq, max_norm=max_norm)
+    rule_calls.sgd(torch.ops.fusedopt.sgd_, params, grads, momentum_buffers, momentum_first, [], lr, None, momentum,
+                   dampening, weight_decay, nesterov, maximize, grad_scale, found_inf, sumsq, max_norm)

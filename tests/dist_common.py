@@ -158,6 +158,11 @@ def fused(name: str):
 
 
 def torch_cls(name: str):
+    """The oracle of fusedopt's `name`: torch's optimizer, or lion-pytorch's Lion."""
+    if name == "Lion":
+        import lion_pytorch
+
+        return lion_pytorch.Lion
     return getattr(torch.optim, name)
 
 
@@ -181,12 +186,13 @@ def train_pair(seed: int, ma, oa, mb, ob, steps: int, clip: float | None = None,
         ma.zero_grad()
         mb.zero_grad()
         if step == 0:
-            plans = list(getattr(oa, "_plans", []))
+            planner = getattr(oa, "_planner", None)  # a ZeRO wrapper has none
+            plans = list(planner.caches) if planner is not None else []
     return plans
 
 
 def assert_plans_kept(opt, plans: list) -> None:
     """New grad DTensors every step (FSDP2), or new specs (TP): the step plan is
     reused all the same."""
-    kept = len(opt._plans) == len(plans) and all(map(operator.is_, opt._plans, plans))
+    kept = len(opt._planner.caches) == len(plans) and all(map(operator.is_, opt._planner.caches, plans))
     assert plans and kept, "the step plan was rebuilt"

@@ -32,6 +32,8 @@ HYPER = {
     "Adam": dict(lr=0.05, weight_decay=0.1, amsgrad=True),
     "AdamW": dict(lr=0.05, weight_decay=0.1),
     "SGD": dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+    "Adagrad": dict(lr=0.05, lr_decay=0.01, weight_decay=0.01),
+    "Lion": dict(lr=0.01, weight_decay=0.1),
 }
 MAX_NORM = 0.01  # below every step's norm here, so clipping acts on every step
 

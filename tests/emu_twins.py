@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 import emu_device as ed
+import rule_calls
 from cuda_common import cpu_values
 
 DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
@@ -69,21 +70,17 @@ def values(sizes, seed: int, dtype, positive=False, scale=1.0) -> list[torch.Ten
 
 def adam_call(ops, t: dict, *, lr=0.01, weight_decay=0.1, decoupled=True, amsgrad=False,
               maximize=False, max_norm=1.0, max_value=0.0):
-    ops.adam_(params=t["params"], grads=t["grads"], exp_avgs=t["exp_avgs"], exp_avg_sqs=t["exp_avg_sqs"],
-              max_exp_avg_sqs=t.get("max_exp_avg_sqs", []), steps=t["steps"], master_params=t.get("masters", []),
-              lr=lr, lr_tensor=t.get("lr_tensor"), beta1=0.9, beta2=0.999, eps=1e-8,
-              weight_decay=weight_decay, decoupled=decoupled, amsgrad=amsgrad, maximize=maximize,
-              grad_scale=t.get("grad_scale"), found_inf=t.get("found_inf"), sumsq=t.get("sumsq"),
-              max_norm=max_norm, max_value=max_value)
+    rule_calls.adam(ops.adam_, t["params"], t["grads"], t["exp_avgs"], t["exp_avg_sqs"], t.get("max_exp_avg_sqs", []),
+                    t["steps"], t.get("masters", []), lr, t.get("lr_tensor"), 0.9, 0.999, 1e-8, weight_decay,
+                    decoupled, amsgrad, maximize, t.get("grad_scale"), t.get("found_inf"), t.get("sumsq"), max_norm,
+                    max_value)
 
 
 def sgd_call(ops, t: dict, *, lr=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01, nesterov=False,
              maximize=False, max_norm=1.0, max_value=0.0):
-    ops.sgd_(params=t["params"], grads=t["grads"], momentum_buffers=t.get("bufs", []),
-             momentum_first=t.get("first", []), master_params=t.get("masters", []), lr=lr, lr_tensor=None,
-             momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-             maximize=maximize, grad_scale=t.get("grad_scale"), found_inf=t.get("found_inf"), sumsq=t.get("sumsq"),
-             max_norm=max_norm, max_value=max_value)
+    rule_calls.sgd(ops.sgd_, t["params"], t["grads"], t.get("bufs", []), t.get("first", []), t.get("masters", []), lr,
+                   None, momentum, dampening, weight_decay, nesterov, maximize, t.get("grad_scale"),
+                   t.get("found_inf"), t.get("sumsq"), max_norm, max_value)
 
 
 def step_both(twins: Twins, call, **kw) -> None:

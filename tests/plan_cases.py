@@ -33,13 +33,13 @@ def plan_params(config, device="cpu", shapes=((7,), (3, 5), (1,), (0,), (64,))):
 def recorded_binds(monkeypatch) -> list[bool]:
     """A list that gets what every plan bind answers from now on."""
     binds = []
-    bind = _native_plan.NativePlan.bind
+    bind = _native_plan.StepPlan.bind
 
     def recorded(plan, grads):
         binds.append(bind(plan, grads))
         return binds[-1]
 
-    monkeypatch.setattr(_native_plan.NativePlan, "bind", recorded)
+    monkeypatch.setattr(_native_plan.StepPlan, "bind", recorded)
     return binds
 
 
@@ -80,7 +80,7 @@ def run_plan_case(config, steps, plans, monkeypatch, scaler=False, channels_last
 
 def planned_buckets(opt):
     """The buckets of `opt`'s stored step plans that have a native plan."""
-    return [b for plan in opt._plans for b in plan.buckets.values() if b.native_plan is not None]
+    return [b for plan in opt._planner.caches for b in plan.buckets.values() if b.native_plan is not None]
 
 
 def assert_same_run(a, b):

@@ -67,6 +67,10 @@ CONFIGS = {
                                                                maximize=True, weight_decay=0.01), torch.float32),
     "SGD plain": (fusedopt.SGD, dict(lr=0.1), torch.float32),
     "SGD bf16 masters": (fusedopt.SGD, dict(lr=0.1, momentum=0.9, master_weights=True), torch.bfloat16),
+    "Adagrad tensor lr decay L2 clip": (fusedopt.Adagrad, dict(lr=torch.tensor(0.05), lr_decay=0.01, weight_decay=0.1,
+                                                               max_grad_norm=1.0), torch.float32),
+    "Lion bf16 masters clip by value": (fusedopt.Lion, dict(lr=0.01, weight_decay=0.1, master_weights=True,
+                                                            max_grad_value=0.5), torch.bfloat16),
 }
 
 

@@ -79,11 +79,11 @@ def many_tensors_case(optimizer):
         t.add("exp_avgs", [torch.zeros(3) for _ in range(n)])
         t.add("exp_avg_sqs", [torch.zeros(3) for _ in range(n)])
         t.add("steps", [torch.zeros(()) for _ in range(n)])
-        call, kernel, states = adam_call, "adam_kernel", ("exp_avgs", "exp_avg_sqs")
+        call, kernel, states = adam_call, "rule_kernel<fusedopt::AdamRule", ("exp_avgs", "exp_avg_sqs")
     else:
         t.add("bufs", [torch.zeros(3) for _ in range(n)])
         t.add("first", [torch.ones((), dtype=torch.bool) for _ in range(n)])
-        call, kernel, states = sgd_call, "sgd_kernel", ("bufs",)
+        call, kernel, states = sgd_call, "rule_kernel<fusedopt::SgdRule", ("bufs",)
     ed.clear_launch_log()
     with ed.selected_blocks((0, 0, 4), (0, 252, 256), *[(launch, 0, 0) for launch in range(1, 12)]):
         call(ed.ops(), t.emu, max_norm=0.0)
@@ -140,7 +140,7 @@ def rollover_case():
     with ed.selected_blocks((1, 0, 48), (1, 2040, 2048)):
         adam_call(ed.ops(), emu)
     adam_call(cpu_ops(), cpu)
-    assert ed.kernel_launches("adam_kernel") == [(256, 1, 1), (2048, 1, 1), (15, 1, 1)]
+    assert ed.kernel_launches("rule_kernel<fusedopt::AdamRule") == [(256, 1, 1), (2048, 1, 1), (15, 1, 1)]
     emu_view = {k: v[:300] + [v[300][lo:hi] for lo, hi in windows] + v[301:] for k, v in emu.items() if k != "steps"}
     for k in names:
         assert_same_bits(emu_view[k], cpu[k], k)
@@ -172,7 +172,7 @@ def past_2_31_case():
     with ed.selected_blocks(*skip_below, (15, 2046, 2048)):
         adam_call(ed.ops(), t.emu, max_norm=0.0)
     adam_call(cpu_ops(), t.cpu, max_norm=0.0)
-    assert ed.kernel_launches("adam_kernel") == [(2048, 1, 1)] * 16 + [(4, 1, 1)]
+    assert ed.kernel_launches("rule_kernel<fusedopt::AdamRule") == [(2048, 1, 1)] * 16 + [(4, 1, 1)]
     for name in lists:
         assert_same_bits([t.emu[name][0][lo:]], t.cpu[name], name)
     assert float(lists["params"][1000]) == 0.0  # skipped: untouched

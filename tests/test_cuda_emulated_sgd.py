@@ -83,7 +83,7 @@ def skipped_first_step_case():
     controls(t, sumsq=9.0, found_inf=1.0)
     ed.clear_launch_log()
     step_both(t, sgd_call)
-    assert ed.kernel_launches("sgd_kernel") and ed.kernel_launches("advance_scalars_kernel")
+    assert ed.kernel_launches("rule_kernel<fusedopt::SgdRule") and ed.kernel_launches("advance_scalars_kernel")
     for k, old in before.items():
         assert all(torch.equal(x, y) for x, y in zip(t.emu[k], old)), k
     controls(t, sumsq=9.0, found_inf=0.0)

@@ -16,6 +16,8 @@ import fusedopt
 from conftest import requires_cuda_kernels
 from cuda_common import DEV
 from fusedopt import _native_plan, _ops
+
+import rule_calls
 from plan_cases import CONFIGS, assert_same_run, planned_buckets, recorded_binds, run_plan_case
 
 pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("cuda_backend"), requires_cuda_kernels]
@@ -145,16 +147,13 @@ def _plan_args():
     return ps, gs, states
 
 
-ADAM_ARGS = (1e-3, None, 0.9, 0.999, 1e-8, 0.0, True, False, None, None, None, 0.0, 0.0)
-
-
 def test_cuda_plans_hold_a_steps_grads_only_until_its_update():
     ps, gs, states = _plan_args()
     base = [g._use_count() for g in gs]
-    plan = _native_plan.NativePlan(_ops.PLANS.adam_plan_make(ps, gs, *states, [], False), False, ps[0].device)
+    plan = rule_calls.adam_plan(ps, gs, *states)
     assert plan.id >= CUDA_FIRST_ID
     assert [g._use_count() for g in gs] == [n + 1 for n in base]  # bound by the make
-    plan.adam_step_(*ADAM_ARGS[:7], False, *ADAM_ARGS[7:])
+    plan.step_(*rule_calls.ADAM_PLAN_STEP)
     torch.cuda.synchronize()
     assert [g._use_count() for g in gs] == base
     assert plan.bind(gs)
@@ -170,20 +169,19 @@ def test_cuda_plans_hold_a_steps_grads_only_until_its_update():
 
 def test_cuda_plan_ops_refuse_what_they_cannot_serve():
     ps, gs, states = _plan_args()
-    plan = _native_plan.NativePlan(_ops.PLANS.adam_plan_make(ps, gs, *states, [], False), False, ps[0].device)
+    plan = rule_calls.adam_plan(ps, gs, *states)
     found_inf, sumsq = torch.zeros(1, device=DEV), torch.zeros(1, device=DEV)
     with pytest.raises(RuntimeError, match="sumsq"):
         plan.grad_stats_(None, found_inf, torch.zeros(1), 0.0)  # where the plan's tensors are not
     plan.grad_stats_(None, found_inf, sumsq, 0.0)
     torch.testing.assert_close(sumsq, torch.tensor([5.0], device=DEV))  # 3 + 2 ones
-    with pytest.raises(RuntimeError, match="not an SGD plan"):
-        _ops.PLANS.sgd_plan_step_(plan.anchor, plan.id, 1e-3, None, 0.0, 0.0, 0.0, False, False, None, None, None,
-                                  0.0, 0.0)
+    with pytest.raises(RuntimeError, match="hyper must hold 6 values"):
+        _ops.PLANS.plan_step_(plan.anchor, plan.id, [0.0, 0.0, 0.0, 0.0], *rule_calls.ADAM_PLAN_STEP[1:])
     assert not plan.bind([torch.ones(3, dtype=torch.float64, device=DEV), gs[1]])
     # a CUDA plan's id sent to the CPU library is unknown there, not another plan
     cpu = torch.empty(0)
     with pytest.raises(RuntimeError, match=f"no step plan {plan.id}"):
-        _ops.PLANS.adam_plan_step_(cpu, plan.id, *ADAM_ARGS[:7], False, *ADAM_ARGS[7:])
+        _ops.PLANS.plan_step_(cpu, plan.id, *rule_calls.ADAM_PLAN_STEP)
 
 
 def test_cuda_plans_let_go_of_their_tensors_with_the_optimizer():

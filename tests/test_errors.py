@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import fusedopt
+import rule_calls
 from conftest import requires_native_cpu
 
 
@@ -127,7 +128,7 @@ def test_op_refuses_bad_lists_and_changes_nothing(mutate, match):
     mutate(args)
     snapshot = [[t.clone() for t in lst] for lst in args[:6]]
     with pytest.raises(RuntimeError, match=match):
-        torch.ops.fusedopt.adam_(*args)
+        rule_calls.adam(torch.ops.fusedopt.adam_, *args)
     for lst, snap in zip(args[:6], snapshot):
         for t, s in zip(lst, snap):
             assert torch.equal(t, s)
@@ -143,4 +144,4 @@ def test_state_dtype_float16_is_refused_for_adam():
 def test_op_refuses_unsupported_param_dtype():
     p = [torch.randn(4, dtype=torch.float64)]
     with pytest.raises(RuntimeError, match=r"params\[0\] has dtype Double; the native kernels take"):
-        torch.ops.fusedopt.adam_(*_adam_args(p, [torch.randn(4, dtype=torch.float64)]))
+        rule_calls.adam(torch.ops.fusedopt.adam_, *_adam_args(p, [torch.randn(4, dtype=torch.float64)]))

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import fusedopt
+import rule_calls
 from conftest import requires_native_cpu
 from elf_tools import undefined_symbols
 
@@ -28,7 +29,8 @@ def _adam_lists(n=5):
 
 
 def _adam(lists, grad_scale=None, found_inf=None, sumsq=None):
-    F.adam_(*lists, 1e-3, None, 0.9, 0.999, 1e-8, 0.01, True, False, False, grad_scale, found_inf, sumsq, 1.0, 0.0)
+    rule_calls.adam(F.adam_, *lists, 1e-3, None, 0.9, 0.999, 1e-8, 0.01, True, False, False, grad_scale, found_inf,
+                    sumsq, 1.0, 0.0)
 
 
 def _sgd_lists(n=5):
@@ -38,7 +40,7 @@ def _sgd_lists(n=5):
 
 
 def _sgd(lists):
-    F.sgd_(*lists, 0.1, None, 0.9, 0.0, 0.0, False, False, None, None, None, 0.0, 0.0)
+    rule_calls.sgd(F.sgd_, *lists, 0.1, None, 0.9, 0.0, 0.0, False, False, None, None, None, 0.0, 0.0)
 
 
 def _counts(lists):

@@ -14,6 +14,8 @@ import torch
 
 import fusedopt
 from fusedopt import _native_plan, _ops
+
+import rule_calls
 from helpers import fp32_tol, set_grads
 from plan_cases import CONFIGS, assert_same_run, planned_buckets, run_plan_case
 
@@ -145,18 +147,23 @@ def test_a_reset_state_is_let_go_by_the_next_step():
 def test_plan_ops_refuse_what_they_cannot_serve():
     ps, gs = [torch.zeros(3)], [torch.ones(3)]
     states = [torch.zeros(3)], [torch.zeros(3)], [], [torch.zeros(())]
-    plan = _native_plan.NativePlan(_ops.PLANS.adam_plan_make(ps, gs, *states, [], False), False, torch.device("cpu"))
-    args = (1e-3, None, 0.9, 0.999, 1e-8, 0.0, True, False, None, None, None, 0.0, 0.0)
-    _ops.PLANS.adam_plan_step_(ps[0], plan.id, *args)
+    plan = rule_calls.adam_plan(ps, gs, *states)
+    args = rule_calls.ADAM_PLAN_STEP
+    _ops.PLANS.plan_step_(ps[0], plan.id, *args)
     with pytest.raises(RuntimeError, match="no grads bound"):
-        _ops.PLANS.adam_plan_step_(ps[0], plan.id, *args)  # the update released them
-    with pytest.raises(RuntimeError, match="not an SGD plan"):
-        _ops.PLANS.sgd_plan_step_(ps[0], plan.id, 1e-3, None, 0.0, 0.0, 0.0, False, False, None, None, None, 0.0, 0.0)
+        _ops.PLANS.plan_step_(ps[0], plan.id, *args)  # the update released them
+    assert plan.bind(gs)
+    with pytest.raises(RuntimeError, match="hyper must hold 6 values"):
+        _ops.PLANS.plan_step_(ps[0], plan.id, [0.0, 0.0, 0.0, 0.0], *args[1:])  # SGD's hyperparameters
+    assert plan.bind(gs)
+    amsgrad = [*rule_calls.ADAM_HYPER[:5], 1.0]
+    with pytest.raises(RuntimeError, match="made for 2 adam state lists"):
+        _ops.PLANS.plan_step_(ps[0], plan.id, amsgrad, *args[1:])
     assert not plan.bind([torch.ones(4)])  # another element count: the caller makes a new plan
     assert not plan.bind([torch.ones(3, dtype=torch.float64)])
     assert plan.bind(gs)
     with pytest.raises(RuntimeError, match="has 2 elements but params"):
-        _ops.PLANS.adam_plan_make(ps, [torch.ones(2)], *states, [], False)
+        rule_calls.adam_plan(ps, [torch.ones(2)], *states)
     plan_id = plan.id
     del plan
     with pytest.raises(RuntimeError, match=f"no step plan {plan_id}"):
@@ -178,10 +185,9 @@ def test_plans_hold_a_steps_grads_only_until_its_update():
     ps, gs = [torch.zeros(3), torch.zeros(2)], [torch.ones(3), torch.ones(2)]
     states = [torch.zeros(3), torch.zeros(2)], [torch.zeros(3), torch.zeros(2)], [], [torch.zeros(()), torch.zeros(())]
     base = [g._use_count() for g in gs]
-    plan = _native_plan.NativePlan(_ops.PLANS.adam_plan_make(ps, gs, *states, [], False), False, torch.device("cpu"))
+    plan = rule_calls.adam_plan(ps, gs, *states)
     assert [g._use_count() for g in gs] == [b + 1 for b in base]  # bound by the make
-    args = (1e-3, None, 0.9, 0.999, 1e-8, 0.0, True, False, None, None, None, 0.0, 0.0)
-    plan.adam_step_(*args[:7], False, *args[7:])
+    plan.step_(*rule_calls.ADAM_PLAN_STEP)
     assert [g._use_count() for g in gs] == base
     assert plan.bind(gs)
     assert [g._use_count() for g in gs] == [b + 1 for b in base]
@@ -209,9 +215,9 @@ def test_release_lets_go_of_the_bound_grads():
     ps, gs = [torch.zeros(3), torch.zeros(2)], [torch.ones(3), torch.ones(2)]
     states = [torch.zeros(3), torch.zeros(2)], [torch.zeros(3), torch.zeros(2)], [], [torch.zeros(()), torch.zeros(())]
     base = [g._use_count() for g in gs]
-    plan = _native_plan.NativePlan(_ops.PLANS.adam_plan_make(ps, gs, *states, [], False), False, torch.device("cpu"))
+    plan = rule_calls.adam_plan(ps, gs, *states)
     assert [g._use_count() for g in gs] == [b + 1 for b in base]
     plan.release()
     assert [g._use_count() for g in gs] == base
     with pytest.raises(RuntimeError, match="no grads bound"):
-        plan.adam_step_(1e-3, None, 0.9, 0.999, 1e-8, 0.0, True, False, False, None, None, None, 0.0, 0.0)
+        plan.step_(*rule_calls.ADAM_PLAN_STEP)

@@ -10,6 +10,7 @@ import torch
 import fusedopt
 import fusedopt._ops as ops
 from conftest import NATIVE_CPU, NATIVE_DISABLED, requires_native_cpu
+from rule_calls import adam_sample_to_args, sgd_sample_to_args
 
 
 def test_native_library_is_loaded_unless_disabled():
@@ -77,13 +78,13 @@ def _sgd_sample():
 @pytest.mark.parametrize(
     "op,args",
     [
-        ("adam_", _adam_sample()),
-        ("adam_", _adam_sample(torch.bfloat16, amsgrad=True)),
-        ("sgd_", _sgd_sample()),
+        ("adam_", adam_sample_to_args(_adam_sample())),
+        ("adam_", adam_sample_to_args(_adam_sample(torch.bfloat16, amsgrad=True))),
+        ("sgd_", sgd_sample_to_args(_sgd_sample())),
         ("grad_stats_", ([torch.randn(5), torch.randn(7, dtype=torch.bfloat16)], torch.tensor(8.0), torch.zeros(1), torch.zeros(1))),
         ("unscale_", ([torch.randn(5), torch.randn(7, dtype=torch.float16)], torch.zeros(1), torch.tensor(0.5))),
-        ("adam_", _adam_sample() + (0.25,)),
-        ("sgd_", _sgd_sample() + (0.25,)),
+        ("adam_", adam_sample_to_args(_adam_sample() + (0.25,))),
+        ("sgd_", sgd_sample_to_args(_sgd_sample() + (0.25,))),
         ("grad_stats_", ([torch.randn(5), torch.randn(7, dtype=torch.float16)], None, torch.zeros(1), torch.zeros(1), 0.5)),
         ("clip_value_", ([torch.randn(5), torch.randn(7, dtype=torch.bfloat16)], 0.5)),
     ],
@@ -175,9 +176,10 @@ def test_update_with_max_value_matches_the_reference(op):
             m.fill_(0.1)
             v.fill_(0.5)
     native, ref, unclamped = _cloned(base), _cloned(base), _cloned(base)
-    getattr(torch.ops.fusedopt, op)(*native, 0.25)
+    to_args = adam_sample_to_args if op == "adam_" else sgd_sample_to_args
+    getattr(torch.ops.fusedopt, op)(*to_args(native + [0.25]))
     getattr(reference, op)(*ref, 0.25)
-    getattr(torch.ops.fusedopt, op)(*unclamped, 0.0)
+    getattr(torch.ops.fusedopt, op)(*to_args(unclamped + [0.0]))
     for a, b, c in zip(native[0], ref[0], unclamped[0]):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
         assert not torch.equal(a, c)  # the clamp changed the update

@@ -1,6 +1,6 @@
 """torch's own optimizer test database, imported from the installed torch at
 test time (torch.testing._internal.common_optimizers, never copied here): every
-configuration torch runs Adam, AdamW and SGD with on the CPU, including the
+configuration torch runs Adam, AdamW, SGD and Adagrad with on the CPU, including the
 foreach / fused / differentiable variants, steps fusedopt and torch side by
 side; every error input torch checks raises (or warns) in fusedopt with the same
 exception type and message."""
@@ -20,7 +20,7 @@ common_optimizers = pytest.importorskip(
     reason="torch's optimizer test database needs torch's test dependencies (numpy, expecttest)",
 )
 
-NAMES = ("Adam", "AdamW", "SGD")
+NAMES = ("Adam", "AdamW", "SGD", "Adagrad")
 INFOS = {info.name: info for info in common_optimizers.optim_db if info.name in NAMES}
 OURS = {name: getattr(fusedopt, name) for name in NAMES}
 

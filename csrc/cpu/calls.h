@@ -1,6 +1,5 @@
-// A validated CPU call, ready to run: the kernel and each tensor's pointers.
-// The list ops prepare one and run it at once; a step plan (plan_ops.cpp)
-// prepares one when its grads are bound and runs it in the step.
+// The CPU stats pass and AMP helpers shared by the list ops and the step plans
+// (a rule's call: rule_call.h).
 #pragma once
 
 #include <optional>
@@ -11,30 +10,6 @@
 
 namespace fusedopt {
 namespace cpu {
-
-struct AdamCall {
-  AdamRangeFn fn = nullptr;
-  std::vector<int64_t> numels;
-  std::vector<AdamTensor> tensors;
-  std::vector<float*> steps;
-};
-
-struct SgdCall {
-  SgdRangeFn fn = nullptr;
-  bool has_momentum = false;
-  std::vector<int64_t> numels;
-  std::vector<SgdTensor> tensors;  // .first is read when the call runs
-  std::vector<bool*> first;
-};
-
-AdamCall prepare_adam(const CallInfo& d, const AdamLists& l, bool amsgrad);
-
-void run_adam(const AdamCall& call, const math::AdamHyper& hyper, const StepScalars& s);
-
-SgdCall prepare_sgd(const CallInfo& d, const SgdLists& l, bool has_momentum);
-
-void run_sgd(const SgdCall& call, double momentum, double dampening, double weight_decay, bool nesterov,
-             const StepScalars& s);
 
 // Grads as the AMP ops see them (dtypes may mix): const pointers for the
 // stats pass, which only reads them, mutable ones for unscale_ and clip_value_.

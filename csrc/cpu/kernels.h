@@ -4,35 +4,32 @@
 
 #include <cstdint>
 
-#include "../math/adam.h"
 #include "../math/clip.h"
-#include "../math/sgd.h"
+#include "../rules/registry.h"
 #include "dtypes.h"
 
 namespace fusedopt {
 namespace cpu {
 
+constexpr int kMaxStates = 4;  // state lists a rule may declare at most
+
 // Base pointers of one parameter's tensors; absent streams are null.
-struct AdamTensor {
+struct RuleTensor {
   void* param;
   const void* grad;
-  void* exp_avg;
-  void* exp_avg_sq;
-  void* max_exp_avg_sq;
+  void* states[kMaxStates];
   float* master;  // fp32 copy of a low-precision param, updated in the same pass
 };
 
-struct SgdTensor {
-  void* param;
-  const void* grad;
-  void* momentum_buffer;
-  float* master;
-  bool first;  // the buffer has never been applied: start it from the gradient
-};
+// Updates elements [lo, hi) of one tensor by `Rule`.
+template <class Rule>
+using RangeFn = void (*)(const RuleTensor&, const typename Rule::Consts&, const math::GradFactors&, int64_t lo,
+                         int64_t hi);
 
-// Each function updates elements [lo, hi) of one tensor.
-using AdamRangeFn = void (*)(const AdamTensor&, const math::AdamConsts&, const math::GradFactors&, int64_t lo, int64_t hi);
-using SgdRangeFn = void (*)(const SgdTensor&, const math::SgdConsts&, const math::GradFactors&, int64_t lo, int64_t hi);
+// Picks the kernel for a call's dtypes, active state count and masters (null: not compiled).
+template <class Rule>
+using SelectFn = RangeFn<Rule> (*)(DType param, DType grad, DType state, int active, bool master);
+
 // Multiplies grad[lo, hi) by inv_scale in place; returns true if any input was inf/nan.
 using UnscaleRangeFn = bool (*)(void* grad, float inv_scale, int64_t lo, int64_t hi);
 // Sum of clamp(grad * inv_scale, -max_value, max_value)^2 over [lo, hi) in
@@ -48,12 +45,25 @@ using ClampRangeFn = void (*)(void* grad, float lo_value, float hi_value, int64_
 // compiled; the op entry points check before they modify anything.
 struct KernelTable {
   const char* isa;
-  AdamRangeFn (*adam)(DType param, DType grad, DType state, bool amsgrad, bool master);
-  SgdRangeFn (*sgd)(DType param, DType grad, DType state, bool momentum, bool master);
+  // the rule's kernels, one entry per rule (csrc/rules/registry.h)
+#define FO_RULE_ENTRY(name, Rule) SelectFn<Rule> name;
+  FUSEDOPT_RULES(FO_RULE_ENTRY)
+#undef FO_RULE_ENTRY
   UnscaleRangeFn (*unscale)(DType grad);
   SumsqRangeFn (*sumsq)(DType grad);
   ClampRangeFn (*clamp)(DType grad);
 };
+
+// The table's entry of `Rule`, as a member pointer (generic code picks it by type).
+template <class Rule>
+constexpr SelectFn<Rule> KernelTable::*select_of();
+#define FO_RULE_MEMBER(name, Rule)                          \
+  template <>                                               \
+  constexpr SelectFn<Rule> KernelTable::*select_of<Rule>() { \
+    return &KernelTable::name;                              \
+  }
+FUSEDOPT_RULES(FO_RULE_MEMBER)
+#undef FO_RULE_MEMBER
 
 const KernelTable& kernels_generic();
 #if defined(__x86_64__) || defined(_M_X64)

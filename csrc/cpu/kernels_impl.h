@@ -10,6 +10,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "../codecs.h"
 #include "kernels.h"
 
 namespace fusedopt {
@@ -43,18 +44,15 @@ FO_INLINE const T* at(const void* base, int64_t i) {
   return base ? static_cast<const T*>(base) + i : nullptr;
 }
 
-// ---------------------------------------------------------------- Adam
+// ---------------------------------------------------------------- update rules
 
-template <class P, class G, class S, bool kAmsgrad, bool kMaster>
-FO_INLINE void adam_vec(
-    P* p,
-    const G* g,
-    S* m,
-    S* v,
-    S* vm,
-    float* w,
-    const math::AdamConsts& c,
-    const math::GradFactors& f) {
+// One vector of elements: the rule's update over Vec::N of them. States go
+// through their codec S (csrc/codecs.h); the plain codecs' unit is the vector.
+template <class Rule, class P, class G, class S, int kActive, bool kMaster>
+FO_INLINE void rule_vec(P* p, const G* g, typename S::Storage* const (&st)[kMaxStates], float* w, const typename Rule::Consts& c,
+                        const math::GradFactors& f) {
+  static_assert(S::kBlock == 1, "blockwise codecs walk whole blocks: a loop of their own (csrc/codecs.h)");
+  using T = typename S::Storage;
   Vec pv;
   if constexpr (kMaster) {
     pv = vload(w);
@@ -62,178 +60,98 @@ FO_INLINE void adam_vec(
     pv = vload(p);
   }
   const Vec gv = math::grad_prep(vload(g), f);
-  Vec mv = vload(m);
-  Vec vv = vload(v);
-  Vec vmv(0.0f);
-  if constexpr (kAmsgrad) vmv = vload(vm);
-  math::adam_update<kAmsgrad>(pv, gv, mv, vv, vmv, c);
+  Vec sv[Rule::kStates];
+  for (int k = 0; k < kActive; ++k) sv[k] = vload(static_cast<const T*>(st[k]));
+  for (int k = kActive; k < Rule::kStates; ++k) sv[k] = Vec(0.0f);
+  Rule::template update<kActive>(pv, gv, sv, c);
   vstore(p, pv);
   if constexpr (kMaster) vstore(w, pv);
-  vstore(m, mv);
-  vstore(v, vv);
-  if constexpr (kAmsgrad) vstore(vm, vmv);
+  for (int k = 0; k < kActive; ++k) vstore(st[k], sv[k]);
 }
 
-template <class P, class G, class S, bool kAmsgrad, bool kMaster>
-void adam_range(
-    const AdamTensor& t,
-    const math::AdamConsts& c,
-    const math::GradFactors& f,
-    int64_t lo,
-    int64_t hi) {
+template <class Rule, class P, class G, class S, int kActive, bool kMaster>
+void rule_range(const RuleTensor& t, const typename Rule::Consts& c, const math::GradFactors& f, int64_t lo,
+                int64_t hi) {
+  using T = typename S::Storage;
   P* p = at<P>(t.param, lo);
   const G* g = at<G>(t.grad, lo);
-  S* m = at<S>(t.exp_avg, lo);
-  S* v = at<S>(t.exp_avg_sq, lo);
-  S* vm = kAmsgrad ? at<S>(t.max_exp_avg_sq, lo) : nullptr;
+  T* st[kMaxStates] = {};
+  for (int k = 0; k < kActive; ++k) st[k] = at<T>(t.states[k], lo);
   float* w = kMaster ? at<float>(static_cast<void*>(t.master), lo) : nullptr;
   const int64_t n = hi - lo;
   int64_t i = 0;
+  T* sp[kMaxStates] = {};
   for (; i + Vec::N <= n; i += Vec::N) {
-    adam_vec<P, G, S, kAmsgrad, kMaster>(
-        p + i, g + i, m + i, v + i, vm ? vm + i : nullptr, w ? w + i : nullptr, c, f);
+    for (int k = 0; k < kActive; ++k) sp[k] = st[k] + i;
+    rule_vec<Rule, P, G, S, kActive, kMaster>(p + i, g + i, sp, w ? w + i : nullptr, c, f);
   }
   if (i < n) {
     const int64_t r = n - i;
     Tail<P> tp(p + i, r);
     Tail<G> tg(const_cast<G*>(g + i), r);
-    Tail<S> tm(m + i, r), tv(v + i, r), tvm(vm ? vm + i : nullptr, r);
+    Tail<T> ts[kMaxStates] = {Tail<T>(kActive > 0 ? st[0] + i : nullptr, r),
+                              Tail<T>(kActive > 1 ? st[1] + i : nullptr, r),
+                              Tail<T>(kActive > 2 ? st[2] + i : nullptr, r),
+                              Tail<T>(kActive > 3 ? st[3] + i : nullptr, r)};
     Tail<float> tw(w ? w + i : nullptr, r);
-    adam_vec<P, G, S, kAmsgrad, kMaster>(tp.ptr(), tg.ptr(), tm.ptr(), tv.ptr(), tvm.ptr(), tw.ptr(), c, f);
+    for (int k = 0; k < kActive; ++k) sp[k] = ts[k].ptr();
+    rule_vec<Rule, P, G, S, kActive, kMaster>(tp.ptr(), tg.ptr(), sp, tw.ptr(), c, f);
     tp.flush();
-    tm.flush();
-    tv.flush();
-    tvm.flush();
+    for (int k = 0; k < kActive; ++k) ts[k].flush();
     tw.flush();
   }
 }
 
-template <class P, class G, class S>
-AdamRangeFn adam_pick(bool amsgrad, bool master) {
+// The kernel for `active` state lists, among kMinStates..kStates.
+template <class Rule, class P, class G, class S, bool kMaster, int kActive = Rule::kMinStates>
+RangeFn<Rule> pick_active(int active) {
+  if (active == kActive) return &rule_range<Rule, P, G, S, kActive, kMaster>;
+  if constexpr (kActive < Rule::kStates) {
+    return pick_active<Rule, P, G, S, kMaster, kActive + 1>(active);
+  } else {
+    return nullptr;
+  }
+}
+
+template <class Rule, class P, class G, class S>
+RangeFn<Rule> pick_master(int active, bool master) {
   if constexpr (std::is_same<P, float>::value) {
     if (master) return nullptr;  // an fp32 param is its own master
-    return amsgrad ? &adam_range<P, G, S, true, false> : &adam_range<P, G, S, false, false>;
+    return pick_active<Rule, P, G, S, false>(active);
   } else {
-    if (amsgrad) return master ? &adam_range<P, G, S, true, true> : &adam_range<P, G, S, true, false>;
-    return master ? &adam_range<P, G, S, false, true> : &adam_range<P, G, S, false, false>;
-  }
-}
-
-// ---------------------------------------------------------------- SGD
-
-template <class P, class G, class S, bool kMomentum, bool kMaster>
-FO_INLINE void sgd_vec(
-    P* p,
-    const G* g,
-    S* b,
-    float* w,
-    bool first,
-    const math::SgdConsts& c,
-    const math::GradFactors& f) {
-  Vec pv;
-  if constexpr (kMaster) {
-    pv = vload(w);
-  } else {
-    pv = vload(p);
-  }
-  const Vec gv = math::grad_prep(vload(g), f);
-  Vec bv(0.0f);
-  if constexpr (kMomentum) {
-    if (!first) bv = vload(b);
-  }
-  math::sgd_update(pv, gv, bv, first, c);
-  vstore(p, pv);
-  if constexpr (kMaster) vstore(w, pv);
-  if constexpr (kMomentum) vstore(b, bv);
-}
-
-template <class P, class G, class S, bool kMomentum, bool kMaster>
-void sgd_range(
-    const SgdTensor& t,
-    const math::SgdConsts& c,
-    const math::GradFactors& f,
-    int64_t lo,
-    int64_t hi) {
-  P* p = at<P>(t.param, lo);
-  const G* g = at<G>(t.grad, lo);
-  S* b = kMomentum ? at<S>(t.momentum_buffer, lo) : nullptr;
-  float* w = kMaster ? at<float>(static_cast<void*>(t.master), lo) : nullptr;
-  const int64_t n = hi - lo;
-  int64_t i = 0;
-  for (; i + Vec::N <= n; i += Vec::N) {
-    sgd_vec<P, G, S, kMomentum, kMaster>(p + i, g + i, b ? b + i : nullptr, w ? w + i : nullptr, t.first, c, f);
-  }
-  if (i < n) {
-    const int64_t r = n - i;
-    Tail<P> tp(p + i, r);
-    Tail<G> tg(const_cast<G*>(g + i), r);
-    Tail<S> tb(b ? b + i : nullptr, r);
-    Tail<float> tw(w ? w + i : nullptr, r);
-    sgd_vec<P, G, S, kMomentum, kMaster>(tp.ptr(), tg.ptr(), tb.ptr(), tw.ptr(), t.first, c, f);
-    tp.flush();
-    tb.flush();
-    tw.flush();
-  }
-}
-
-template <class P, class G, class S>
-SgdRangeFn sgd_pick(bool momentum, bool master) {
-  if constexpr (std::is_same<P, float>::value) {
-    if (master) return nullptr;
-    return momentum ? &sgd_range<P, G, S, true, false> : &sgd_range<P, G, S, false, false>;
-  } else {
-    if (momentum) return master ? &sgd_range<P, G, S, true, true> : &sgd_range<P, G, S, true, false>;
-    return master ? &sgd_range<P, G, S, false, true> : &sgd_range<P, G, S, false, false>;
+    return master ? pick_active<Rule, P, G, S, true>(active) : pick_active<Rule, P, G, S, false>(active);
   }
 }
 
 // ---------------------------------------------------------------- dtype dispatch
 
-template <class Fn, class P, class G, template <class, class, class> class Pick, class... A>
-Fn pick_state(DType s, A... a) {
+template <class Rule, class P, class G>
+RangeFn<Rule> pick_state(DType s, int active, bool master) {
   switch (s) {
     case DType::F32:
-      return Pick<P, G, float>::get(a...);
+      return pick_master<Rule, P, G, PlainCodec<float>>(active, master);
     case DType::BF16:
-      return Pick<P, G, bf16_t>::get(a...);
+      return pick_master<Rule, P, G, PlainCodec<bf16_t>>(active, master);
     case DType::F16:
-      return Pick<P, G, fp16_t>::get(a...);
+      return pick_master<Rule, P, G, PlainCodec<fp16_t>>(active, master);
   }
   return nullptr;
 }
-
-template <class P, class G, class S>
-struct AdamPick {
-  static AdamRangeFn get(bool amsgrad, bool master) { return adam_pick<P, G, S>(amsgrad, master); }
-};
-
-template <class P, class G, class S>
-struct SgdPick {
-  static SgdRangeFn get(bool momentum, bool master) { return sgd_pick<P, G, S>(momentum, master); }
-};
 
 // Grads come in the param's dtype, or in fp32 for a low-precision param.
-template <class Fn, template <class, class, class> class Pick, class... A>
-Fn pick(DType p, DType g, DType s, A... a) {
+template <class Rule>
+RangeFn<Rule> select_rule(DType p, DType g, DType s, int active, bool master) {
   switch (p) {
     case DType::F32:
-      return g == DType::F32 ? pick_state<Fn, float, float, Pick>(s, a...) : nullptr;
+      return g == DType::F32 ? pick_state<Rule, float, float>(s, active, master) : nullptr;
     case DType::BF16:
-      if (g == DType::BF16) return pick_state<Fn, bf16_t, bf16_t, Pick>(s, a...);
-      return g == DType::F32 ? pick_state<Fn, bf16_t, float, Pick>(s, a...) : nullptr;
+      if (g == DType::BF16) return pick_state<Rule, bf16_t, bf16_t>(s, active, master);
+      return g == DType::F32 ? pick_state<Rule, bf16_t, float>(s, active, master) : nullptr;
     case DType::F16:
-      if (g == DType::F16) return pick_state<Fn, fp16_t, fp16_t, Pick>(s, a...);
-      return g == DType::F32 ? pick_state<Fn, fp16_t, float, Pick>(s, a...) : nullptr;
+      if (g == DType::F16) return pick_state<Rule, fp16_t, fp16_t>(s, active, master);
+      return g == DType::F32 ? pick_state<Rule, fp16_t, float>(s, active, master) : nullptr;
   }
   return nullptr;
-}
-
-AdamRangeFn select_adam(DType p, DType g, DType s, bool amsgrad, bool master) {
-  return pick<AdamRangeFn, AdamPick>(p, g, s, amsgrad, master);
-}
-
-SgdRangeFn select_sgd(DType p, DType g, DType s, bool momentum, bool master) {
-  return pick<SgdRangeFn, SgdPick>(p, g, s, momentum, master);
 }
 
 // ---------------------------------------------------------------- AMP / norms
@@ -360,8 +278,10 @@ SumsqRangeFn select_sumsq(DType g) {
 }  // namespace FO_ISA_NS
 
 const KernelTable& FO_KERNEL_TABLE() {
-  static const KernelTable table{
-      FO_STRINGIFY(FO_ISA_NS), &select_adam, &select_sgd, &select_unscale, &select_sumsq, &select_clamp};
+#define FO_RULE_SELECT(name, Rule) &select_rule<Rule>,
+  static const KernelTable table{FO_STRINGIFY(FO_ISA_NS), FUSEDOPT_RULES(FO_RULE_SELECT) &select_unscale,
+                                 &select_sumsq, &select_clamp};
+#undef FO_RULE_SELECT
   return table;
 }
 

@@ -15,5 +15,8 @@ namespace cpu {
 
 std::string cpu_isa();
 
+// The registered rules' names, comma-separated (csrc/rules/registry.h).
+std::string rules();
+
 }  // namespace cpu
 }  // namespace fusedopt

@@ -33,6 +33,14 @@ FO_INLINE Vec vmax(Vec a, Vec b) {
   return _mm256_blendv_ps(r, a.v, _mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q));
 }
 
+// torch.sign: 1, -1, or +0 for zeros and NaN (comparisons with NaN are false).
+FO_INLINE Vec vsign(Vec a) {
+  const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+  const __m256 pos = _mm256_and_ps(_mm256_cmp_ps(a.v, zero, _CMP_GT_OQ), one);
+  const __m256 neg = _mm256_and_ps(_mm256_cmp_ps(a.v, zero, _CMP_LT_OQ), one);
+  return _mm256_sub_ps(pos, neg);
+}
+
 // maxps/minps return their second operand when either is NaN, so with the data
 // second a NaN element stays NaN, as in math::vclamp.
 FO_INLINE Vec vclamp(Vec x, Vec lo, Vec hi) { return _mm256_min_ps(hi.v, _mm256_max_ps(lo.v, x.v)); }

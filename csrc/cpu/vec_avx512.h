@@ -36,6 +36,14 @@ FO_INLINE Vec vmax(Vec a, Vec b) {
 
 // As in AVX2, max/min return their second operand when either is NaN: with the
 // data second, a NaN element stays NaN (math::vclamp).
+// torch.sign: 1, -1, or +0 for zeros and NaN (comparisons with NaN are false).
+FO_INLINE Vec vsign(Vec a) {
+  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+  const __m512 pos = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a.v, zero, _CMP_GT_OQ), one);
+  const __m512 neg = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a.v, zero, _CMP_LT_OQ), one);
+  return _mm512_sub_ps(pos, neg);
+}
+
 FO_INLINE Vec vclamp(Vec x, Vec lo, Vec hi) { return _mm512_min_ps(hi.v, _mm512_max_ps(lo.v, x.v)); }
 
 FO_INLINE Vec vload(const float* p) { return _mm512_loadu_ps(p); }

@@ -30,6 +30,12 @@ FO_GENERIC_BINOP(*)
 FO_GENERIC_BINOP(/)
 #undef FO_GENERIC_BINOP
 
+FO_INLINE Vec vsign(const Vec& a) {
+  Vec r;
+  for (int i = 0; i < Vec::N; ++i) r.x[i] = math::vsign(a.x[i]);
+  return r;
+}
+
 FO_INLINE Vec vsqrt(const Vec& a) {
   Vec r;
   for (int i = 0; i < Vec::N; ++i) r.x[i] = math::vsqrt(a.x[i]);

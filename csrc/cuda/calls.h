@@ -1,5 +1,5 @@
 // A validated CUDA call, ready to launch: each tensor's pointers, gathered once.
-// The list ops gather and launch at once; a step plan (plan_ops.cpp) gathers
+// The rules' list ops gather and launch at once; a step plan (plan_ops.cpp) gathers
 // when its lists are validated, refreshes only the grads' pointers per step,
 // and launches the same way.
 #pragma once
@@ -15,26 +15,24 @@ namespace cuda {
 
 // Per-list data pointers of one call; a list the launch does not read is empty.
 struct LaunchPointers {
-  std::vector<void*> param, state0, state1, state2, master, scalar;
+  std::vector<void*> param, state[kMaxStates], master, scalar;
   std::vector<const void*> grad;
 
   // The kernels' view, over `numels` (which must outlive it).
   TensorLists view(const std::vector<int64_t>& numels) const;
 };
 
-LaunchPointers adam_pointers(const CallInfo& d, const AdamLists& l, bool amsgrad);
-
-LaunchPointers sgd_pointers(const CallInfo& d, const SgdLists& l, bool has_momentum);
+// The pointers of a rule's call with `active` state lists.
+LaunchPointers rule_pointers(const CallInfo& d, const RuleLists& l, int active);
 
 // The device pointers and values the kernels read for these scalars.
 StepControl control_of(const StepScalars& s);
 
-// Launch on torch's current stream of the call's device.
-void run_adam(const LaunchPointers& ptrs, const CallInfo& d, bool amsgrad, const math::AdamHyper& hyper,
-              const StepControl& ctl, const char* op);
-
-void run_sgd(const LaunchPointers& ptrs, const CallInfo& d, const SgdHyper& hyper, const StepControl& ctl,
-             const char* op);
+// Launches `Rule` on torch's current stream of the call's device; a
+// hyper_tensor (checked here) is read by the kernels instead of `hyper`.
+template <class Rule>
+void run_rule(const LaunchPointers& ptrs, const CallInfo& d, int active, const std::vector<double>& hyper,
+              const std::optional<Tensor>& hyper_tensor, const StepControl& ctl, const char* op);
 
 // Grads of one dtype, launched together by the stats pass.
 struct StatsGroup {

@@ -5,12 +5,13 @@
 
 #include <cstdint>
 
-#include "../math/adam.h"
-#include "../math/sgd.h"
+#include "../rules/registry.h"
 #include "../storage.h"
 
 namespace fusedopt {
 namespace cuda {
+
+constexpr int kMaxStates = 4;  // state lists a rule may declare at most
 
 // Per-tensor base pointers; a list that is absent is null.
 struct TensorLists {
@@ -18,11 +19,9 @@ struct TensorLists {
   const int64_t* numel = nullptr;
   void* const* param = nullptr;
   const void* const* grad = nullptr;
-  void* const* state0 = nullptr;  // exp_avg | momentum_buffer
-  void* const* state1 = nullptr;  // exp_avg_sq
-  void* const* state2 = nullptr;  // max_exp_avg_sq
+  void* const* state[kMaxStates] = {};  // the rule's active state lists, in its order
   float* const* master = nullptr;
-  void* const* scalar = nullptr;  // per-tensor step (float) | momentum_first (bool)
+  void* const* scalar = nullptr;  // the rule's per-tensor counter (float step | bool first flag)
 };
 
 // The device values a step reads; null pointers mean "not given".
@@ -38,28 +37,19 @@ struct StepControl {
   bool maximize = false;
 };
 
-struct AdamLaunch {
+// One launch of a rule's update (rules.cu): the lists, their storage, how many
+// of the rule's state lists are active, and the hyperparameters, as host values
+// or (hyper_ptr, kHyper doubles on the device) read by the kernels.
+template <class Rule>
+struct RuleLaunch {
   TensorLists t;
   DType param_dtype;
   DType grad_dtype;
   DType state_dtype;
-  bool amsgrad;
+  int active;
   bool master;
-  math::AdamHyper hyper;
-  StepControl ctl;
-};
-
-struct SgdLaunch {
-  TensorLists t;
-  DType param_dtype;
-  DType grad_dtype;
-  DType state_dtype;
-  bool has_momentum;
-  bool master;
-  double momentum;
-  double dampening;
-  double weight_decay;
-  bool nesterov;
+  typename Rule::Hyper hyper;
+  const double* hyper_ptr = nullptr;
   StepControl ctl;
 };
 
@@ -102,8 +92,8 @@ constexpr int kStatsMaxBlocks = 2048;
 constexpr int kWorkspaceDoubles = kStatsMaxBlocks + 2;
 
 // Each returns the error string of a failed launch, or nullptr.
-const char* launch_adam(const AdamLaunch& a, void* stream);
-const char* launch_sgd(const SgdLaunch& a, void* stream);
+template <class Rule>
+const char* launch_rule(const RuleLaunch<Rule>& a, void* stream);  // one instantiation per rule (rules.cu)
 const char* launch_grad_stats(const StatsLaunch& a, void* stream);
 const char* launch_unscale(const UnscaleLaunch& a, void* stream);
 const char* launch_clamp(const ClampLaunch& a, void* stream);

@@ -5,8 +5,6 @@
 #include "ops.h"
 
 STABLE_TORCH_LIBRARY_IMPL(fusedopt, CUDA, m) {
-  m.impl("adam_", TORCH_BOX(&fusedopt::cuda::adam_));
-  m.impl("sgd_", TORCH_BOX(&fusedopt::cuda::sgd_));
   m.impl("grad_stats_", TORCH_BOX(&fusedopt::cuda::grad_stats_));
   m.impl("unscale_", TORCH_BOX(&fusedopt::cuda::unscale_));
   m.impl("clip_value_", TORCH_BOX(&fusedopt::cuda::clip_value_));

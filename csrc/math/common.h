@@ -99,6 +99,11 @@ FO_HD FO_INLINE float vsqrt(float x) {
   return sqrtf(x);
 }
 
+// torch.sign / sgn of a real: 1, -1, or +0 for zeros and NaN.
+FO_HD FO_INLINE float vsign(float x) {
+  return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f);
+}
+
 // torch's x.clamp_min_(lo).clamp_max_(hi): NaN stays NaN; with lo > hi every
 // element becomes hi. The bounds are never NaN here.
 FO_HD FO_INLINE float vclamp(float x, float lo, float hi) {

@@ -1,9 +1,11 @@
-"""The AdamW implementations the benchmark compares, and whether each can run here.
+"""The implementations the benchmark compares, and whether each can run here.
 
-torch's own (fused, foreach), fusedopt's (the native kernels, and its
+AdamW: torch's own (fused, foreach), fusedopt's (the native kernels, and its
 plain-torch fallback forced on), and other libraries' where they import:
 DeepSpeed's CPU Adam on the CPU; apex's and TransformerEngine's FusedAdam on
 CUDA. All run AdamW with the same hyperparameters on fp32 params.
+Adagrad: torch's (fused, foreach) and fusedopt's. Lion: lion-pytorch's (its
+per-tensor, foreach and Triton paths, where importable) and fusedopt's.
 """
 
 from __future__ import annotations
@@ -66,6 +68,21 @@ def _te_fused_adam():
     return lambda ps: FusedAdam(ps, lr=LR, weight_decay=WEIGHT_DECAY, adam_w_mode=True)
 
 
+def _lion_pytorch(path: str):
+    def importer():
+        import importlib
+
+        if path == "foreach":
+            lion = importlib.import_module("lion_pytorch.foreach").Lion
+            return lambda ps: lion(ps, lr=LR, weight_decay=WEIGHT_DECAY)
+        if path == "triton":
+            importlib.import_module("lion_pytorch.triton")  # needs triton: fails here when it is missing
+        lion = importlib.import_module("lion_pytorch").Lion
+        return lambda ps: lion(ps, lr=LR, weight_decay=WEIGHT_DECAY, use_triton=path == "triton")
+
+    return importer
+
+
 @dataclass(frozen=True)
 class Implementation:
     name: str
@@ -109,6 +126,21 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
         Implementation("te-fused-adam", ("cuda",),
                        library="TransformerEngine (transformer_engine.pytorch.optimizers.FusedAdam)",
                        importer=_te_fused_adam),
+        # Adagrad
+        Implementation("torch-fused-adagrad", ALL_DEVICES,
+                       lambda ps: torch.optim.Adagrad(ps, lr=LR, weight_decay=WEIGHT_DECAY, fused=True)),
+        Implementation("torch-foreach-adagrad", ALL_DEVICES,
+                       lambda ps: torch.optim.Adagrad(ps, lr=LR, weight_decay=WEIGHT_DECAY, foreach=True)),
+        Implementation("fusedopt-adagrad", ALL_DEVICES,
+                       lambda ps: fusedopt.Adagrad(ps, lr=LR, weight_decay=WEIGHT_DECAY)),
+        # Lion
+        Implementation("lion-pytorch", ALL_DEVICES, library="lion-pytorch (lion_pytorch.Lion)",
+                       importer=_lion_pytorch("plain")),
+        Implementation("lion-pytorch-foreach", ALL_DEVICES, library="lion-pytorch (lion_pytorch.foreach.Lion)",
+                       importer=_lion_pytorch("foreach")),
+        Implementation("lion-pytorch-triton", ("cuda",), library="lion-pytorch (Lion(use_triton=True), triton)",
+                       importer=_lion_pytorch("triton")),
+        Implementation("fusedopt-lion", ALL_DEVICES, lambda ps: fusedopt.Lion(ps, lr=LR, weight_decay=WEIGHT_DECAY)),
     )
 }
 

@@ -6,6 +6,9 @@
   compile the AdamW step under torch.compile (inductor): fusedopt's compiled
           step (fullgraph=True) against torch's "compiled optimizer", with both
           eager steps beside them
+  adagrad one Adagrad step: fusedopt's against torch's fused and foreach ones
+  lion    one Lion step: fusedopt's against lion-pytorch's (per tensor,
+          foreach, Triton)
 
 Each entry builds a runner from params (with grads): calling it runs one step;
 reset() puts back what a step consumed (the scaled grads), untimed.
@@ -56,7 +59,7 @@ class Step:
     baseline: str = "torch-fused"  # every ratio is to it, measured in the same rounds
 
 
-def _adamw_entry(name: str, label: str, **kw) -> Entry:
+def _optimizer_entry(name: str, label: str, **kw) -> Entry:
     impl = IMPLEMENTATIONS[name]
     return Entry(name, label, impl, lambda ps, device: _OptimizerStep(impl.make(ps)), **kw)
 
@@ -74,13 +77,13 @@ ADAMW = Step(
     "28 bytes per fp32 parameter: read p, g, m, v; write p, m, v",
     16,  # p, g, m, v
     {e.name: e for e in (
-        _adamw_entry("torch-fused", "torch fused"),
-        _adamw_entry("torch-foreach", "torch foreach"),
-        _adamw_entry("fusedopt", "fusedopt", native_only=True, highlight=True),
-        _adamw_entry("fusedopt-reference", "fusedopt (plain-torch fallback)"),
-        _adamw_entry("deepspeed-cpu-adam", "DeepSpeed CPUAdam"),
-        _adamw_entry("apex-fused-adam", "apex FusedAdam"),
-        _adamw_entry("te-fused-adam", "TransformerEngine FusedAdam"),
+        _optimizer_entry("torch-fused", "torch fused"),
+        _optimizer_entry("torch-foreach", "torch foreach"),
+        _optimizer_entry("fusedopt", "fusedopt", native_only=True, highlight=True),
+        _optimizer_entry("fusedopt-reference", "fusedopt (plain-torch fallback)"),
+        _optimizer_entry("deepspeed-cpu-adam", "DeepSpeed CPUAdam"),
+        _optimizer_entry("apex-fused-adam", "apex FusedAdam"),
+        _optimizer_entry("te-fused-adam", "TransformerEngine FusedAdam"),
     )},
 )
 
@@ -140,10 +143,41 @@ COMPILE = Step(
         _compiled_entry("torch-compiled", "torch compiled", "torch-foreach", fullgraph=False),
         _compiled_entry("fusedopt-compiled", "fusedopt compiled", "fusedopt", fullgraph=True, native_only=True,
                         highlight=True),
-        _adamw_entry("fusedopt", "fusedopt (eager)", native_only=True),
-        _adamw_entry("torch-fused", "torch fused (eager)"),
+        _optimizer_entry("fusedopt", "fusedopt (eager)", native_only=True),
+        _optimizer_entry("torch-fused", "torch fused (eager)"),
     )},
     baseline="torch-compiled",
 )
 
-STEPS: dict[str, Step] = {s.name: s for s in (ADAMW, AMP, COMPILE)}
+ADAGRAD = Step(
+    "adagrad",
+    "One Adagrad step",
+    "Adagrad step alone",
+    20,
+    "20 bytes per fp32 parameter: read p, g, sum; write p, sum",
+    12,  # p, g, sum
+    {e.name: e for e in (
+        _optimizer_entry("torch-fused-adagrad", "torch fused"),
+        _optimizer_entry("torch-foreach-adagrad", "torch foreach"),
+        _optimizer_entry("fusedopt-adagrad", "fusedopt", native_only=True, highlight=True),
+    )},
+    baseline="torch-fused-adagrad",
+)
+
+LION = Step(
+    "lion",
+    "One Lion step",
+    "Lion step alone",
+    20,
+    "20 bytes per fp32 parameter: read p, g, m; write p, m",
+    12,  # p, g, m
+    {e.name: e for e in (
+        _optimizer_entry("lion-pytorch-foreach", "lion-pytorch foreach"),
+        _optimizer_entry("lion-pytorch", "lion-pytorch"),
+        _optimizer_entry("lion-pytorch-triton", "lion-pytorch Triton"),
+        _optimizer_entry("fusedopt-lion", "fusedopt", native_only=True, highlight=True),
+    )},
+    baseline="lion-pytorch-foreach",
+)
+
+STEPS: dict[str, Step] = {s.name: s for s in (ADAMW, AMP, COMPILE, ADAGRAD, LION)}

@@ -31,7 +31,9 @@ from .._versions import bump
 from . import _compile, _masters, _plan, _torch_impl, _validate
 from ._amp_flag import AmpScalingFlag
 from ._checkpoint import CheckpointMixin
-from ._plan import Bucket, Route, layout_of, native_eligible  # noqa: F401 (the subclasses' imports)
+from ._plan import Bucket, Route, call_lists, layout_of, native_eligible  # noqa: F401 (the subclasses' imports)
+from ._planner import StepPlanner
+from ._rule import Rule
 from ._step_stats import DeviceAmp, device_amp
 
 _STATE_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16)
@@ -54,7 +56,8 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
     _step_supports_amp_scaling = AmpScalingFlag()
 
     def __init__(
-        self, params, defaults, *, max_grad_norm, master_weights, state_dtype, norm_group=None, max_grad_value=None
+        self, params, defaults, max_grad_norm=None, master_weights=False, state_dtype=None, norm_group=None,
+        max_grad_value=None,
     ):
         check_fusedopt_options(max_grad_norm, master_weights, state_dtype, max_grad_value)
         _collectives.check_norm_group(norm_group)
@@ -69,6 +72,9 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         # dynamo drops attribute stores on an Optimizer made inside the compiled
         # step (torch 2.13) or refuses them (2.11), but keeps a dict's updates.
         self._step_io: dict[str, Any] = {"last_grad_norm": None}
+        # the per-group caches of buckets and their native step plans (a copy or
+        # an unpickled optimizer starts without any: CheckpointMixin.__setstate__)
+        self._planner = StepPlanner()
         super().__init__(params, defaults)
         # torch checks these after the params, in this order
         _validate.check_differentiable(
@@ -94,34 +100,129 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         self._step_io["last_grad_norm"] = value
 
 
-    # -- what subclasses provide ----------------------------------------------------
+    # -- what subclasses declare ---------------------------------------------------
+
+    # The update rule (fusedopt/optim/_rule.py): states, counter, hyperparameters.
+    rule: Rule
+
+    def _check_group(self, group: dict, index: int) -> None:
+        """Refuses hyperparameters the kernels cannot take (runs every step)."""
+
+    def _torch_group_step(self, group: dict) -> None:
+        """The group's step through torch's own implementation (differentiable=True)."""
+        raise NotImplementedError
+
+    # -- hooks where torch's semantics differ per optimizer ---------------------------
+
+    def _special_route(self, p: Tensor, g: Tensor, group: dict) -> Route | None:
+        """A route other than the kernels for p's grad (SGD: sparse grads and
+        grads of another dtype go to torch's SGD), or None; raises for grads
+        the optimizer refuses (Adam: sparse)."""
+        return None
+
+    def _initial_state(self, p: Tensor, name: str, group: dict) -> Tensor:
+        """A new state tensor ``name`` of p (zeros in the state dtype)."""
+        return torch.zeros_like(p, dtype=self._state_dtype_for(p), memory_format=torch.preserve_format)
+
+    def _rule_tensors(self, p: Tensor, group: dict, occurrence: int) -> tuple[dict | None, list, Tensor | None]:
+        """p's state dict (None if it keeps none), its active state tensors
+        (created if missing) and its counter: the rule's declared states and
+        float32 step; SGD overrides it (its counter lives outside the state)."""
+        rule = self.rule
+        names = rule.states[: rule.active(group)]
+        state = self.state[p]
+        if not state:
+            self._init_state(p, state, group)
+        else:
+            for name in rule.optional:
+                if name in names and name not in state:
+                    # switched on after the state was made (amsgrad): from zero, like its sibling
+                    state[name] = torch.zeros_like(state[names[0]])
+        counter = state.get(rule.counter) if rule.counter is not None else None
+        return state, [state[n] for n in names], counter
+
+    def _init_state(self, p: Tensor, state: dict, group: dict) -> None:
+        """A param's first state: the rule's active states and its step."""
+        rule = self.rule
+        if rule.counter is not None:
+            # the step lives on the param's device as a float32 0-dim tensor, as in
+            # torch's fused/capturable mode: no host sync to advance it (a meta
+            # param's lives on the CPU, as all of torch's non-capturable steps do)
+            step_device = "cpu" if p.device.type == "meta" else p.device
+            state[rule.counter] = torch.zeros((), dtype=torch.float32, device=step_device)
+        for name in rule.states[: rule.active(group)]:
+            state[name] = self._initial_state(p, name, group)
+
+    def _route(self, p: Tensor, g: Tensor, group: dict, occurrence: int = 0) -> Route:
+        """Creates p's state if needed and says which bucket p goes to.
+        ``occurrence`` counts earlier listings of p in the group (tied weights)."""
+        special = self._special_route(p, g, group)
+        if special is not None:
+            return special
+        _validate.check_fused_device(p, group)
+        rule = self.rule
+        state, moments, counter = self._rule_tensors(p, group, occurrence)
+        tensors: dict[str, Tensor] = {f"state{k}": t for k, t in enumerate(moments)}
+        keys = list(rule.states[: len(moments)])
+        if counter is not None:
+            tensors["counters"] = counter
+            if rule.counter is not None:
+                keys.append(rule.counter)
+        master = self._master_for(p, state) if state is not None else None
+        if master is not None:
+            tensors["masters"] = master
+            keys.append("master_param")
+        _validate.check_state(p, g, state or {}, keys)
+        native = native_eligible(p, g, moments) and (master is None or master.is_contiguous())
+        if native:
+            key = (p.device, "native", p.dtype, g.dtype, moments[0].dtype if moments else None, master is not None,
+                   layout_of(p))
+        else:
+            # one reference bucket per device and master-or-not, so its lists align
+            key = (p.device, "reference", master is not None)
+        return Route(key, "native" if native else "reference", tensors, [(state, k) for k in keys])
 
     def _plan_signature(self, group: dict) -> tuple:
         """Group settings that change the buckets (not lr and the like), and
         inference mode, in which tensors made inside it may be written."""
         return (
             self.master_weights, self.state_dtype, self.max_grad_norm is None, self.norm_group,
-            torch.is_inference_mode_enabled(),
+            torch.is_inference_mode_enabled(), self.rule.active(group),
         )
-
-    def _route(self, p: Tensor, g: Tensor, group: dict, occurrence: int = 0) -> Route:
-        """Creates p's state if needed and says which bucket p goes to.
-        ``occurrence`` counts earlier listings of p in the group (tied weights)."""
-        raise NotImplementedError
-
-    def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:
-        raise NotImplementedError
-
-    def _check_group(self, group: dict, index: int) -> None:
-        """Refuses hyperparameters the kernels cannot take (runs every step)."""
 
     def _native_plan_for(self, bucket: Bucket, group: dict):
         """A native step plan of the bucket's lists (fusedopt/_native_plan.py)."""
-        raise NotImplementedError
+        states, counters, masters = call_lists(bucket)
+        return _native_plan.make(self.rule.name, bucket.params, bucket.grads, states, counters, masters,
+                                 self._hyper(group, native=True), self.rule.active(group))
 
-    def _torch_group_step(self, group: dict) -> None:
-        """The group's step through torch's own implementation (differentiable=True)."""
-        raise NotImplementedError
+    def _hyper(self, group: dict, native: bool) -> tuple:
+        """The group's packed hyperparameters; for a native op, as floats."""
+        hyper = self.rule.hyper(group)
+        return tuple(map(float, hyper)) if native else hyper
+
+    def _ops_for_group(self, ops, group: dict):
+        """The ops a native bucket of this group runs on (Adam: tensor betas
+        that must stay on the device take the reference)."""
+        return ops
+
+    def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:
+        ops = self._ops_for_group(ops, group)
+        native = ops is not _ops.reference
+        hyper = self._hyper(group, native)
+        lr, lr_tensor = self._lr_args(group["lr"], device, ops)
+        maximize = bool(group.get("maximize", False))
+        plan = bucket.native_plan
+        tail = (lr, lr_tensor, amp.grad_scale, amp.found_inf, amp.sumsq, self.max_grad_norm or 0.0,
+                self.max_grad_value or 0.0, maximize)
+        if plan is not None and native:
+            # made for this group's state lists: a change of them (amsgrad, momentum)
+            # changes the group's signature, which rebuilds the cache and its plans
+            plan.step_(hyper, None, *tail)
+            return
+        if plan is not None:
+            plan.release()  # the grads it holds for this step: the list op or the reference updates
+        self.rule.op(ops)(bucket.params, bucket.grads, *call_lists(bucket), hyper, None, *tail)
 
     # -- helpers for subclasses ------------------------------------------------------
 
@@ -159,14 +260,6 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             # compute what they compute eagerly.)
             return 0.0, torch.full((), lr, dtype=torch.float64, device=device)
         return float(lr), None
-
-    @staticmethod
-    def _check_grad_device(p: Tensor, g: Tensor) -> None:
-        if g.device != p.device:
-            raise RuntimeError(
-                f"fusedopt: a parameter on {p.device} has its grad on {g.device}; "
-                "grads must live on their parameter's device"
-            )
 
     # -- bucketing ---------------------------------------------------------------------
 
@@ -215,21 +308,23 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         signature = self._plan_signature(group)
         if index is None:
             index = _index_of(self.param_groups, group)
-        plan = _plan.plan_at(self, index)
-        if plan is not None and plan.group is group:
-            buckets = plan.reuse(signature, params, grads, self.state, state_same)
+        cache = self._planner.cache_at(index)
+        if cache is not None and cache.group is group:
+            buckets = cache.reuse(signature, params, grads, self.state, state_same)
             if buckets is not None:
                 return buckets
-        # what the old plan's masters last looked like, for the new one to compare
-        _masters.retire(self, [plan])
-        buckets = _plan.build_buckets(self, group, params, grads)
+        # what the old cache's masters last looked like, for the new one to compare
+        _masters.retire(self, [cache])
+        buckets = _plan.build_buckets(
+            self._route, self.state, _collectives.of_norm_group(self.norm_group), group, params, grads
+        )
         for b in buckets.values():
             if b.native and _native_plan.available(b.device):
                 b.native_plan = self._native_plan_for(b, group)  # validates, binds these grads
             _plan.record_held(b)
         _masters.track(self, buckets)
         mask = list(map(is_not, grads, repeat(None)))
-        _plan.store_plan(self, index, group, signature, params, mask, buckets)
+        self._planner.store(index, group, signature, params, mask, buckets)
         return buckets
 
     def _init_group(self, group: dict, flat: list[Tensor]) -> tuple | None:
@@ -242,14 +337,16 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         if any(map(_dtensor.is_dtensor, params)):
             return None
         grads = [p.grad for p in params]
-        buckets = _plan.build_buckets(self, group, params, grads)
+        buckets = _plan.build_buckets(
+            self._route, self.state, _collectives.of_norm_group(self.norm_group), group, params, grads
+        )
         mask = list(map(is_not, grads, repeat(None)))
         index = _index_of(self.param_groups, group)
-        _plan.store_plan(self, index, group, self._plan_signature(group), params, mask, buckets)
+        self._planner.store(index, group, self._plan_signature(group), params, mask, buckets)
         return _compile.flatten(buckets, flat)
 
     def _forget_plans(self) -> None:
-        _masters.retire(self, _plan.keep_plans(self, 0))
+        _masters.retire(self, self._planner.keep(0))
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -265,8 +362,9 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             closure (Callable, optional): A closure that reevaluates the model
                 and returns the loss.
         """
-        if _torch_impl.uses_torch_step(self):
-            return _torch_impl.step(self, closure)
+        for group in self.param_groups:
+            if group.get("differentiable"):
+                return _torch_impl.step(self, closure)
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -323,7 +421,7 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             state_same = self._state_unchanged()
             work = [(group, self._bucket_group(group, state_same, i)) for i, group in enumerate(self.param_groups)]
             # the plans of groups deleted since the last step go, and all they hold
-            dropped = _plan.keep_plans(self, len(work))
+            dropped = self._planner.keep(len(work))
             if dropped:
                 _masters.retire(self, dropped)
             if not state_same:
@@ -344,9 +442,10 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
 
         for group, buckets in work:
             for bucket in buckets.values():
-                ops = _ops.ops_for(bucket.device) if bucket.native else _ops.reference
+                native = bucket.kind == "native"
+                ops = _ops.ops_for(bucket.device) if native else _ops.reference
                 self._apply_bucket(ops, bucket, group, amp[bucket.device], bucket.device)
-                if bucket.native:
+                if native:
                     bump(bucket.written)  # the plain-torch paths' in-place ops bump their own
         if eager:
             # after every write of the step (a param listed twice is written twice)
@@ -368,21 +467,16 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             # no plan holds a group of its own; and dynamo (torch < 2.13) cannot
             # trace id() of a dict
             return _collectives.ordered_groups([norm])
-        plans = _plan.plans_of(self)
+        planner = self._planner
         if self.max_grad_norm is not None and self.norm_group is None:
-            if not any(plan.has_dtensor for plan in plans):
+            if not planner.has_dtensor():
                 _collectives.warn_local_norm_once(self)
-        return _collectives.ordered_groups([norm] + [rg for plan in plans for rg in plan.reduce_groups])
+        return _collectives.ordered_groups([norm] + planner.reduce_groups())
 
     def step_backends(self) -> dict[str, int]:
         """How many params each backend ("cuda", "cpu-native", "reference",
         "sparse") updated in the last step, read from the step plans."""
-        counts: dict[str, int] = {}
-        for plan in _plan.plans_of(self):
-            for b in plan.buckets.values() if plan is not None else ():
-                name = _ops.backend(b.device) if b.native else b.kind
-                counts[name] = counts.get(name, 0) + len(b.params)
-        return counts
+        return self._planner.backends()
 
 
 def _index_of(groups: list[dict], group: dict) -> int:

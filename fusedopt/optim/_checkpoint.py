@@ -33,6 +33,10 @@ class CheckpointMixin:
                 state[name] = default
         super().__setstate__(state)
         self.__dict__.setdefault("_step_io", {"last_grad_norm": None})
+        if "_planner" not in self.__dict__:
+            from ._planner import StepPlanner
+
+            self._planner = StepPlanner()
 
     # -- state_dict loading --------------------------------------------------------------
 

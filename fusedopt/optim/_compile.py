@@ -1,7 +1,7 @@
 """The step's route under torch.compile.
 
 Eagerly, a step buckets its params in Python and keeps the result in a plan
-(see GroupPlan) that later steps check and reuse. Under torch.compile neither
+(see _planner.GroupCache) that later steps check and reuse. Under torch.compile neither
 is wanted in the graph: dynamo would trace the per-param Python on every
 (re)compilation, tens of milliseconds a param, and the plan's checks are what
 its guards already do. So the compiled step asks for its buckets through the

@@ -1,21 +1,15 @@
-"""The step plan: which tensors each kernel call of a step takes (buckets), and
-the checks that let a later step reuse them.
+"""The work items of a step: which tensors each kernel call takes (buckets),
+how a param is routed into one, and what a bucket without a native step plan
+re-checks when a later step reuses it (the group caches that keep buckets
+between steps: _planner.py).
 
 A param group's params are routed into buckets (one device, one dtype per
-list, one kernel call each) when its plan is built; later steps reuse the
-plan while everything it was built for still holds (see GroupPlan.reuse), and
-rebuild it otherwise. Building re-checks everything before any tensor is
-touched.
-
-A plan belongs to its group: the optimizer keeps one per param group, at the
-group's index, and a plan whose group is no longer there (a group deleted or
-replaced by another dict) is dropped by the next step, with everything it
-holds (see plan_at and keep_plans).
+list, one kernel call each); building re-checks everything before any tensor
+is touched.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
@@ -47,7 +41,7 @@ class Bucket:
     params: list[Tensor] = field(default_factory=list)
     grads: list[Tensor] = field(default_factory=list)
     lists: dict[str, list[Tensor]] = field(default_factory=lambda: defaultdict(list))
-    # for re-using the bucket on later steps (see GroupPlan)
+    # for re-using the bucket on later steps (see _planner.GroupCache)
     index: list[int] = field(default_factory=list)
     grad_dtype: torch.dtype | None = None
     param_dtype: torch.dtype | None = None
@@ -108,68 +102,6 @@ class Route:
     sources: list[tuple[dict, str]]
 
 
-class GroupPlan:
-    """The buckets of one param group, kept between steps.
-
-    Re-bucketing every param every step costs microseconds per param in Python,
-    as much as the update itself for small tensors. A plan is reused while the
-    group's params, the set of params with grads, the state tensors and the
-    grads' dtype/device/layout are what it was built for; anything else
-    rebuilds it (and rebuilding re-checks everything before any tensor is
-    touched)."""
-
-    def __init__(self, group, signature, params, mask, buckets, reduce_groups, has_dtensor):
-        self.group = group  # the dict it describes, compared by identity (see plan_at)
-        self.signature = signature
-        self.params = list(params)  # compared by identity (the buckets hold them anyway)
-        self.mask = mask
-        self.buckets = buckets
-        # every param's reduction group, with a grad or not (see _collectives)
-        self.reduce_groups = reduce_groups
-        self.has_dtensor = has_dtensor
-
-    def reuse(self, signature, params, grads, state, state_same: bool = False) -> dict | None:
-        """This step's buckets, or None if the plan no longer fits. ``state_same``:
-        the optimizer's state holds the very dicts it held when the last step's
-        plans were checked (FusedOptimizer._state_unchanged), so each param's
-        state dict need not be looked up again."""
-        # The per-tensor checks are whole-list calls (fusedopt/_bulk.py, in C
-        # where built): this is the per-step cost of every param, so no Python
-        # bytecode runs per tensor here.
-        if signature != self.signature or not _bulk.nones_match(grads, self.mask) or not _bulk.same(params, self.params):
-            return None
-        out = {}
-        for key, b in self.buckets.items():
-            sel = _bulk.take(grads, b.index)
-            if b.sharded:
-                sel = _dtensor.local_grads(sel, b.specs)
-                if sel is None or not all(map(is_, map(_dtensor.local_of, b.keys), b.params)):
-                    return None
-            if not state_same and not _bulk.same(map(state.get, b.keys), b.states):
-                return None
-            if not _bulk.items_are(b.check_dicts, b.check_keys, b.check_tensors):
-                return None
-            if b.native_plan is not None:
-                # every held tensor's dtype, shape and address, and the grads'
-                # device, dtype, shape and layout, are checked native-side when
-                # the grads are bound: see csrc/step_plan.h
-                if not _bulk.all_type(sel, Tensor):
-                    return None
-            elif not _still_fits(b, sel):
-                return None
-            out[key] = Bucket(
-                b.kind, b.device, b.params, sel, b.lists, keys=b.keys, reduce=b.reduce, written=b.written,
-                repeat=b.repeat, native_plan=b.native_plan, masters=b.masters, host_steps=b.host_steps,
-                step_versions=b.step_versions,
-            )
-        # Bound last, once every Python-side check has passed: a plan's bind
-        # replaces the grads it held (a refused step leaves none bound).
-        for b in out.values():
-            if b.native_plan is not None and not b.native_plan.bind(b.grads):
-                return None
-        return out
-
-
 _get_device = Tensor.get_device
 _dtype_of = attrgetter("dtype")
 _is_sparse = attrgetter("is_sparse")
@@ -202,6 +134,18 @@ def _still_fits(b: Bucket, grads: list[Tensor]) -> bool:
         if _kinds(ts) != kinds or (keeps_layout and not all(map(_LAYOUT_CHECKS[b.layout], ts))):
             return False
     return b.host_steps is None or versions(b.host_steps) == b.step_versions[0]
+
+
+def call_lists(b: Bucket) -> tuple[list, list, list]:
+    """A bucket's lists as a rule's op takes them after params and grads: the
+    active states concatenated, the counters, the masters."""
+    lists = b.lists
+    states = []
+    k = 0
+    while f"state{k}" in lists:
+        states += lists[f"state{k}"]
+        k += 1
+    return states, lists["counters"], lists["masters"]
 
 
 def record_steps(work) -> None:
@@ -252,22 +196,32 @@ def native_eligible(p: Tensor, g: Tensor, states: tuple[Tensor, ...]) -> bool:
     return first is None or first in NATIVE_DTYPES
 
 
-def build_buckets(opt, group: dict, params: list[Tensor], grads: list[Tensor | None]) -> dict[tuple, Bucket]:
-    """Checks and routes every param with a grad (creating its state if
-    needed) into the buckets of one group."""
+def check_grad_device(p: Tensor, g: Tensor) -> None:
+    if g.device != p.device:
+        raise RuntimeError(
+            f"fusedopt: a parameter on {p.device} has its grad on {g.device}; "
+            "grads must live on their parameter's device"
+        )
+
+
+def build_buckets(route, state: dict, norm, group: dict, params: list[Tensor],
+                  grads: list[Tensor | None]) -> dict[tuple, Bucket]:
+    """Checks and routes every param with a grad into the buckets of one group:
+    ``route(p, g, group, occurrence)`` (the optimizer's: it creates p's state if
+    needed) says where each goes; ``state`` is the optimizer's; ``norm`` the
+    reduction group of plain params' norm."""
     buckets = {}
-    norm = _collectives.of_norm_group(opt.norm_group)
     occurrences: dict[int, int] = {}
     for i, (p, g) in enumerate(zip(params, grads)):
         if g is None:
             continue
-        opt._check_grad_device(p, g)
+        check_grad_device(p, g)
         _validate.check_not_inference(p)  # before its state is made
         sharded = _dtensor.check_grad(p, g)
         # a param listed twice: its later occurrences go to buckets of their own
         occurrence = occurrences.get(id(p), 0)
         occurrences[id(p)] = occurrence + 1
-        r = opt._route(p, g, group, occurrence)
+        r = route(p, g, group, occurrence)
         reduce = _collectives.of_dtensor(p) if sharded else norm
         key = r.key + (reduce, sharded) + (("repeat", occurrence) if occurrence else ())
         lp, lg = (p._local_tensor, g._local_tensor) if sharded else (p, g)
@@ -279,7 +233,7 @@ def build_buckets(opt, group: dict, params: list[Tensor], grads: list[Tensor | N
             )
         b.keys.append(p)
         b.params.append(lp)
-        b.states.append(opt.state.get(p))
+        b.states.append(state.get(p))
         b.grads.append(lg)
         b.index.append(i)
         b.shapes.append(lp.shape)
@@ -307,45 +261,6 @@ def record_held(b: Bucket) -> None:
     # lists of per-element tensors (the params' shapes) keep the params' layout;
     # step counters and flags are scalars
     b.held = [(ts, _kinds(ts), b.kind == "native" and list(map(_shape_of, ts)) == b.shapes) for ts in lists]
-    steps = b.lists.get("steps")
-    if steps and b.device.type == "cpu":
+    steps = b.lists.get("counters")
+    if steps and b.device.type == "cpu" and steps[0].dtype is torch.float32:
         b.host_steps, b.step_versions = steps, [versions(steps)]
-
-
-def plans_of(opt) -> list:
-    """The optimizer's plans: one per param group, at the group's index (None
-    where none was built yet)."""
-    plans = opt.__dict__.get("_plans")
-    if plans is None:
-        plans = opt.__dict__["_plans"] = []
-    return plans
-
-
-def plan_at(opt, index: int):
-    """The plan kept at ``index`` (built for the group at that index then: the
-    caller compares ``plan.group`` with the group there now)."""
-    plans = plans_of(opt)
-    return plans[index] if index < len(plans) else None
-
-
-def store_plan(opt, index: int, group: dict, signature: tuple, params: list[Tensor], mask: list[bool], buckets) -> None:
-    dtensors = [p for p in params if _dtensor.is_dtensor(p)]
-    reduce_groups = _collectives.ordered_groups(map(_collectives.of_dtensor, dtensors))
-    # The plan keeps no grads: each step brings its own, and holding the first
-    # step's would keep a whole model's grads alive past zero_grad().
-    kept = {key: dataclasses.replace(b, grads=[]) for key, b in buckets.items()}
-    plan = GroupPlan(group, signature, params, mask, kept, reduce_groups, bool(dtensors))
-    plans = plans_of(opt)
-    plans.extend([None] * (index + 1 - len(plans)))
-    plans[index] = plan
-
-
-def keep_plans(opt, count: int) -> list:
-    """Drops the plans past the first ``count`` (groups that were deleted);
-    returns the dropped ones."""
-    plans = plans_of(opt)
-    if len(plans) <= count:
-        return []
-    dropped = plans[count:]
-    del plans[count:]
-    return dropped

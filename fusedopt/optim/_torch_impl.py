@@ -18,10 +18,6 @@ from torch.optim.adam import adam as torch_adam
 from torch.optim.sgd import sgd as torch_sgd
 
 
-def uses_torch_step(opt) -> bool:
-    return any(group.get("differentiable") for group in opt.param_groups)
-
-
 def step(opt, closure=None):
     with torch.set_grad_enabled(bool(opt.defaults.get("differentiable"))):
         loss = None
@@ -44,7 +40,7 @@ def adam_group(opt, group: dict) -> None:
         has_complex |= torch.is_complex(p)
         state = opt.state[p]
         if not state:
-            opt._init_state(p, state, group["amsgrad"])
+            opt._init_state(p, state, group)
         elif group["amsgrad"] and "max_exp_avg_sq" not in state:
             state["max_exp_avg_sq"] = torch.zeros_like(state["exp_avg_sq"])
         if group["differentiable"] and state["step"].requires_grad:

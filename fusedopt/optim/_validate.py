@@ -180,19 +180,29 @@ def _check_real(group: dict, index: int, key: str, value, *, tensor_ok: bool) ->
         )
 
 
+def check_reals(group: dict, index: int, keys: tuple[str, ...], tensor_ok: tuple[str, ...] = ()) -> None:
+    """Each group[key] a real number (or, for the keys in tensor_ok, a one-element
+    real tensor). Runs every step: plain floats pass without a call."""
+    for key in keys:
+        value = group[key]
+        if type(value) is not float:
+            _check_real(group, index, key, value, tensor_ok=key in tensor_ok)
+
+
 def check_adam_group(group: dict, index: int) -> None:
-    _check_real(group, index, "lr", group["lr"], tensor_ok=True)
-    _check_real(group, index, "eps", group["eps"], tensor_ok=False)
-    _check_real(group, index, "weight_decay", group["weight_decay"], tensor_ok=False)
+    check_reals(group, index, ("lr", "eps", "weight_decay"), tensor_ok=("lr",))
     betas = group["betas"]
     if len(betas) != 2:
         raise ValueError(f"param_groups[{index}]['betas'] must hold 2 values, got {len(betas)}")
+    beta1, beta2 = betas
     for i, beta in enumerate(betas):
-        _check_real(group, index, f"betas[{i}]", beta, tensor_ok=True)
+        if type(beta) is not float:
+            _check_real(group, index, f"betas[{i}]", beta, tensor_ok=True)
     # Tensor betas are not read here: on a GPU that would be a host sync every
     # step, and under torch.compile a data-dependent branch. torch does not
     # refuse them either (a tensor beta of 1 gives inf/NaN, not an error).
-    beta1, beta2 = (float("nan") if isinstance(b, Tensor) else float(b) for b in betas)
+    beta1 = float("nan") if isinstance(beta1, Tensor) else float(beta1)
+    beta2 = float("nan") if isinstance(beta2, Tensor) else float(beta2)
     if beta1 == 1.0:
         # torch: lr / (1 - beta1**step) raises this very error
         raise ZeroDivisionError(
@@ -208,6 +218,5 @@ def check_adam_group(group: dict, index: int) -> None:
 
 
 def check_sgd_group(group: dict, index: int) -> None:
-    _check_real(group, index, "lr", group["lr"], tensor_ok=True)
-    for key in ("momentum", "dampening", "weight_decay"):
-        _check_real(group, index, key, group[key], tensor_ok=True)
+    keys = ("lr", "momentum", "dampening", "weight_decay")
+    check_reals(group, index, keys, tensor_ok=keys)

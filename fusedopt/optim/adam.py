@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch import Tensor
 
-from .. import _native_plan, _ops
+from .. import _ops, reference
 from . import _torch_impl, _validate
-from ._base import Bucket, DeviceAmp, FusedOptimizer, Route, layout_of, native_eligible
+from ._base import FusedOptimizer
+from ._rule import Rule
 
 
 def _to_scalar(x):
@@ -124,15 +123,8 @@ class Adam(FusedOptimizer):
             "fused": fused,
             "decoupled_weight_decay": decoupled_weight_decay,
         }
-        super().__init__(
-            params,
-            defaults,
-            max_grad_norm=max_grad_norm,
-            master_weights=master_weights,
-            state_dtype=state_dtype,
-            norm_group=norm_group,
-            max_grad_value=max_grad_value,
-        )
+        # fusedopt's own options, in FusedOptimizer's order
+        super().__init__(params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value)
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -145,98 +137,53 @@ class Adam(FusedOptimizer):
             group.setdefault("decoupled_weight_decay", False)
             group.setdefault("fused", None)
 
-    def _init_state(self, p: Tensor, state: dict, amsgrad: bool) -> None:
-        # the step lives on the param's device as a float32 0-dim tensor, as in
-        # torch's fused/capturable mode: no host sync to advance it
-        sd = self._state_dtype_for(p)
-        # (a meta param has no values to count steps with: its step lives on the
-        # CPU, as all of torch's non-capturable steps do)
-        step_device = "cpu" if p.device.type == "meta" else p.device
-        state["step"] = torch.zeros((), dtype=torch.float32, device=step_device)
-        state["exp_avg"] = torch.zeros_like(p, dtype=sd, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(p, dtype=sd, memory_format=torch.preserve_format)
-        if amsgrad:
-            state["max_exp_avg_sq"] = torch.zeros_like(p, dtype=sd, memory_format=torch.preserve_format)
-
-    def _plan_signature(self, group: dict) -> tuple:
-        return super()._plan_signature(group) + (bool(group["amsgrad"]),)
-
     def _check_group(self, group: dict, index: int) -> None:
         _validate.check_adam_group(group, index)
-
-    def _native_plan_for(self, bucket: Bucket, group: dict):
-        return _native_plan.adam(bucket.params, bucket.grads, _state_lists(bucket), bool(group["amsgrad"]))
 
     def _torch_group_step(self, group: dict) -> None:
         _torch_impl.adam_group(self, group)
 
-    def _route(self, p: Tensor, g: Tensor, group: dict, occurrence: int = 0) -> Route:
+    def _special_route(self, p: Tensor, g: Tensor, group: dict):
         if g.is_sparse:
             raise RuntimeError("Adam does not support sparse gradients, please consider SparseAdam instead")
         _validate.check_fused_device(p, group)
         _validate.check_adam_grad_dtype(type(self).__name__, p, g)
-        amsgrad = group["amsgrad"]
-        state = self.state[p]
-        if not state:
-            self._init_state(p, state, amsgrad)
-        elif amsgrad and "max_exp_avg_sq" not in state:
-            # amsgrad switched on after the state was made: start its max at 0
-            state["max_exp_avg_sq"] = torch.zeros_like(state["exp_avg_sq"])
-        names = [("exp_avgs", "exp_avg"), ("exp_avg_sqs", "exp_avg_sq"), ("steps", "step")]
-        if amsgrad:
-            names.append(("max_exp_avg_sqs", "max_exp_avg_sq"))
-        master = self._master_for(p, state)
-        if master is not None:
-            names.append(("masters", "master_param"))
-        _validate.check_state(p, g, state, [k for _, k in names])
-        tensors = {name: state[k] for name, k in names}
-        moments = [tensors["exp_avgs"], tensors["exp_avg_sqs"]] + ([tensors["max_exp_avg_sqs"]] if amsgrad else [])
-        native = native_eligible(p, g, moments) and (master is None or master.is_contiguous())
-        if native:
-            key = (p.device, "native", p.dtype, g.dtype, moments[0].dtype, master is not None, layout_of(p))
-        else:
-            # one reference bucket per device and master-or-not, so its lists align
-            key = (p.device, "reference", master is not None)
-        return Route(key, "native" if native else "reference", tensors, [(state, k) for _, k in names])
+        return None
 
-    def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:
-        beta1, beta2 = group["betas"]
-        if _betas_stay_on_device(beta1, beta2):
-            # the native op takes float betas; reading these on the host would be a
-            # sync (or, compiled, a graph break): the reference's device math instead
-            ops = _ops.reference
-        else:
-            beta1, beta2 = float(beta1), float(beta2)
-        lr, lr_tensor = self._lr_args(group["lr"], device, ops)
-        plan = bucket.native_plan
-        if plan is not None and ops is not _ops.reference and plan.flag == bool(group["amsgrad"]):
-            step = plan.adam_step_  # the same arguments, after the lists the plan holds
-        else:
-            if plan is not None:
-                plan.release()  # the grads it holds for this step: the list op or the reference updates
-            step = partial(ops.adam_, bucket.params, bucket.grads, *_state_lists(bucket))
-        step(
-            lr,
-            lr_tensor,
-            beta1,
-            beta2,
-            float(group["eps"]),
-            float(group["weight_decay"]),
-            bool(group["decoupled_weight_decay"]),
-            bool(group["amsgrad"]),
-            bool(group["maximize"]),
-            amp.grad_scale,
-            amp.found_inf,
-            amp.sumsq,
-            self.max_grad_norm or 0.0,
-            self.max_grad_value or 0.0,
-        )
+    def _ops_for_group(self, ops, group: dict):
+        # the native op takes float betas; reading tensor ones on the host would be a
+        # sync (or, compiled, a graph break): the reference's device math instead
+        return _ops.reference if _betas_stay_on_device(*group["betas"]) else ops
 
 
-def _state_lists(bucket: Bucket) -> tuple:
-    """adam_'s lists after params and grads, in its order."""
-    lists = bucket.lists
-    return lists["exp_avgs"], lists["exp_avg_sqs"], lists["max_exp_avg_sqs"], lists["steps"], lists["masters"]
+def _adam_hyper(group: dict) -> tuple:
+    """adam_'s packed hyperparameters: beta1, beta2, eps, weight_decay, decoupled, amsgrad."""
+    beta1, beta2 = group["betas"]
+    return (beta1, beta2, group["eps"], group["weight_decay"], group["decoupled_weight_decay"], group["amsgrad"])
+
+
+def _adam_reference(params, grads, states, counters, masters, hyper, hyper_tensor, lr, lr_tensor, grad_scale,
+                    found_inf, sumsq, max_norm, max_value=0.0, maximize=False):
+    """reference.adam_ with the list op's signature (fusedopt/optim/_rule.py)."""
+    beta1, beta2, eps, weight_decay, decoupled, amsgrad = hyper
+    if not _betas_stay_on_device(beta1, beta2):
+        beta1, beta2 = float(beta1), float(beta2)  # read on the host, as torch's own path reads them
+    n = len(params)
+    m, v, vmax = states[:n], states[n : 2 * n], states[2 * n :]
+    reference.adam_(params, grads, m, v, vmax, counters, masters, lr, lr_tensor, beta1, beta2, float(eps),
+                    float(weight_decay), bool(decoupled), bool(amsgrad), maximize, grad_scale, found_inf, sumsq,
+                    max_norm, max_value)
+
+
+Adam.rule = Rule(
+    name="adam",
+    states=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    counter="step",
+    active=lambda group: 3 if group["amsgrad"] else 2,
+    hyper=_adam_hyper,
+    reference=_adam_reference,
+    optional=("max_exp_avg_sq",),
+)
 
 
 class AdamW(Adam):

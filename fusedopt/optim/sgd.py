@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch import Tensor
 
-from .. import _native_plan, reference
+from .. import reference
 from . import _torch_impl, _validate
-from ._base import Bucket, DeviceAmp, FusedOptimizer, Route, layout_of, native_eligible
+from ._base import Bucket, DeviceAmp, FusedOptimizer, Route
+from ._rule import Rule
 
 
 class SGD(FusedOptimizer):
@@ -71,15 +70,8 @@ class SGD(FusedOptimizer):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         # param -> one-element bool tensor on its device: "buffer not yet applied"
         self._momentum_first: dict[Tensor, Tensor] = {}
-        super().__init__(
-            params,
-            defaults,
-            max_grad_norm=max_grad_norm,
-            master_weights=master_weights,
-            state_dtype=state_dtype,
-            norm_group=norm_group,
-            max_grad_value=max_grad_value,
-        )
+        # fusedopt's own options, in FusedOptimizer's order
+        super().__init__(params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value)
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -119,9 +111,6 @@ class SGD(FusedOptimizer):
         state = self.state.get(p)
         return state.get("momentum_buffer") if state else None
 
-    def _plan_signature(self, group: dict) -> tuple:
-        return super()._plan_signature(group) + (group["momentum"] != 0,)
-
     def _state_changed(self) -> None:
         # the flags of params whose state is gone (popped, cleared, a new
         # opt.state) would keep those params alive
@@ -132,13 +121,10 @@ class SGD(FusedOptimizer):
     def _check_group(self, group: dict, index: int) -> None:
         _validate.check_sgd_group(group, index)
 
-    def _native_plan_for(self, bucket: Bucket, group: dict):
-        return _native_plan.sgd(bucket.params, bucket.grads, _state_lists(bucket), group["momentum"] != 0)
-
     def _torch_group_step(self, group: dict) -> None:
         _torch_impl.sgd_group(self, group)
 
-    def _route(self, p: Tensor, g: Tensor, group: dict, occurrence: int = 0) -> Route:
+    def _special_route(self, p: Tensor, g: Tensor, group: dict) -> Route | None:
         _validate.check_fused_device(p, group)
         if g.is_sparse:
             return Route((p.device, "sparse"), "sparse", {}, [])
@@ -147,66 +133,29 @@ class SGD(FusedOptimizer):
         if g.dtype is not p.dtype and not _validate.grad_dtype_is_extension(p, g):
             _validate.check_state(p, g, self.state.get(p) or {}, [])
             return Route((p.device, "torch"), "torch", {}, [])
+        return None
+
+    def _rule_tensors(self, p: Tensor, group: dict, occurrence: int):
         has_momentum = group["momentum"] != 0
         # torch keeps no state at all for momentum-free SGD; neither do we
         state = self.state[p] if has_momentum or self._has_master(p) else None
-        tensors: dict[str, Tensor] = {}
-        sources: list[tuple[dict, str]] = []
-        if has_momentum:
-            buf, first = self._momentum_buffer(p, state)
-            if occurrence:
-                # A param listed twice: torch starts the buffer from the grad at
-                # each occurrence of the step that creates it (the buffer list
-                # is read before any update). A flag of its own, equal to the
-                # first occurrence's now and cleared by the same applied steps,
-                # gives the later occurrences that.
-                first = first.clone()
-            tensors["buffers"] = buf
-            tensors["first"] = first
-            sources.append((state, "momentum_buffer"))
-        master = self._master_for(p, state) if state is not None else None
-        if master is not None:
-            tensors["masters"] = master
-            sources.append((state, "master_param"))
-        _validate.check_state(p, g, state or {}, [k for _, k in sources])
-        moments = [tensors["buffers"]] if has_momentum else []
-        native = native_eligible(p, g, moments) and (master is None or master.is_contiguous())
-        if native:
-            key = (
-                p.device, "native", p.dtype, g.dtype, moments[0].dtype if moments else None, master is not None,
-                layout_of(p),
-            )
-        else:
-            # one reference bucket per device and master-or-not, so its lists align
-            key = (p.device, "reference", master is not None)
-        return Route(key, "native" if native else "reference", tensors, sources)
+        if not has_momentum:
+            return state, [], None
+        buf, first = self._momentum_buffer(p, state)
+        if occurrence:
+            # A param listed twice: torch starts the buffer from the grad at
+            # each occurrence of the step that creates it (the buffer list
+            # is read before any update). A flag of its own, equal to the
+            # first occurrence's now and cleared by the same applied steps,
+            # gives the later occurrences that.
+            first = first.clone()
+        return state, [buf], first
 
     def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:
         if bucket.kind in ("sparse", "torch"):
             self._torch_step(bucket, group, amp)
             return
-        lr, lr_tensor = self._lr_args(group["lr"], device, ops)
-        plan = bucket.native_plan
-        if plan is not None and ops is not reference and plan.flag == (group["momentum"] != 0):
-            step = plan.sgd_step_  # the same arguments, after the lists the plan holds
-        else:
-            if plan is not None:
-                plan.release()  # the grads it holds for this step: the list op or the reference updates
-            step = partial(ops.sgd_, bucket.params, bucket.grads, *_state_lists(bucket))
-        step(
-            lr,
-            lr_tensor,
-            float(group["momentum"]),
-            float(group["dampening"]),
-            float(group["weight_decay"]),
-            bool(group["nesterov"]),
-            bool(group["maximize"]),
-            amp.grad_scale,
-            amp.found_inf,
-            amp.sumsq,
-            self.max_grad_norm or 0.0,
-            self.max_grad_value or 0.0,
-        )
+        super()._apply_bucket(ops, bucket, group, amp, device)
 
     def _torch_step(self, bucket: Bucket, group: dict, amp: DeviceAmp) -> None:
         """Sparse grads, and grads of another dtype than their param's: torch's own
@@ -269,10 +218,28 @@ class SGD(FusedOptimizer):
         self._momentum_first = {}
 
 
-def _state_lists(bucket: Bucket) -> tuple:
-    """sgd_'s lists after params and grads, in its order."""
-    lists = bucket.lists
-    return lists["buffers"], lists["first"], lists["masters"]
+def _sgd_hyper(group: dict) -> tuple:
+    """sgd_'s packed hyperparameters: momentum, dampening, weight_decay, nesterov."""
+    return (float(group["momentum"]), float(group["dampening"]), float(group["weight_decay"]),
+            bool(group["nesterov"]))
+
+
+def _sgd_reference(params, grads, states, counters, masters, hyper, hyper_tensor, lr, lr_tensor, grad_scale,
+                   found_inf, sumsq, max_norm, max_value=0.0, maximize=False):
+    """reference.sgd_ with the list op's signature (fusedopt/optim/_rule.py)."""
+    momentum, dampening, weight_decay, nesterov = hyper
+    reference.sgd_(params, grads, states, counters, masters, lr, lr_tensor, momentum, dampening, weight_decay,
+                   bool(nesterov), maximize, grad_scale, found_inf, sumsq, max_norm, max_value)
+
+
+SGD.rule = Rule(
+    name="sgd",
+    states=("momentum_buffer",),
+    counter=None,  # its first-step flags live beside the state (see _momentum_first)
+    active=lambda group: 1 if group["momentum"] != 0 else 0,
+    hyper=_sgd_hyper,
+    reference=_sgd_reference,
+)
 
 
 def _clamped_sparse(g: Tensor, bound: float) -> Tensor:

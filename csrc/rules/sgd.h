@@ -2,10 +2,18 @@
 // once for every backend. Same conventions as adam.h.
 #pragma once
 
-#include "common.h"
+#include "../math/common.h"
+#include "rule.h"
 
 namespace fusedopt {
 namespace math {
+
+struct SgdHyper {
+  double momentum;
+  double dampening;
+  double weight_decay;
+  bool nesterov;
+};
 
 struct SgdConsts {
   float l2;                   // weight_decay
@@ -15,6 +23,7 @@ struct SgdConsts {
   bool apply_l2;
   bool has_momentum;
   bool nesterov;
+  bool first;  // the buffer has never been applied: start it from the gradient
 };
 
 }  // namespace math
@@ -57,3 +66,40 @@ FO_HD FO_INLINE void sgd_update(V& p, V g, V& buf, bool first, const SgdConsts& 
 }
 
 FO_MATH_END
+
+namespace fusedopt {
+
+// SGD as a rule: the momentum buffer when momentum != 0 (torch keeps no state
+// without momentum), and a per-tensor "buffer never applied" flag.
+struct SgdRule {
+  static constexpr const char* kName = "sgd";
+  static constexpr int kStates = 1;
+  static constexpr int kMinStates = 0;
+  static constexpr const char* kStateNames[kStates] = {"momentum_buffers"};
+  static constexpr Counter kCounter = Counter::kFirstBool;
+  static constexpr const char* kCounterName = "momentum_first";
+  static constexpr int kHyper = 4;  // momentum, dampening, weight_decay, nesterov
+  using Hyper = math::SgdHyper;
+  using Consts = math::SgdConsts;
+
+  FO_HD static Hyper unpack(const double* h) { return Hyper{h[0], h[1], h[2], h[3] != 0.0}; }
+  static int active_states(const Hyper& h) { return h.momentum != 0.0 ? 1 : 0; }
+
+  FO_HD static Consts consts(const Hyper& h, const LrArg& lr, float first) {
+    Consts c = math::sgd_consts(lr.value, h.momentum, h.dampening, h.weight_decay, h.nesterov);
+    c.first = first != 0.0f;
+    return c;
+  }
+
+  template <int kActive, class V>
+  FO_HD FO_INLINE static void update(V& p, V g, V (&s)[kStates], const Consts& c) {
+    if constexpr (kActive == 0) {
+      V unused(0.0f);
+      math::sgd_update(p, g, unused, false, c);
+    } else {
+      math::sgd_update(p, g, s[0], c.first, c);
+    }
+  }
+};
+
+}  // namespace fusedopt

@@ -9,7 +9,8 @@
 // backend and instruction set computes the same bits as torch's op-by-op result.
 #pragma once
 
-#include "common.h"
+#include "../math/common.h"
+#include "rule.h"
 
 namespace fusedopt {
 namespace math {
@@ -20,6 +21,7 @@ struct AdamHyper {
   double eps;
   double weight_decay;
   bool decoupled;  // AdamW: p *= 1 - lr*wd; Adam: g += wd*p
+  bool amsgrad;    // a third state: the running max of exp_avg_sq
 };
 
 // Per-tensor constants of one step, computed from the step count in double and
@@ -107,3 +109,33 @@ FO_HD FO_INLINE void adam_update(
 }
 
 FO_MATH_END
+
+namespace fusedopt {
+
+// Adam/AdamW as a rule: states exp_avg, exp_avg_sq (and max_exp_avg_sq with
+// amsgrad); a float32 step per tensor.
+struct AdamRule {
+  static constexpr const char* kName = "adam";
+  static constexpr int kStates = 3;
+  static constexpr int kMinStates = 2;
+  static constexpr const char* kStateNames[kStates] = {"exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"};
+  static constexpr Counter kCounter = Counter::kStepF32;
+  static constexpr const char* kCounterName = "steps";
+  static constexpr int kHyper = 6;  // beta1, beta2, eps, weight_decay, decoupled, amsgrad
+  using Hyper = math::AdamHyper;
+  using Consts = math::AdamConsts;
+
+  FO_HD static Hyper unpack(const double* h) { return Hyper{h[0], h[1], h[2], h[3], h[4] != 0.0, h[5] != 0.0}; }
+  static int active_states(const Hyper& h) { return h.amsgrad ? 3 : 2; }
+
+  FO_HD static Consts consts(const Hyper& h, const LrArg& lr, float step) {
+    return math::adam_consts(h, lr.value, lr.f32, step);
+  }
+
+  template <int kActive, class V>
+  FO_HD FO_INLINE static void update(V& p, V g, V (&s)[kStates], const Consts& c) {
+    math::adam_update<kActive == 3>(p, g, s[0], s[1], s[2], c);
+  }
+};
+
+}  // namespace fusedopt

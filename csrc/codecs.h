@@ -1,0 +1,51 @@
+// State codecs: the storage layer between an update rule and memory. A rule's
+// kernels load each state element as float and store it back through the
+// state list's codec; they are templated on the codec, never on a raw dtype.
+//
+// A codec declares
+//   using Storage = ...;           what one element is stored as
+//   static constexpr int kBlock;   elements that share side data (a scale); 1: none
+// and each backend supplies the element conversions of the storage types
+// (csrc/cpu/vec_*.h, csrc/cuda/multi_tensor_apply.cuh). The kernels' loops walk
+// a tensor in units of max(vector, kBlock) elements: for kBlock == 1 a unit is
+// the CPU vector or the CUDA pack, exactly what runs without codecs. A codec
+// with kBlock > 1 (blockwise-quantized states: 8-bit codes + an fp32 scale per
+// block) is handed a whole block's new values at once (store_block) after the
+// update of the block, so it can find the block's new absmax and requantize in
+// the same pass; it loads (load_block) the block's values as floats before. The
+// update rules do not change.
+//
+// fp32, bf16 and fp16 states are PlainCodec<float>, <bf16_t>, <fp16_t>; params
+// and grads go through the same family.
+#pragma once
+
+#include <cstdint>
+
+#include "storage.h"
+
+namespace fusedopt {
+
+template <class T>
+struct PlainCodec {
+  using Storage = T;
+  static constexpr int kBlock = 1;
+};
+
+// Calls fn(PlainCodec<T>{}) for the codec of a state list stored as `d`.
+template <class Fn>
+bool dispatch_state_codec(DType d, Fn fn) {
+  switch (d) {
+    case DType::F32:
+      fn(PlainCodec<float>{});
+      return true;
+    case DType::BF16:
+      fn(PlainCodec<bf16_t>{});
+      return true;
+    case DType::F16:
+      fn(PlainCodec<fp16_t>{});
+      return true;
+  }
+  return false;
+}
+
+}  // namespace fusedopt

@@ -1,0 +1,96 @@
+"""fusedopt.Lion: Lion (Chen et al. 2023, "Symbolic Discovery of Optimization
+Algorithms") with the arguments and semantics of the lion-pytorch package."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .._reference_lion import lion_
+from . import _validate
+from ._base import FusedOptimizer
+from ._rule import Rule
+
+
+class Lion(FusedOptimizer):
+    """Lion on fused kernels: a drop-in for ``lion_pytorch.Lion``.
+
+    ``lr``, ``betas=(0.9, 0.99)`` and ``weight_decay`` (decoupled: ``p *= 1 -
+    lr * weight_decay``) as in lion-pytorch, including its
+    ``decoupled_weight_decay`` (the decay divided by the initial lr) and
+    ``use_triton`` (accepted; fusedopt always runs its own kernels). The state
+    (``exp_avg``) and param groups are lion-pytorch's, so a state_dict loads
+    there and back. Plus fusedopt's ``max_grad_norm``, ``max_grad_value``,
+    ``master_weights``, ``state_dtype`` and ``norm_group`` (see
+    :class:`fusedopt.Adam`).
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float | Tensor = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 0.0,
+        use_triton: bool = False,
+        decoupled_weight_decay: bool = False,
+        *,
+        max_grad_norm: float | None = None,
+        master_weights: bool = False,
+        state_dtype: torch.dtype | None = None,
+        norm_group=None,
+        max_grad_value: float | None = None,
+    ) -> None:
+        # lion-pytorch's checks (assertions there), with messages
+        if not lr > 0.0:
+            raise AssertionError(f"Lion: lr must be positive, got {lr}")
+        if not all(0.0 <= beta <= 1.0 for beta in betas):
+            raise AssertionError(f"Lion: betas must lie in [0, 1], got {tuple(betas)}")
+        self._init_lr = float(lr)
+        self.decoupled_wd = bool(decoupled_weight_decay)
+        self.use_triton = bool(use_triton)
+        defaults = {"lr": lr, "betas": betas, "weight_decay": weight_decay}
+        # fusedopt's own options, in FusedOptimizer's order
+        super().__init__(params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        for name in ("_init_lr", "decoupled_wd", "use_triton"):
+            state[name] = getattr(self, name)
+        return state
+
+    def __setstate__(self, state):
+        # (load_state_dict passes only state and param_groups: keep what this optimizer has)
+        for name, default in (("_init_lr", None), ("decoupled_wd", False), ("use_triton", False)):
+            if name not in state and name not in self.__dict__:
+                state[name] = default
+        super().__setstate__(state)
+
+    def _hyper(self, group: dict, native: bool) -> tuple:
+        beta1, beta2 = group["betas"]
+        weight_decay = group["weight_decay"]
+        if self.decoupled_wd:
+            weight_decay = weight_decay / self._init_lr  # lion-pytorch: wd /= init_lr
+        return (float(beta1), float(beta2), float(weight_decay))
+
+    def _check_group(self, group: dict, index: int) -> None:
+        _validate.check_reals(group, index, ("lr", "weight_decay"), tensor_ok=("lr",))
+        betas = group["betas"]
+        if len(betas) != 2:
+            raise ValueError(f"param_groups[{index}]['betas'] must hold 2 values, got {len(betas)}")
+        for i, beta in enumerate(betas):
+            _validate._check_real(group, index, f"betas[{i}]", beta, tensor_ok=False)
+
+    def _special_route(self, p: Tensor, g: Tensor, group: dict):
+        if g.is_sparse:
+            raise RuntimeError("fusedopt.Lion does not support sparse gradients")
+        return None
+
+
+Lion.rule = Rule(
+    name="lion",
+    states=("exp_avg",),
+    counter=None,
+    active=lambda group: 1,
+    hyper=lambda group: (group["betas"][0], group["betas"][1], group["weight_decay"]),  # see Lion._hyper
+    reference=lion_,
+)
