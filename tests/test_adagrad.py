@@ -97,14 +97,50 @@ def test_checkpoints_load_both_ways_and_continue():
         torch.testing.assert_close(d.detach(), a.detach(), rtol=2e-6, atol=2e-7)
 
 
-def test_sparse_grads_are_refused_before_anything_changes():
+def _embedding_steps(cls, model, steps, sparse_from, **kwargs):
+    """An nn.Embedding (sparse grads from step `sparse_from` on) beside a dense
+    Linear, trained as torch.optim.Adagrad trains it; the losses and the model."""
+    opt = cls(model.parameters(), lr=0.1, **kwargs)
+    for step in range(steps):
+        model[0].sparse = step >= sparse_from
+        ids = torch.tensor([[step % 7, 3, (5 * step) % 11], [2, 3, 9]])
+        loss = model[1](model[0](ids)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model
+
+
+@pytest.mark.parametrize("sparse_from", [0, 3])
+@pytest.mark.parametrize("kwargs", [{}, {"lr_decay": 0.01, "maximize": True, "initial_accumulator_value": 0.2}])
+def test_sparse_grads_step_as_torchs_adagrad_steps_them(sparse_from, kwargs):
+    """An embedding's sparse grads (from the start, or after dense steps) go
+    to torch's own Adagrad, as torch.optim.Adagrad's step does: same bits."""
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Embedding(11, 4), torch.nn.Linear(4, 3))
+    ours = _embedding_steps(fusedopt.Adagrad, copy.deepcopy(base), 6, sparse_from, **kwargs)
+    theirs = _embedding_steps(torch.optim.Adagrad, copy.deepcopy(base), 6, sparse_from, **kwargs)
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=2e-6, atol=2e-7)
+    # the sparse rows themselves are torch's step, every bit
+    if sparse_from == 0:
+        assert torch.equal(ours[0].weight.detach(), theirs[0].weight.detach())
+
+
+def test_sparse_grads_with_weight_decay_are_refused_before_anything_changes():
+    """torch's Adagrad raises in the middle of its step; fusedopt before its first write."""
     p = torch.nn.Parameter(torch.randn(6))
     q = torch.nn.Parameter(torch.randn(6))
-    opt = fusedopt.Adagrad([p, q])
-    p.grad = torch.randn(6)
-    q.grad = torch.sparse_coo_tensor(torch.tensor([[1, 4]]), torch.ones(2), (6,))
+    grads = (torch.randn(6), torch.sparse_coo_tensor(torch.tensor([[1, 4]]), torch.ones(2), (6,)))
+    tp, tq = (torch.nn.Parameter(t.detach().clone()) for t in (p, q))
+    for params in ((p, q), (tp, tq)):
+        for t, g in zip(params, grads):
+            t.grad = g.clone()
+    with pytest.raises(RuntimeError, match="weight_decay option is not compatible with sparse gradients"):
+        torch.optim.Adagrad([tp, tq], weight_decay=0.1).step()
+    opt = fusedopt.Adagrad([p, q], weight_decay=0.1)
     before = [p.detach().clone(), q.detach().clone()]
-    with pytest.raises(RuntimeError, match="does not support sparse gradients"):
+    with pytest.raises(RuntimeError, match="weight_decay option is not compatible with sparse gradients"):
         opt.step()
     assert torch.equal(p.detach(), before[0]) and torch.equal(q.detach(), before[1])
     assert float(opt.state[p]["step"]) == 0

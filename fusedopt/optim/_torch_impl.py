@@ -1,6 +1,6 @@
 """torch's own optimizer implementations, run on fusedopt's state (whose layout
-is torch's): for differentiable=True, and for SGD's sparse grads and grads of
-another dtype than their param's (see sgd.py).
+is torch's): for differentiable=True, for SGD's and Adagrad's sparse grads,
+and for SGD's grads of another dtype than their param's (see sgd.py).
 
 A differentiable step is part of the autograd graph (meta-learning, a learned
 lr tensor): it must run as tensor ops autograd records, which fusedopt's
@@ -14,8 +14,11 @@ torch.optim.
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 from torch.optim.adam import adam as torch_adam
 from torch.optim.sgd import sgd as torch_sgd
+
+from .. import reference
 
 
 def step(opt, closure=None):
@@ -104,3 +107,35 @@ def sgd_on(opt, group: dict, params, grads, **flags) -> None:
     if momentum != 0:
         for p, buf in zip(params, buffers):
             opt.state[p]["momentum_buffer"] = buf
+
+
+def amp_grads(opt, grads: list[Tensor], amp) -> list[Tensor] | None:
+    """The grads torch's own step is given for a bucket it runs (sparse grads,
+    other dtypes): unscaled, clamped and clipped copies, as the kernels see
+    them; None when a found_inf skips the step. Reading found_inf here is a
+    host sync, the one place fusedopt reads a device value: torch.where cannot
+    select between sparse tensors, and torch's own GradScaler reads found_inf
+    on the host (``.item()``) before stepping any optimizer that does not take
+    it, which includes torch's SGD and Adagrad with sparse grads. Only these
+    grads pay it; under torch.compile it is a graph break."""
+    if amp.found_inf is not None and float(amp.found_inf) != 0.0:
+        return None
+    inv, bound, clip, _ = reference._grad_factors(
+        amp.grad_scale, amp.sumsq, opt.max_grad_norm or 0.0, False, opt.max_grad_value or 0.0
+    )
+    out = []
+    for g in grads:
+        if inv is not None:
+            g = g * inv.to(g.device)
+        if bound is not None:
+            g = _clamped_sparse(g, bound) if g.is_sparse else reference._clamped(g, bound)
+        if clip is not None:
+            g = g * clip.to(g.device)
+        out.append(g)
+    return out
+
+
+def _clamped_sparse(g: Tensor, bound: float) -> Tensor:
+    """clip_grad_value_ of a sparse grad: the clamp applies to the summed values."""
+    g = g.coalesce()
+    return torch.sparse_coo_tensor(g.indices(), reference._clamped(g.values(), bound), g.shape)

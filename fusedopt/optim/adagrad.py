@@ -7,8 +7,8 @@ from torch import Tensor
 from torch.optim.adagrad import adagrad as torch_adagrad
 
 from .._reference_adagrad import adagrad_
-from . import _validate
-from ._base import FusedOptimizer
+from . import _torch_impl, _validate
+from ._base import Bucket, DeviceAmp, FusedOptimizer, Route
 from ._rule import Rule
 
 
@@ -92,9 +92,33 @@ class Adagrad(FusedOptimizer):
         _validate.check_reals(group, index, ("lr", "lr_decay", "weight_decay", "eps"), tensor_ok=("lr",))
 
     def _special_route(self, p: Tensor, g: Tensor, group: dict):
-        if g.is_sparse:
-            raise RuntimeError("fusedopt.Adagrad does not support sparse gradients (torch.optim.Adagrad does)")
-        return None
+        if not g.is_sparse:
+            return None
+        # Sparse grads (an nn.Embedding(sparse=True)): torch's own single-tensor
+        # Adagrad, as torch.optim.Adagrad runs them; refused here, before any
+        # bucket is updated, where torch's would raise in the middle of its step
+        if group["weight_decay"] != 0:
+            raise RuntimeError("weight_decay option is not compatible with sparse gradients")
+        if group["differentiable"] or p.is_complex():
+            raise RuntimeError("fusedopt.Adagrad takes sparse gradients of real params, without differentiable=True")
+        return Route((p.device, "sparse"), "sparse", {}, [])
+
+    def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:
+        if bucket.kind != "sparse":
+            super()._apply_bucket(ops, bucket, group, amp, device)
+            return
+        grads = _torch_impl.amp_grads(self, bucket.grads, amp)
+        if grads is None:
+            return
+        for p in bucket.params:
+            if not self.state[p]:
+                self._init_state(p, self.state[p], group)
+        states = [self.state[p] for p in bucket.params]
+        torch_adagrad(
+            bucket.params, grads, [st["sum"] for st in states], [st["step"] for st in states],
+            lr=group["lr"], weight_decay=0.0, lr_decay=group["lr_decay"], eps=group["eps"], has_sparse_grad=True,
+            foreach=False, maximize=group["maximize"], differentiable=False, fused=None, has_complex=False,
+        )
 
     def _torch_group_step(self, group: dict) -> None:
         params = [p for p in group["params"] if p.grad is not None]

@@ -159,28 +159,11 @@ class SGD(FusedOptimizer):
 
     def _torch_step(self, bucket: Bucket, group: dict, amp: DeviceAmp) -> None:
         """Sparse grads, and grads of another dtype than their param's: torch's own
-        single-tensor SGD, after unscaling and clipping copies of the grads.
-        Reading found_inf here is a host sync, the one place fusedopt reads a
-        device value: torch.where cannot select between sparse tensors, and
-        torch's own GradScaler reads found_inf on the host (``.item()``) before
-        stepping any optimizer that does not take it, which includes torch's SGD
-        with sparse grads. Only these grads pay it; under torch.compile it is a
-        graph break."""
-        if amp.found_inf is not None and float(amp.found_inf) != 0.0:
-            return
-        inv, bound, clip, _ = reference._grad_factors(
-            amp.grad_scale, amp.sumsq, self.max_grad_norm or 0.0, False, self.max_grad_value or 0.0
-        )
-        grads = []
-        for g in bucket.grads:
-            if inv is not None:
-                g = g * inv.to(g.device)
-            if bound is not None:
-                g = _clamped_sparse(g, bound) if g.is_sparse else reference._clamped(g, bound)
-            if clip is not None:
-                g = g * clip.to(g.device)
-            grads.append(g)
-        _torch_impl.sgd_on(self, group, bucket.params, grads, has_sparse_grad=True, foreach=False)
+        single-tensor SGD on the grads as the kernels would see them (see
+        _torch_impl.amp_grads)."""
+        grads = _torch_impl.amp_grads(self, bucket.grads, amp)
+        if grads is not None:
+            _torch_impl.sgd_on(self, group, bucket.params, grads, has_sparse_grad=True, foreach=False)
 
     # -- checkpoints --------------------------------------------------------------------
 
@@ -240,9 +223,3 @@ SGD.rule = Rule(
     hyper=_sgd_hyper,
     reference=_sgd_reference,
 )
-
-
-def _clamped_sparse(g: Tensor, bound: float) -> Tensor:
-    """clip_grad_value_ of a sparse grad: the clamp applies to the summed values."""
-    g = g.coalesce()
-    return torch.sparse_coo_tensor(g.indices(), reference._clamped(g.values(), bound), g.shape)
