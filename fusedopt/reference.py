@@ -438,6 +438,9 @@ def grad_stats_(
     if not grads:
         return
     expect_traced_dtypes(grads)
+    # a sparse grad (torch's SGD and Adagrad take them) as its coalesced values:
+    # the same elements, duplicates summed, and the same norm
+    grads = [g.coalesce().values() if g.is_sparse else g for g in grads]
     inv = _inv_scale(grad_scale) if grad_scale is not None else None
     total = torch.zeros((), dtype=torch.float64, device=sumsq.device)
     bad = torch.zeros((), dtype=torch.bool, device=sumsq.device)

@@ -90,3 +90,30 @@ def test_norm_beyond_the_grads_dtype_is_non_finite_as_in_torch(dtype):
     assert na.dtype == nb.dtype and torch.isinf(na) and torch.isinf(nb)
     for x, y in zip(a, b):
         assert torch.equal(x.grad, y.grad)
+
+
+@pytest.mark.parametrize("cls,torch_cls", [(fusedopt.SGD, torch.optim.SGD), (fusedopt.Adagrad, torch.optim.Adagrad)])
+def test_sparse_grads_count_in_max_grad_norm_as_their_dense_values(cls, torch_cls):
+    """An nn.Embedding(sparse=True) with max_grad_norm: its grad (repeated ids
+    summed) counts in the global norm as its dense value does, and the step is
+    torch's on the clipped grads."""
+    import copy
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Embedding(11, 4, sparse=True), torch.nn.Linear(4, 3))
+    ours, theirs = copy.deepcopy(base), copy.deepcopy(base)
+    opt = cls(ours.parameters(), lr=0.1, max_grad_norm=0.05)
+    ref = torch_cls(theirs.parameters(), lr=0.1)
+    ids = torch.tensor([[1, 2, 3, 1, 1]])
+    for model in (ours, theirs):
+        model[1](model[0](ids)).square().mean().backward()
+    dense = [p.grad.to_dense() if p.grad.is_sparse else p.grad for p in theirs.parameters()]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, dtype=torch.float64) for g in dense]))
+    coef = min(1.0, 0.05 / (float(norm) + 1e-6))
+    for p in theirs.parameters():
+        p.grad = p.grad * coef
+    opt.step()
+    ref.step()
+    torch.testing.assert_close(float(opt.last_grad_norm), float(norm), rtol=1e-6, atol=0)
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-6, atol=1e-7)

@@ -100,3 +100,25 @@ def test_lion_refuses_what_lion_pytorch_refuses():
             lion_pytorch.Lion(p, **kwargs)
         with pytest.raises(AssertionError):
             fusedopt.Lion(p, **kwargs)
+
+
+@pytest.mark.parametrize("sparse_from", [0, 2])
+def test_sparse_grads_step_as_lion_pytorch_steps_them(sparse_from):
+    """An nn.Embedding(sparse=True) beside a dense Linear: lion-pytorch adds the
+    sparse grads to its dense moments (every element moves); fusedopt.Lion
+    steps them as dense grads, from the start or after dense steps."""
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Embedding(11, 4), torch.nn.Linear(4, 3))
+    models = [copy.deepcopy(base), copy.deepcopy(base)]
+    opts = [fusedopt.Lion(models[0].parameters(), lr=0.01, weight_decay=0.1),
+            lion_pytorch.Lion(models[1].parameters(), lr=0.01, weight_decay=0.1)]
+    for step in range(5):
+        ids = torch.tensor([[step % 7, 3, (5 * step) % 11], [2, 3, 9]])
+        for model, opt in zip(models, opts):
+            model[0].sparse = step >= sparse_from
+            opt.zero_grad()
+            model[1](model[0](ids)).square().mean().backward()
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        # (a sparse add leaves an exp_avg's -0.0 where a dense one makes +0.0: equal values)
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=0, atol=0)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .. import _ops
 from .._reference_lion import lion_
 from . import _validate
-from ._base import FusedOptimizer
+from ._base import Bucket, DeviceAmp, FusedOptimizer, Route
 from ._rule import Rule
 
 
@@ -81,9 +82,22 @@ class Lion(FusedOptimizer):
             _validate._check_real(group, index, f"betas[{i}]", beta, tensor_ok=False)
 
     def _special_route(self, p: Tensor, g: Tensor, group: dict):
-        if g.is_sparse:
-            raise RuntimeError("fusedopt.Lion does not support sparse gradients")
-        return None
+        # Sparse grads (an nn.Embedding(sparse=True)): lion-pytorch adds them to
+        # its dense moment, so every element moves; here, as dense grads through
+        # the plain-torch update, one param at a time (they are few)
+        return Route((p.device, "sparse"), "sparse", {}, []) if g.is_sparse else None
+
+    def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:
+        if bucket.kind != "sparse":
+            super()._apply_bucket(ops, bucket, group, amp, device)
+            return
+        lr, lr_tensor = self._lr_args(group["lr"], device, _ops.reference)
+        hyper = self._hyper(group, native=False)
+        for p, g in zip(bucket.params, bucket.grads):
+            state, moments, _ = self._rule_tensors(p, group, 0)
+            master = self._master_for(p, state)
+            lion_([p], [g.to_dense()], moments, [], [] if master is None else [master], hyper, None, lr, lr_tensor,
+                  amp.grad_scale, amp.found_inf, amp.sumsq, self.max_grad_norm or 0.0, self.max_grad_value or 0.0)
 
 
 Lion.rule = Rule(
