@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fusedopt
-from fusedopt import reference
+from fusedopt import _reference_sgd, reference
 from helpers import clone_params, make_grads, make_params, run_side_by_side, set_grads
 
 SHAPES = [(1,), (7,), (33,), (1000,), (4099,)]
@@ -48,7 +48,7 @@ def test_sgd_matches_reference_and_tracks_fp64(dtype):
     for g in grads:
         set_grads(ps, g)
         opt.step()
-        reference.sgd_(rp, g, bufs, first, [], 0.05, None, 0.9, 0.0, 0.5, False, False, None, None, None, 0.0)
+        _reference_sgd.sgd_(rp, g, bufs, first, [], 0.05, None, 0.9, 0.0, 0.5, False, False, None, None, None, 0.0)
     for a, b in zip(ps, rp):
         torch.testing.assert_close(a.detach().float(), b.float(), **_tol(dtype, 1))
     # fp64 run of the same steps (rounding the param to `dtype` after each, as storage does)

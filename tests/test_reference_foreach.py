@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fusedopt
-from fusedopt import _list_ops, reference
+from fusedopt import _list_ops, _reference_sgd, reference
 from fusedopt._adam_scalars import adam_host_scalars, adam_step_scalars
 
 CPU = torch.device("cpu")
@@ -147,7 +147,7 @@ def test_sgd_first_step_copies_the_grad_every_bit(momentum, dampening, nesterov,
         for q, g in zip(qs, grads):
             q.grad = g.clone()
         opt.step()
-        reference.sgd_(ps, grads, bufs, first, [], 0.1, None, momentum, dampening, 0.0, nesterov, False,
+        _reference_sgd.sgd_(ps, grads, bufs, first, [], 0.1, None, momentum, dampening, 0.0, nesterov, False,
                        None, None, None, 0.0)
     _assert_bitwise(ps, qs)
     _assert_bitwise(bufs, [opt.state[q]["momentum_buffer"] for q in qs])
@@ -239,7 +239,7 @@ def test_batches_and_pieces_change_no_bit(kind, found_inf, monkeypatch):
                 reference.adam_(ps, grads, *states, steps, masters, 0.01, None, 0.9, 0.999, 1e-8, 0.1, True, True,
                                 False, *amp)
             else:
-                reference.sgd_(ps, grads, states[0], first, masters, 0.1, None, 0.9, 0.2, 0.1, False, True, *amp)
+                _reference_sgd.sgd_(ps, grads, states[0], first, masters, 0.1, None, 0.9, 0.2, 0.1, False, True, *amp)
         return ps + masters + states[0] + states[1] + states[2] + steps + first
 
     _assert_bitwise(run(50), run(1 << 30))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import fusedopt
-from fusedopt import reference
+from fusedopt import _reference_sgd, reference
 
 SHAPES = [(3,), (17,), (5, 33), (1000,)]
 
@@ -85,7 +85,7 @@ def test_sgd_reference_is_torch_bit_for_bit(dtype, tensor_lr, momentum, dampenin
                           nesterov=nesterov, maximize=maximize, foreach=False, **extra)
     bufs = [torch.zeros_like(p) for p in ps]
     first = [torch.ones((), dtype=torch.bool) for _ in ps]
-    _lockstep(opt, qs, gen, dtype, 5, lambda grads: reference.sgd_(
+    _lockstep(opt, qs, gen, dtype, 5, lambda grads: _reference_sgd.sgd_(
         ps, grads, bufs, first, [], 0.0 if tensor_lr else lr, lr.detach() if tensor_lr else None,
         momentum, dampening, weight_decay, nesterov, maximize, None, None, None, 0.0))
     _assert_bitwise(ps, [q.detach() for q in qs])
@@ -140,11 +140,11 @@ def test_sgd_first_step_flag_waits_for_an_applied_step():
     buf = [torch.zeros(6)]
     first = [torch.ones((), dtype=torch.bool)]
     g_bad = [torch.full((6,), float("inf"))]
-    reference.sgd_(p, g_bad, buf, first, [], 0.1, None, 0.9, 0.0, 0.0, False, False, None, torch.ones(1), None, 0.0)
+    _reference_sgd.sgd_(p, g_bad, buf, first, [], 0.1, None, 0.9, 0.0, 0.0, False, False, None, torch.ones(1), None, 0.0)
     assert bool(first[0]) and torch.equal(buf[0], torch.zeros(6))
     g = [torch.randn(6)]
     p0 = p[0].clone()
-    reference.sgd_(p, g, buf, first, [], 0.1, None, 0.9, 0.0, 0.0, False, False, None, torch.zeros(1), None, 0.0)
+    _reference_sgd.sgd_(p, g, buf, first, [], 0.1, None, 0.9, 0.0, 0.0, False, False, None, torch.zeros(1), None, 0.0)
     assert not bool(first[0])
     _assert_bitwise(buf, g)
     _assert_bitwise(p, [p0.add(g[0], alpha=-0.1)])
@@ -219,7 +219,7 @@ def test_reference_traces_without_graph_breaks(kind):
         first = [torch.ones((), dtype=torch.bool) for _ in params]
 
         def fn(lr):
-            reference.sgd_(params, grads, bufs, first, [], 0.0, lr, 0.9, 0.1, 0.0, False, False, scale, found, sumsq,
+            _reference_sgd.sgd_(params, grads, bufs, first, [], 0.0, lr, 0.9, 0.1, 0.0, False, False, scale, found, sumsq,
                            1.0)
 
     torch._dynamo.reset()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import reference
+from .. import _reference_sgd, reference
 from . import _torch_impl, _validate
 from ._base import Bucket, DeviceAmp, FusedOptimizer, Route
 from ._rule import Rule
@@ -211,7 +211,7 @@ def _sgd_reference(params, grads, states, counters, masters, hyper, hyper_tensor
                    found_inf, sumsq, max_norm, max_value=0.0, maximize=False):
     """reference.sgd_ with the list op's signature (fusedopt/optim/_rule.py)."""
     momentum, dampening, weight_decay, nesterov = hyper
-    reference.sgd_(params, grads, states, counters, masters, lr, lr_tensor, momentum, dampening, weight_decay,
+    _reference_sgd.sgd_(params, grads, states, counters, masters, lr, lr_tensor, momentum, dampening, weight_decay,
                    bool(nesterov), maximize, grad_scale, found_inf, sumsq, max_norm, max_value)
 
 
