@@ -155,10 +155,12 @@ class _NativeOps:
 
 # the rules the native library was built with
 RULES: tuple[str, ...] = tuple(torch.ops.fusedopt.rules().split(",")) if CPU_LIB.loaded else ()
+# the list ops: the AMP ops and each rule's update
+LIST_OPS: tuple[str, ...] = ("grad_stats_", "unscale_", "clip_value_", *(r + "_" for r in RULES))
 _NATIVE = _NativeOps() if CPU_LIB.loaded else None
 if _NATIVE is not None:
     # resolved now: a compiled step reads plain attributes, never traces __getattr__
-    for _name in ("grad_stats_", "unscale_", "clip_value_", *(r + "_" for r in RULES)):
+    for _name in LIST_OPS:
         getattr(_NATIVE, _name)
 
 # The step-plan ops (fusedopt/_native_plan.py), served by both native libraries

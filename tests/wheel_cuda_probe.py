@@ -58,7 +58,7 @@ def main() -> None:
         # every op the dispatcher knows in the namespace, with its kernels
         "ops": {n: {k: has(n, k) for k in ("CPU", "CUDA", "CompositeExplicitAutograd")} for n in names},
         # the ops the package itself calls for tensors (the list ops, the step plans')
-        "bound": sorted(f"fusedopt::{n}" for n in (*vars(_ops._native_ops()), *_ops.PLAN_OPS)),
+        "bound": sorted(f"fusedopt::{n}" for n in (*_ops.LIST_OPS, *_ops.PLAN_OPS)),
     }))
 
 
