@@ -30,7 +30,8 @@ def working(stored: list[Tensor], dtype: torch.dtype, keep: Tensor | None) -> li
 def workings(stored: list[list[Tensor]], dtype: torch.dtype, keep: Tensor | None):
     """(the lists an update computes on, whether each is a copy to store back)
     for each of ``stored`` (empty lists stay empty)."""
-    copied = [bool(lst) and not in_place(lst, dtype, keep) for lst in stored]
+    # (len, not bool: dynamo before torch 2.13 cannot trace bool() of a list)
+    copied = [len(lst) > 0 and not in_place(lst, dtype, keep) for lst in stored]
     return [working(lst, dtype, keep) if c else lst for lst, c in zip(stored, copied)], copied
 
 

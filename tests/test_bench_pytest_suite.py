@@ -12,9 +12,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import NATIVE_CPU
 
+# the suite needs the bench extra's pytest-benchmark and the bench/ folder beside
+# tests/ (the torch matrix's venvs install the wheel with [test] only)
+pytest.importorskip("pytest_benchmark", reason="pytest-benchmark (the bench extra) runs the bench/ suite")
 ROOT = Path(__file__).resolve().parent.parent
+if not (ROOT / "bench" / "conftest.py").exists():
+    pytest.skip("no bench/ suite beside these tests (a copy of tests/ alone)", allow_module_level=True)
 WORKLOAD = "100x1K"
 ROUNDS = 4  # the fewest with an IQR in the summary
 # the suite's default rows (bench/selection.py); without the native kernels

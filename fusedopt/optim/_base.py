@@ -104,6 +104,8 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
 
     # The update rule (fusedopt/optim/_rule.py): states, counter, hyperparameters.
     rule: Rule
+    # whether torch's counterpart refuses fused=True on CUDA (its message says so)
+    _fused_cuda_unsupported: bool = False
 
     def _check_group(self, group: dict, index: int) -> None:
         """Refuses hyperparameters the kernels cannot take (runs every step)."""
@@ -159,7 +161,7 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         special = self._special_route(p, g, group)
         if special is not None:
             return special
-        _validate.check_fused_device(p, group)
+        _validate.check_fused_device(p, group, self._fused_cuda_unsupported)
         rule = self.rule
         state, moments, counter = self._rule_tensors(p, group, occurrence)
         tensors: dict[str, Tensor] = {f"state{k}": t for k, t in enumerate(moments)}

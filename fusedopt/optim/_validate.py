@@ -59,11 +59,13 @@ def check_differentiable(name: str, differentiable: bool, fused, **kernel_option
 # -- per param, when a plan is built ---------------------------------------------------------
 
 
-def check_fused_device(p: Tensor, group: dict) -> None:
+def check_fused_device(p: Tensor, group: dict, cuda_unsupported: bool = False) -> None:
     """fused=True: torch refuses params its fused kernels do not take (meta,
-    complex, ...) with this message; so does fusedopt."""
+    complex, ...) with this message; so does fusedopt. ``cuda_unsupported``:
+    the optimizer's torch counterpart has no fused CUDA kernel in this torch
+    (its message then leaves CUDA out of the supported devices)."""
     if group.get("fused") and _device_dtype_check_for_fused is not None:
-        _device_dtype_check_for_fused(p)
+        _device_dtype_check_for_fused(p, cuda_unsupported)
 
 
 def check_state(p: Tensor, g: Tensor, state: dict, keys) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor
 from torch.optim.adagrad import adagrad as torch_adagrad
@@ -10,6 +12,13 @@ from .._reference_adagrad import adagrad_
 from . import _torch_impl, _validate
 from ._base import Bucket, DeviceAmp, FusedOptimizer, Route
 from ._rule import Rule
+
+
+def _torch_refuses_fused_cuda() -> bool:
+    try:
+        return "cuda_unsupported=True" in inspect.getsource(torch.optim.Adagrad._init_group)
+    except (OSError, TypeError):  # no source shipped: torch's current behaviour
+        return False
 
 
 class Adagrad(FusedOptimizer):
@@ -73,6 +82,10 @@ class Adagrad(FusedOptimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 self._init_state(p, self.state[p], group)
+
+    # torch's Adagrad before 2.15 had no fused CUDA kernel and says so when it
+    # refuses a param for fused=True; fusedopt's message is that torch's
+    _fused_cuda_unsupported = _torch_refuses_fused_cuda()
 
     def __setstate__(self, state):
         super().__setstate__(state)
