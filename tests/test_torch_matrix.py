@@ -57,6 +57,19 @@ def outcome(runner, request):
         pytest.fail(f"{entry.name}: {exc} ({MATRIX_VAR} is set, so this is a failure, not a skip)")
 
 
+def test_the_suite_lists_name_test_files_that_exist():
+    """A renamed or deleted file must not silently drop out of the matrix: the
+    two lists name existing test files, and none is in both."""
+    here = Path(__file__).parent
+    for name in torch_matrix.SELF_CHECKS + torch_matrix.TORCH_FACING:
+        assert (here / name).is_file(), name
+    assert not set(torch_matrix.SELF_CHECKS) & set(torch_matrix.TORCH_FACING)
+    kinds = {e.suite for e in ENTRIES}
+    assert kinds == {"wide", "torch-facing"}, kinds
+    wide = torch_matrix.suite_args(ENTRIES[0], here)
+    assert wide[0] == str(here) and len(wide) == 1 + len(torch_matrix.SELF_CHECKS)
+
+
 def _minor(version: str) -> tuple[int, int]:
     major, minor = version.split("+")[0].split(".")[:2]
     return int(major), int(minor)

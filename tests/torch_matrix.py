@@ -5,7 +5,9 @@ Each entry installs a torch into a new venv, then the wheel with its test
 extra (so the torch there must satisfy the wheel's requirement), and runs, away
 from the source tree: `python -m fusedopt info`, the CUDA library probe, a short
 training against torch.optim (tests/matrix_training.py) and the CPU suite from a
-copy of tests/ (`-m "not slow"`). Entries run two at a time (downloads and
+copy of tests/ (`-m "not slow"`): all of it where the floor and the GPU
+machines' torch are installed, its torch-facing part elsewhere (see
+SELF_CHECKS and TORCH_FACING). Entries run two at a time (downloads and
 installs overlap the suites of others); the floor's venv also builds the
 second wheel, against the oldest torch, which the last entry installs beside
 the newest torch on another CPython."""
@@ -34,6 +36,26 @@ MATRIX_VAR = "FUSEDOPT_TORCH_MATRIX"
 REPORT_VAR = "FUSEDOPT_TORCH_MATRIX_REPORT"  # a path: the run's table, as JSON
 OTHER_PYTHON = "3.12"  # a CPython other than the 3.11 the main venv runs on
 
+# Test files that check fusedopt against itself, pure math, the build tools or
+# the benchmark harness: the torch a venv has does not change what they check,
+# and the main pass runs them once.
+SELF_CHECKS = (
+    "test_bench_fallback_rows.py", "test_bench_lowmem_quality.py", "test_bench_pytest_suite.py",
+    "test_bench_smoke.py", "test_bulk.py", "test_cuda_build.py", "test_duplicates.py", "test_fma_emulation.py",
+    "test_list_op_handles.py", "test_lowmem_math_cuda_build.py", "test_master_follow.py", "test_native_plan.py",
+    "test_plan_scenarios.py", "test_quant8.py", "test_step_plan.py", "test_stochastic_rounding.py",
+)
+# The files where torch is the oracle, or where the torch API fusedopt uses
+# (optim, amp, dynamo, distributed, autograd, the dispatcher) changes between
+# releases: every entry runs these.
+TORCH_FACING = (
+    "test_adagrad.py", "test_adam_parity.py", "test_amp.py", "test_amp_flag.py", "test_autograd_versions.py",
+    "test_clip.py", "test_clip_value.py", "test_compile.py", "test_differentiable.py", "test_distributed.py",
+    "test_errors.py", "test_lightning.py", "test_lion.py", "test_low_precision.py", "test_ops.py",
+    "test_sgd_parity.py", "test_state_dict.py", "test_torch_bitwise.py", "test_torch_optim_db.py",
+    "test_validation.py",
+)
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -42,6 +64,8 @@ class Entry:
     python: str | None = None  # None: this run's CPython; else e.g. "3.12"
     wheel: str = "newest"  # "newest": built against this run's torch; "oldest": against FLOOR
     builds_oldest: bool = False  # this venv also builds the wheel against its torch
+    # "wide": every test file but SELF_CHECKS; "torch-facing": TORCH_FACING only
+    suite: str = "torch-facing"
 
 
 def newest_version() -> str:
@@ -52,8 +76,10 @@ def newest_version() -> str:
 def entries() -> list[Entry]:
     newest = newest_version()
     return [
-        Entry(f"torch-{FLOOR}", f"torch=={FLOOR}", builds_oldest=True),
-        Entry("torch-2.11.0", "torch==2.11.0"),
+        # the floor and the GPU machines' torch run the wide suite; the newest
+        # torch runs all of it in the main pass
+        Entry(f"torch-{FLOOR}", f"torch=={FLOOR}", builds_oldest=True, suite="wide"),
+        Entry("torch-2.11.0", "torch==2.11.0", suite="wide"),
         Entry("torch-2.13.0", "torch==2.13.0"),
         Entry("torch-2.14.1", "torch==2.14.1"),
         Entry(f"torch-{newest}", f"torch=={newest}"),
@@ -77,6 +103,13 @@ def find_python(version: str) -> str | None:
         if subprocess.run([c, "-c", "import venv, ensurepip"], capture_output=True).returncode == 0:
             return c
     return None
+
+
+def suite_args(e: Entry, tests: Path) -> list[str]:
+    """What pytest collects for an entry's suite in the copy `tests`."""
+    if e.suite == "wide":
+        return [str(tests)] + [f"--ignore={tests / f}" for f in SELF_CHECKS]
+    return [str(tests / f) for f in TORCH_FACING]
 
 
 class Failed(Exception):
@@ -130,6 +163,7 @@ class Runner:
                 "cuda_library": "loaded" if o.probe["cuda_lib"]["loaded"] else o.probe["cuda_lib"]["reason"],
                 "training_max_param_diff": max(r["max_param_diff"] for r in o.training["results"]),
                 "suite": o.suite,
+                "suite_files": o.entry.suite,
             })
         return rows
 
@@ -212,7 +246,7 @@ class Runner:
         # the CUDA kernels under the CPU emulation compare kernels with kernels,
         # whatever the torch: the main pass runs them once
         res = self._cmd(e, "the CPU suite", [py, "-m", "pytest", "-q", "-m", "not slow and not cuda_emulated", "-p",
-                                             "no:cacheprovider", "tests"], copy, check=False)
+                                             "no:cacheprovider", *suite_args(e, copy / "tests")], copy, check=False)
         summary = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
         if res.returncode != 0 or " passed" not in summary or "failed" in summary or "error" in summary:
             raise Failed(f"{e.name}: the CPU suite: {summary}\n{res.stdout[-6000:]}\n{res.stderr[-2000:]}")
