@@ -44,11 +44,18 @@ def adagrad_(params, grads, states, counters, master_params, hyper, hyper_tensor
         ops.addcmul_(rs, rg, rg, value=1)
         std = ops.sqrt(rs)
         ops.add_scalar_(std, eps)
-        # clr = lr / (1 + (step - 1) * lr_decay) from the advanced step, in
-        # double as Python computes it from torch's float32 step; per tensor
+        # clr = lr / (1 + (step - 1) * lr_decay) from the advanced step, per
+        # tensor: for a float lr in double, as Python computes it from torch's
+        # float32 step (a true division: a Python number over a tensor would be
+        # a reciprocal and a product); for a tensor lr in the lr's dtype
         new_step = torch.stack([t.reshape(()) for t in steps]).to(device, torch.float64) + 1
-        lr_now = lr_tensor.to(device, torch.float64) if lr_tensor is not None else lr
-        neg_clr = (-(lr_now / (1 + (new_step - 1) * lr_decay))).to(rp[0].dtype)
+        denom = 1 + (new_step - 1) * lr_decay
+        if lr_tensor is None:
+            clr = torch.full_like(denom, lr).div_(denom)
+        else:
+            lr_own = lr_tensor.to(device)
+            clr = lr_own / denom.to(lr_own.dtype)
+        neg_clr = (-clr).to(rp[0].dtype)
         # param.addcdiv_(grad, std, value=-clr), evaluated as ATen does: (grad * value) / std
         upd = [u * c for u, c in zip(rg, neg_clr.unbind(0))]
         ops.div_(upd, std)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import _list_ops
 from ._list_ops import by_device_and_dtype
-from ._reference_lists import prepared_grads, real, store, working, working_dtype
+from ._reference_lists import prepared_grads, store, working, working_dtype
 from ._traced_checks import expect_traced_dtypes
 from .reference import _grad_factors, _keep
 
@@ -28,14 +28,15 @@ def lion_(params, grads, states, counters, master_params, hyper, hyper_tensor, l
         stored = [masters or ps, avgs]
         p, m = work = [working(lst, dtype, keep) for lst in stored]
         g, _ = prepared_grads(ops, gs, dtype, factors, device)
-        p, m, g = real(p), real(m), real(g)
-        lr_now = None if lr_tensor is None else lr_tensor.to(device, p[0].dtype)
+        # complex params stay complex: sgn_ is z / |z|, as lion-pytorch takes it
+        lr_own = None if lr_tensor is None else lr_tensor.to(device)
+        lr_now = None if lr_tensor is None else lr_own.to(p[0].dtype)
         if weight_decay != 0:
-            # p.data.mul_(1 - lr * wd)
+            # p.data.mul_(1 - lr * wd): a tensor lr's factor is computed in its own dtype
             if lr_now is None:
                 ops.mul_scalar_(p, 1.0 - lr * weight_decay)
             else:
-                ops.mul_tensor_(p, 1.0 - lr_now * weight_decay)
+                ops.mul_tensor_(p, 1.0 - lr_own * weight_decay)
         # update = exp_avg.clone().mul_(beta1).add(grad, alpha=1 - beta1).sgn_()
         update = ops.mul_scalar(m, beta1)
         ops.add_(update, g, alpha=1.0 - beta1)

@@ -144,3 +144,59 @@ def test_sparse_grads_with_weight_decay_are_refused_before_anything_changes():
         opt.step()
     assert torch.equal(p.detach(), before[0]) and torch.equal(q.detach(), before[1])
     assert float(opt.state[p]["step"]) == 0
+
+
+def test_weight_decay_switched_on_later_refuses_sparse_grads_as_torch_does():
+    """The route refuses sparse grads with weight decay; a decay set on the
+    group after steps without it must be refused too, not silently dropped."""
+    results = {}
+    for cls in (fusedopt.Adagrad, torch.optim.Adagrad):
+        torch.manual_seed(0)
+        emb = torch.nn.Embedding(6, 3, sparse=True)
+        opt = cls(emb.parameters(), lr=0.1)
+        emb(torch.tensor([1, 4])).sum().backward()
+        opt.step()
+        opt.param_groups[0]["weight_decay"] = 0.5
+        before = emb.weight.detach().clone()
+        with pytest.raises(RuntimeError, match="weight_decay option is not compatible with sparse gradients"):
+            opt.step()
+        assert torch.equal(emb.weight.detach(), before)
+        results[cls] = before
+    assert torch.equal(*results.values())
+
+
+def test_every_groups_sums_start_from_the_optimizers_initial_value():
+    """torch fills every param's sum from the constructor's
+    initial_accumulator_value, whatever a group says."""
+    pa = make_params([(5,), (4,)])
+    pb = clone_params(pa)
+    ours = fusedopt.Adagrad([{"params": [pa[0]], "initial_accumulator_value": 0.5}], initial_accumulator_value=1.0)
+    theirs = torch.optim.Adagrad([{"params": [pb[0]], "initial_accumulator_value": 0.5}], initial_accumulator_value=1.0)
+    for a, b in zip(pa[:1], pb[:1]):
+        assert torch.equal(ours.state[a]["sum"], theirs.state[b]["sum"])
+    _run_steps = [(ours, pa[:1]), (theirs, pb[:1])]
+    for opt, params in _run_steps:
+        set_grads(params, make_grads(params, 0))
+        opt.step()
+    assert torch.equal(pa[0].detach(), pb[0].detach())
+
+
+def test_a_step_count_of_minus_one_steps_as_torchs():
+    """Adam's bias correction divides by zero after a step of -1; Adagrad's does not."""
+    pa = make_params([(8,)])
+    pb = clone_params(pa)
+    ours, theirs = fusedopt.Adagrad(pa, lr=0.1), torch.optim.Adagrad(pb, lr=0.1)
+    ours.state[pa[0]]["step"].fill_(-1)
+    theirs.state[pb[0]]["step"].fill_(-1)
+    grads = make_grads(pa, 0)
+    set_grads(pa, grads)
+    set_grads(pb, grads)
+    ours.step()
+    theirs.step()
+    torch.testing.assert_close(pa[0].detach(), pb[0].detach(), rtol=2e-6, atol=2e-7)
+    assert float(ours.state[pa[0]]["step"]) == float(theirs.state[pb[0]]["step"]) == 0
+
+
+def test_a_float16_sum_is_refused():
+    with pytest.raises(ValueError, match="state_dtype=torch.float16 is refused for Adagrad"):
+        fusedopt.Adagrad(make_params([(3,)]), state_dtype=torch.float16)

@@ -18,7 +18,7 @@ struct AdagradHyper {
 };
 
 struct AdagradConsts {
-  float neg_clr;  // -lr / (1 + (step - 1) * lr_decay), derived in double as torch does
+  float neg_clr;  // -lr / (1 + (step - 1) * lr_decay), derived as torch derives it (see consts)
   float eps;
   float l2;
   bool apply_l2;
@@ -58,7 +58,11 @@ struct AdagradRule {
 
   FO_HD static Consts consts(const Hyper& h, const LrArg& lr, float step) {
     Consts c;
-    c.neg_clr = static_cast<float>(-(lr.value / (1.0 + (static_cast<double>(step) - 1.0) * h.lr_decay)));
+    // torch divides in Python (double) for a float lr; a float32 tensor lr
+    // divides as a float32 tensor op, the double denominator rounded first
+    const double denom = 1.0 + (static_cast<double>(step) - 1.0) * h.lr_decay;
+    c.neg_clr = lr.f32 ? -(static_cast<float>(lr.value) / static_cast<float>(denom))
+                       : static_cast<float>(-(lr.value / denom));
     c.eps = static_cast<float>(h.eps);
     c.l2 = static_cast<float>(h.weight_decay);
     c.apply_l2 = h.weight_decay != 0.0;

@@ -70,7 +70,10 @@ struct LionRule {
     c.beta2 = static_cast<float>(h.beta2);
     c.one_minus_beta2 = static_cast<float>(1.0 - h.beta2);
     c.neg_lr = static_cast<float>(-lr.value);
-    c.decay = static_cast<float>(1.0 - lr.value * h.weight_decay);
+    // lion-pytorch's 1 - lr * wd: in double for a float lr, in float32 tensor
+    // arithmetic (each operand rounded first) for a float32 tensor lr
+    c.decay = lr.f32 ? 1.0f - static_cast<float>(lr.value) * static_cast<float>(h.weight_decay)
+                     : static_cast<float>(1.0 - lr.value * h.weight_decay);
     c.apply_decay = h.weight_decay != 0.0;
     return c;
   }

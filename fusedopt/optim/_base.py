@@ -1,4 +1,4 @@
-"""What Adam, AdamW and SGD share: the step's skeleton. The pieces it is made
+"""What every fusedopt optimizer shares: the step's skeleton. The pieces it is made
 of live beside it: the step plan (_plan.py), the stats pass and AMP control
 tensors (_step_stats.py), checkpoints (_checkpoint.py), validation
 (_validate.py), master weights that follow their params (_masters.py) and the
@@ -106,6 +106,9 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
     rule: Rule
     # whether torch's counterpart refuses fused=True on CUDA (its message says so)
     _fused_cuda_unsupported: bool = False
+    # whether a state['step'] of -1 raises torch's ZeroDivisionError (Adam's
+    # bias correction divides by 1 - beta**0; Adagrad's steps it normally)
+    _step_minus_one_refused: bool = False
 
     def _check_group(self, group: dict, index: int) -> None:
         """Refuses hyperparameters the kernels cannot take (runs every step)."""
@@ -174,7 +177,7 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         if master is not None:
             tensors["masters"] = master
             keys.append("master_param")
-        _validate.check_state(p, g, state or {}, keys)
+        _validate.check_state(p, g, state or {}, keys, self._step_minus_one_refused)
         native = native_eligible(p, g, moments) and (master is None or master.is_contiguous())
         if native:
             key = (p.device, "native", p.dtype, g.dtype, moments[0].dtype if moments else None, master is not None,
@@ -252,7 +255,9 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         if isinstance(lr, Tensor):
             # the kernels read a float32 or float64 lr; torch accepts any dtype
             dtype = lr.dtype if lr.dtype in (torch.float32, torch.float64) else torch.float32
-            return 0.0, lr.detach().to(device=device, dtype=dtype, non_blocking=True)
+            # a one-element lr of any shape, as torch takes it (the foreach ops
+            # of the plain-torch path take 0-dim scalar tensors only)
+            return 0.0, lr.detach().reshape(()).to(device=device, dtype=dtype, non_blocking=True)
         if ops is not _ops.reference and torch.compiler.is_compiling():
             # A float lr that a scheduler changes becomes a symbolic input of the
             # graph after one recompile; passed as a native op's float argument it

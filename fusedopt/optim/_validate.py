@@ -68,7 +68,7 @@ def check_fused_device(p: Tensor, group: dict, cuda_unsupported: bool = False) -
         _device_dtype_check_for_fused(p, cuda_unsupported)
 
 
-def check_state(p: Tensor, g: Tensor, state: dict, keys) -> None:
+def check_state(p: Tensor, g: Tensor, state: dict, keys, step_minus_one_refused: bool = False) -> None:
     """The grad and each state tensor must have p's shape and live on p's
     device; a step counter must hold one element."""
     shape = p.shape
@@ -85,7 +85,8 @@ def check_state(p: Tensor, g: Tensor, state: dict, keys) -> None:
         if key == "step":
             if t.numel() != 1:
                 raise RuntimeError(f"fusedopt: state['step'] of a parameter has {t.numel()} elements, not 1")
-            check_step_count(t)
+            if step_minus_one_refused:
+                check_step_count(t)
             continue
         if not (t.is_floating_point() or t.is_complex()) or t.is_complex() != p.is_complex():
             # torch's ops refuse to mix such a state with the grad (a view of

@@ -29,8 +29,8 @@ class Adagrad(FusedOptimizer):
     :class:`fusedopt.Adam`), plus fusedopt's ``max_grad_norm``,
     ``max_grad_value``, ``master_weights``, ``state_dtype`` and ``norm_group``.
     Its state is torch's (``step``, ``sum``, made when the optimizer is, as
-    torch makes it). Sparse gradients are refused (torch's Adagrad takes them;
-    fusedopt's kernels do not).
+    torch makes it). Sparse gradients (an ``nn.Embedding(sparse=True)``) step
+    through torch's own Adagrad, as torch.optim.Adagrad steps them.
     """
 
     def __init__(
@@ -65,6 +65,11 @@ class Adagrad(FusedOptimizer):
             raise ValueError(f"Invalid initial_accumulator_value value: {initial_accumulator_value}")
         if not 0.0 <= eps:
             raise ValueError(f"Invalid epsilon value: {eps}")
+        if state_dtype is torch.float16:
+            raise ValueError(
+                "state_dtype=torch.float16 is refused for Adagrad: its sum of squared gradients overflows "
+                "float16 (a gradient above 256 squares past 65504). Use torch.bfloat16 to halve the state's traffic."
+            )
         defaults = {
             "lr": lr,
             "lr_decay": lr_decay,
@@ -96,10 +101,17 @@ class Adagrad(FusedOptimizer):
             group.setdefault("fused", None)
 
     def _initial_state(self, p: Tensor, name: str, group: dict) -> Tensor:
-        value = group["initial_accumulator_value"]
+        # torch fills every group's sums from the optimizer's value (the
+        # constructor's argument), whatever a group says
+        value = self.defaults["initial_accumulator_value"]
         if p.is_complex():
             value = complex(value, value)
         return torch.full_like(p, value, dtype=self._state_dtype_for(p), memory_format=torch.preserve_format)
+
+    def _plan_signature(self, group: dict) -> tuple:
+        # sparse grads refuse weight decay when routed: a decay switched on
+        # later must route them again, as torch refuses it on every step
+        return super()._plan_signature(group) + (group["weight_decay"] != 0,)
 
     def _check_group(self, group: dict, index: int) -> None:
         _validate.check_reals(group, index, ("lr", "lr_decay", "weight_decay", "eps"), tensor_ok=("lr",))
@@ -129,7 +141,7 @@ class Adagrad(FusedOptimizer):
         states = [self.state[p] for p in bucket.params]
         torch_adagrad(
             bucket.params, grads, [st["sum"] for st in states], [st["step"] for st in states],
-            lr=group["lr"], weight_decay=0.0, lr_decay=group["lr_decay"], eps=group["eps"], has_sparse_grad=True,
+            lr=group["lr"], weight_decay=group["weight_decay"], lr_decay=group["lr_decay"], eps=group["eps"], has_sparse_grad=True,
             foreach=False, maximize=group["maximize"], differentiable=False, fused=None, has_complex=False,
         )
 

@@ -126,6 +126,9 @@ class Adam(FusedOptimizer):
         # fusedopt's own options, in FusedOptimizer's order
         super().__init__(params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value)
 
+    # torch's Adam divides by its bias correction 1 - beta**step: zero after a step of -1
+    _step_minus_one_refused = True
+
     def __setstate__(self, state):
         super().__setstate__(state)
         for group in self.param_groups:
