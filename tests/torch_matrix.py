@@ -52,7 +52,7 @@ TORCH_FACING = (
     "test_adagrad.py", "test_adam_parity.py", "test_amp.py", "test_amp_flag.py", "test_autograd_versions.py",
     "test_clip.py", "test_clip_value.py", "test_compile.py", "test_differentiable.py", "test_distributed.py",
     "test_errors.py", "test_lightning.py", "test_lion.py", "test_low_precision.py", "test_ops.py",
-    "test_sgd_parity.py", "test_state_dict.py", "test_torch_bitwise.py", "test_torch_optim_db.py",
+    "test_sgd_parity.py", "test_state_dict.py", "test_tensor_lr.py", "test_torch_bitwise.py", "test_torch_optim_db.py",
     "test_validation.py",
 )
 
