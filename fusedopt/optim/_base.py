@@ -349,6 +349,9 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         buckets = _plan.build_buckets(
             self._route, self.state, _collectives.of_norm_group(self.norm_group), group, params, grads
         )
+        for b in buckets.values():
+            # what an eager step that reuses this cache re-checks (_plan._still_fits)
+            _plan.record_held(b)
         mask = list(map(is_not, grads, repeat(None)))
         index = _index_of(self.param_groups, group)
         self._planner.store(index, group, self._plan_signature(group), params, mask, buckets)
