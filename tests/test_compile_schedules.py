@@ -128,3 +128,37 @@ def test_one_cycle_momentum_in_a_compiled_train_step(name):
     (ma, oa, frames), (mb, ob, _) = run(True), run(False)
     assert frames > 0
     _assert_equal(list(ma.parameters()), list(mb.parameters()), oa, ob)
+
+
+@requires_native_cpu  # the native route is what it checks
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_tensor_betas_changed_in_place_run_the_kernels_and_never_recompile(backend):
+    """Tensor betas (torch's way to schedule them under compile) reach the
+    native kernels through the hyper tensor, with the doubles an eager step
+    reads from them: compiled equals eager bit for bit, and in-place changes
+    of the betas reuse the one graph."""
+    pa, pb = _params(), _params()
+    betas = lambda: (torch.tensor(0.9), torch.tensor(0.99))  # noqa: E731
+    oa = fusedopt.AdamW(pa, lr=torch.tensor(0.01), betas=betas(), weight_decay=0.1)
+    ob = fusedopt.AdamW(pb, lr=torch.tensor(0.01), betas=betas(), weight_decay=0.1)
+    counter = CompileCounterWithBackend(backend)
+    targets = set()
+
+    def recording(gm, example_inputs):
+        targets.update(str(n.target) for n in gm.graph.nodes)
+        return counter(gm, example_inputs)
+
+    step = torch.compile(oa.step, fullgraph=True, backend=recording)
+    gen = torch.Generator().manual_seed(1)
+    for i in range(4):
+        for a, b, g in zip(pa, pb, _grads(pa, gen)):
+            a.grad, b.grad = g.clone(), g.clone()
+        for o in (oa, ob):
+            o.param_groups[0]["betas"][0].fill_(0.9 - 0.02 * i)
+            o.param_groups[0]["betas"][1].fill_(0.99 + 0.002 * i)
+        step()
+        ob.step()
+    assert counter.frame_count == 1
+    # the native kernels ran (the plain-torch fallback's ops are not in the graph)
+    assert "fusedopt.adam_" in " ".join(targets) and not any("_foreach" in t for t in targets), targets
+    _assert_equal(pa, pb, oa, ob)

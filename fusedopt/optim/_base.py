@@ -201,6 +201,10 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
     def _hyper(self, group: dict, native: bool) -> tuple:
         """The group's packed hyperparameters; for a native op, as floats."""
         hyper = self.rule.hyper(group)
+        if native and torch.compiler.is_compiling():
+            # floats or tensors (Adam's tensor betas): _compile.hyper_args makes
+            # them one float64 device tensor, never reading a tensor on the host
+            return hyper
         return tuple(map(float, hyper)) if native else hyper
 
     def _ops_for_group(self, ops, group: dict):

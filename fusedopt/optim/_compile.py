@@ -86,13 +86,16 @@ def hyper_args(hyper: tuple, device: torch.device) -> tuple[list[float], Tensor]
     compute from the same doubles as the eager float path, so the compiled step
     equals the eager one bit for bit.
     """
-    structure = [1.0 if h != 0 else 0.0 for h in hyper]
+    # a tensor value (Adam's tensor betas) counts as nonzero: reading it would be a
+    # graph break, and no rule's structure depends on a value that may be a tensor
+    structure = [1.0 if isinstance(h, Tensor) or h != 0 else 0.0 for h in hyper]
     return structure, torch.stack([float64_input(h, device) for h in hyper])
 
 
 def float64_input(x, device: torch.device) -> Tensor:
     """A float of the step (lr, a beta) as a 0-dim float64 tensor holding the
-    same double, built so that the float stays an input of the graph.
+    same double, built so that the float stays an input of the graph (a
+    tensor, Adam's tensor beta, is converted exactly, as float() would read it).
 
     Dynamo turns a float that changed into a float64 tensor input, and AOT's
     pass that turns the float ops back into tensor ops keeps it an input only
