@@ -199,7 +199,7 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
                                  self._hyper(group, native=True), self.rule.active(group))
 
     def _hyper(self, group: dict, native: bool) -> tuple:
-        """The group's packed hyperparameters; for a native op, as floats."""
+        """The group's packed hyperparameters; for an eager native op, as floats."""
         hyper = self.rule.hyper(group)
         if native and torch.compiler.is_compiling():
             # floats or tensors (Adam's tensor betas): _compile.hyper_args makes
