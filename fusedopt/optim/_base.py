@@ -202,8 +202,12 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
                                  self._hyper(group, native=True), self.rule.active(group))
 
     def _hyper(self, group: dict, native: bool) -> tuple:
-        """The group's packed hyperparameters; for a native op, as floats."""
+        """The group's packed hyperparameters; for an eager native op, as floats."""
         hyper = self.rule.hyper(group)
+        if native and torch.compiler.is_compiling():
+            # floats or tensors (Adam's tensor betas): _compile.hyper_args makes
+            # them one float64 device tensor, never reading a tensor on the host
+            return hyper
         return tuple(map(float, hyper)) if native else hyper
 
     def _ops_for_group(self, ops, group: dict):
@@ -215,6 +219,12 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         ops = self._ops_for_group(ops, group)
         native = ops is not _ops.reference
         hyper = self._hyper(group, native)
+        hyper_tensor = None
+        if native and torch.compiler.is_compiling():
+            # betas, momentum...: device values, so a scheduler changing them
+            # does not recompile (see _compile.hyper_args); eagerly the floats
+            # go as they are (no tensor to make per step)
+            hyper, hyper_tensor = _compile.hyper_args(hyper, device)
         lr, lr_tensor = self._lr_args(group["lr"], device, ops)
         maximize = bool(group.get("maximize", False))
         plan = bucket.native_plan
@@ -223,11 +233,11 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         if plan is not None and native:
             # made for this group's state lists: a change of them (amsgrad, momentum)
             # changes the group's signature, which rebuilds the cache and its plans
-            plan.step_(hyper, None, *tail)
+            plan.step_(hyper, hyper_tensor, *tail)
             return
         if plan is not None:
             plan.release()  # the grads it holds for this step: the list op or the reference updates
-        self.rule.op(ops)(bucket.params, bucket.grads, *call_lists(bucket), hyper, None, *tail)
+        self.rule.op(ops)(bucket.params, bucket.grads, *call_lists(bucket), hyper, hyper_tensor, *tail)
 
     # -- helpers for subclasses ------------------------------------------------------
 
@@ -262,10 +272,11 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             # A float lr that a scheduler changes becomes a symbolic input of the
             # graph after one recompile; passed as a native op's float argument it
             # would be specialized again, one recompile per value. As a float64
-            # tensor it stays an input (the kernels read it as the same double).
+            # tensor it stays an input (the kernels read it as the same double;
+            # how it is made matters to AOT backends: see float64_input).
             # (The reference's torch ops take the symbolic float as it is, and so
             # compute what they compute eagerly.)
-            return 0.0, torch.full((), lr, dtype=torch.float64, device=device)
+            return 0.0, _compile.float64_input(lr, device)
         return float(lr), None
 
     # -- bucketing ---------------------------------------------------------------------
@@ -347,6 +358,9 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         buckets = _plan.build_buckets(
             self._route, self.state, _collectives.of_norm_group(self.norm_group), group, params, grads
         )
+        for b in buckets.values():
+            # what an eager step that reuses this cache re-checks (_plan._still_fits)
+            _plan.record_held(b)
         mask = list(map(is_not, grads, repeat(None)))
         index = _index_of(self.param_groups, group)
         self._planner.store(index, group, self._plan_signature(group), params, mask, buckets)

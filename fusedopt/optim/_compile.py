@@ -68,6 +68,45 @@ def unflatten(layout: tuple, flat: list[Tensor], make_bucket: Callable) -> dict[
     return buckets
 
 
+def hyper_args(hyper: tuple, device: torch.device) -> tuple[list[float], Tensor]:
+    """A native op's hyperparameters under torch.compile: the values as a float64
+    tensor on `device` (the kernels read it: csrc/cpu/rule_call.h hyper_of, the
+    CUDA rule kernel's hyper_ptr), and a float list that says only which values
+    are zero (1.0 where nonzero).
+
+    Why: a float a scheduler changes (OneCycleLR's betas or momentum) becomes a
+    symbolic input of the graph after dynamo's first recompile, as lr does (see
+    _base._lr_args). Handed to the op's ``float[] hyper`` it would be specialized
+    again, one recompile per value; in a tensor it stays an input. The float list
+    still carries what the host side reads from it: the structure of the call
+    (Adam's amsgrad, SGD's momentum == 0 vs not, which decide the state lists
+    the call carries; csrc/rules/*.h active_states). Those zero tests guard the
+    graph: a group whose momentum becomes 0, or that switches amsgrad or
+    nesterov, recompiles, as its state lists change anyway. The kernels
+    compute from the same doubles as the eager float path, so the compiled step
+    equals the eager one bit for bit.
+    """
+    # a tensor value (Adam's tensor betas) counts as nonzero: reading it would be a
+    # graph break, and no rule's structure depends on a value that may be a tensor
+    structure = [1.0 if isinstance(h, Tensor) or h != 0 else 0.0 for h in hyper]
+    return structure, torch.stack([float64_input(h, device) for h in hyper])
+
+
+def float64_input(x, device: torch.device) -> Tensor:
+    """A float of the step (lr, a beta) as a 0-dim float64 tensor holding the
+    same double, built so that the float stays an input of the graph (a
+    tensor, Adam's tensor beta, is converted exactly, as float() would read it).
+
+    Dynamo turns a float that changed into a float64 tensor input, and AOT's
+    pass that turns the float ops back into tensor ops keeps it an input only
+    where it can rewrite each use: a pointwise op such as this add can be,
+    ``torch.full((), x)`` or ``torch.tensor([x])`` cannot, and make AOT
+    backends (aot_eager, inductor) specialize the float again, one recompile
+    per value. (0.0 + x is x exactly.)
+    """
+    return torch.zeros((), dtype=torch.float64, device=device) + x
+
+
 def run_eagerly(step, *args, **kwargs):
     """Runs `step` outside the compiled graph (a graph break; an error under
     fullgraph=True): for what the compiled route does not take (DTensor params)."""

@@ -154,9 +154,12 @@ class Adam(FusedOptimizer):
         return None
 
     def _ops_for_group(self, ops, group: dict):
-        # the native op takes float betas; reading tensor ones on the host would be a
-        # sync (or, compiled, a graph break): the reference's device math instead
-        return _ops.reference if _betas_stay_on_device(*group["betas"]) else ops
+        # Eagerly the native op takes float betas; reading tensor ones on a GPU
+        # would be a sync: the reference's device math instead. Compiled, the
+        # native op reads them from its hyper_tensor (_compile.hyper_args).
+        if torch.compiler.is_compiling() or not _betas_stay_on_device(*group["betas"]):
+            return ops
+        return _ops.reference
 
 
 def _adam_hyper(group: dict) -> tuple:
