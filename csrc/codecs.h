@@ -31,6 +31,15 @@ struct PlainCodec {
   static constexpr int kBlock = 1;
 };
 
+// 8-bit blockwise dynamic quantization (csrc/math/quant8.h): uint8 codes, one
+// float32 absmax per block of 256 (math::kQuant8Block; checked where the CPU
+// loop includes both). Whether a state uses the signed or the unsigned map is
+// the rule's declaration (Rule::kStateSigned).
+struct Quant8Codec {
+  using Storage = uint8_t;
+  static constexpr int kBlock = 256;
+};
+
 // Calls fn(PlainCodec<T>{}) for the codec of a state list stored as `d`.
 template <class Fn>
 bool dispatch_state_codec(DType d, Fn fn) {
@@ -44,6 +53,8 @@ bool dispatch_state_codec(DType d, Fn fn) {
     case DType::F16:
       fn(PlainCodec<fp16_t>{});
       return true;
+    case DType::U8:
+      return false;  // blockwise: the callers that handle it dispatch it themselves
   }
   return false;
 }

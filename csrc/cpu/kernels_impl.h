@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "../codecs.h"
+#include "../math/quant8.h"
 #include "kernels.h"
 
 namespace fusedopt {
@@ -102,10 +103,90 @@ void rule_range(const RuleTensor& t, const typename Rule::Consts& c, const math:
   }
 }
 
+// ---------------------------------------------------------------- 8-bit states
+
+static_assert(Quant8Codec::kBlock == math::kQuant8Block, "the codec's block is the format's");
+
+// The bucket lookup of a map (quant8.h), built once per process.
+template <bool kSigned>
+const math::Quant8Lookup<kSigned>& quant8_lookup() {
+  static const math::Quant8Lookup<kSigned> table = [] {
+    math::Quant8Lookup<kSigned> l;
+    math::quant8_build_lookup(l);
+    return l;
+  }();
+  return table;
+}
+
+template <bool kSigned>
+void quant8_store(const float* x, int count, uint8_t* codes, float* absmax) {
+  const float m = math::quant8_absmax(x, count);
+  const math::Quant8Lookup<kSigned>& l = quant8_lookup<kSigned>();
+  if (l.valid) {
+    for (int i = 0; i < count; ++i) codes[i] = math::quant8_code_lookup(math::quant8_normalize(x[i], m), l);
+  } else {
+    const float* t = math::quant8_thresholds<kSigned>();
+    for (int i = 0; i < count; ++i) codes[i] = math::quant8_code(math::quant8_normalize(x[i], m), t);
+  }
+  *absmax = m;
+}
+
+// Elements [lo, hi) of a tensor with 8-bit states, block by block (lo is a
+// block start: the shares cut at blocks): each active state's block is
+// dequantized into a float buffer, the plain-float loop (rule_range with fp32
+// states, the very arithmetic of fp32 states) updates the block, and each
+// state's block is requantized with its new absmax. One read and one write of
+// each code byte and scale.
+template <class Rule, class P, class G, int kActive, bool kMaster>
+void rule_blocks_q8(const RuleTensor& t, const typename Rule::Consts& c, const math::GradFactors& f, int64_t lo,
+                    int64_t hi) {
+  constexpr int B = Quant8Codec::kBlock;
+  alignas(64) float buf[kActive][B];
+  for (int64_t start = lo; start < hi; start += B) {
+    const int count = static_cast<int>(hi - start < B ? hi - start : B);
+    const int64_t block = start / B;
+    RuleTensor u{};
+    u.param = at<P>(t.param, start);
+    u.grad = at<G>(t.grad, start);
+    u.master = kMaster ? t.master + start : nullptr;
+    for (int k = 0; k < kActive; ++k) {
+      const uint8_t* q = static_cast<const uint8_t*>(t.states[k]) + start;
+      if (Rule::kStateSigned[k]) {
+        math::quant8_dequantize_block<true>(q, count, t.absmax[k][block], buf[k]);
+      } else {
+        math::quant8_dequantize_block<false>(q, count, t.absmax[k][block], buf[k]);
+      }
+      u.states[k] = buf[k];
+    }
+    rule_range<Rule, P, G, PlainCodec<float>, kActive, kMaster>(u, c, f, 0, count);
+    for (int k = 0; k < kActive; ++k) {
+      uint8_t* q = static_cast<uint8_t*>(t.states[k]) + start;
+      if (Rule::kStateSigned[k]) {
+        quant8_store<true>(buf[k], count, q, t.absmax[k] + block);
+      } else {
+        quant8_store<false>(buf[k], count, q, t.absmax[k] + block);
+      }
+    }
+  }
+}
+
+// The loop of a codec: whole vectors for the plain codecs, whole blocks for a
+// blockwise one (which needs at least one state list).
+template <class Rule, class P, class G, class S, int kActive, bool kMaster>
+RangeFn<Rule> range_fn() {
+  if constexpr (S::kBlock == 1) {
+    return &rule_range<Rule, P, G, S, kActive, kMaster>;
+  } else if constexpr (kActive > 0) {
+    return &rule_blocks_q8<Rule, P, G, kActive, kMaster>;
+  } else {
+    return nullptr;
+  }
+}
+
 // The kernel for `active` state lists, among kMinStates..kStates.
 template <class Rule, class P, class G, class S, bool kMaster, int kActive = Rule::kMinStates>
 RangeFn<Rule> pick_active(int active) {
-  if (active == kActive) return &rule_range<Rule, P, G, S, kActive, kMaster>;
+  if (active == kActive) return range_fn<Rule, P, G, S, kActive, kMaster>();
   if constexpr (kActive < Rule::kStates) {
     return pick_active<Rule, P, G, S, kMaster, kActive + 1>(active);
   } else {
@@ -134,6 +215,8 @@ RangeFn<Rule> pick_state(DType s, int active, bool master) {
       return pick_master<Rule, P, G, PlainCodec<bf16_t>>(active, master);
     case DType::F16:
       return pick_master<Rule, P, G, PlainCodec<fp16_t>>(active, master);
+    case DType::U8:
+      return pick_master<Rule, P, G, Quant8Codec>(active, master);
   }
   return nullptr;
 }
@@ -150,6 +233,8 @@ RangeFn<Rule> select_rule(DType p, DType g, DType s, int active, bool master) {
     case DType::F16:
       if (g == DType::F16) return pick_state<Rule, fp16_t, fp16_t>(s, active, master);
       return g == DType::F32 ? pick_state<Rule, fp16_t, float>(s, active, master) : nullptr;
+    case DType::U8:
+      break;  // not a param dtype
   }
   return nullptr;
 }
@@ -246,6 +331,8 @@ ClampRangeFn select_clamp(DType g) {
       return &clamp_range<bf16_t>;
     case DType::F16:
       return &clamp_range<fp16_t>;
+    case DType::U8:
+      break;  // not a grad dtype
   }
   return nullptr;
 }
@@ -258,6 +345,8 @@ UnscaleRangeFn select_unscale(DType g) {
       return &unscale_range<bf16_t>;
     case DType::F16:
       return &unscale_range<fp16_t>;
+    case DType::U8:
+      break;  // not a grad dtype
   }
   return nullptr;
 }
@@ -270,6 +359,8 @@ SumsqRangeFn select_sumsq(DType g) {
       return &sumsq_range<bf16_t>;
     case DType::F16:
       return &sumsq_range<fp16_t>;
+    case DType::U8:
+      break;  // not a grad dtype
   }
   return nullptr;
 }
