@@ -9,11 +9,11 @@
 // (csrc/cpu/vec_*.h, csrc/cuda/multi_tensor_apply.cuh). The kernels' loops walk
 // a tensor in units of max(vector, kBlock) elements: for kBlock == 1 a unit is
 // the CPU vector or the CUDA pack, exactly what runs without codecs. A codec
-// with kBlock > 1 (blockwise-quantized states: 8-bit codes + an fp32 scale per
-// block) is handed a whole block's new values at once (store_block) after the
-// update of the block, so it can find the block's new absmax and requantize in
-// the same pass; it loads (load_block) the block's values as floats before. The
-// update rules do not change.
+// with kBlock > 1 (Quant8Codec: 8-bit codes + an fp32 scale per block) has a
+// loop of its own (CPU: rule_blocks_q8 in cpu/kernels_impl.h): each state's
+// block is dequantized into floats, the plain-float loop updates the block, and
+// the block's new values are requantized with their new absmax in the same
+// pass. The update rules do not change.
 //
 // fp32, bf16 and fp16 states are PlainCodec<float>, <bf16_t>, <fp16_t>; params
 // and grads go through the same family.

@@ -150,8 +150,8 @@ CallInfo check_rule_args(const RuleLists& l, int active, const std::optional<Ten
   const size_t lists = n * static_cast<size_t>(active);
   const bool q8 = active > 0 && l.states.size() == 2 * lists && l.states[0].dtype_code() == raw::codes().u8;
   FO_CHECK(q8 || l.states.size() == lists, Rule::kName, ": states must hold ", active, " lists of ", n,
-           " tensors (", lists, "; for 8-bit states ", 2 * lists, ": the uint8 code lists, then the float32 absmax lists)",
-           ", got ", l.states.size());
+           " tensors (", lists, "), got ", l.states.size(), " (8-bit states: ", 2 * lists,
+           ", the uint8 code lists, then the float32 absmax lists)");
   if (q8) {
     FO_CHECK(!cuda, Rule::kName, ": 8-bit states are not implemented by the CUDA kernels (fusedopt's optimizers "
              "update them with the plain-torch reference on CUDA)");

@@ -155,7 +155,7 @@ def test_list_op_refuses_bad_8bit_lists():
         (good[:2] + [torch.zeros(4, dtype=torch.float64)] + good[3:], "float32"),
         (good[:1] + [torch.zeros(2000, dtype=torch.uint8)[::2]] + good[2:], "not contiguous"),
         (good[:1] + [torch.zeros(1000)] + good[2:], "uint8"),
-        (good[:3], "for 8-bit states 4"),
+        (good[:3], r"\(2\), got 3 \(8-bit states: 4"),
     ]
     for states, msg in cases:
         before = [p.clone() for p in params] + [s.clone() for s in states]
@@ -274,3 +274,49 @@ def test_errors():
     with pytest.raises(RuntimeError, match="dense grads"):
         opt.step()
     assert torch.equal(e, e0) and not opt.state[e]
+
+
+@requires_native_cpu
+@pytest.mark.parametrize("signed", [True, False])
+def test_codes_at_every_threshold_are_the_references(signed):
+    """The kernels' code search (a vectorized lookup) against torch's: values
+    on, just below and just above every threshold of the map, zeros, tiny
+    values and NaN. SGD's first applied momentum step stores the grad itself
+    (signed map); Adam with beta2 = 0 stores g * g (unsigned map)."""
+    from fusedopt._quant8 import map_tables
+
+    _, thresholds = map_tables(signed)
+    t = torch.tensor(thresholds, dtype=torch.float32)
+    up = torch.nextafter(t, torch.tensor(float("inf")))
+    down = torch.nextafter(t, torch.tensor(float("-inf")))
+    vals = torch.cat([t, up, down, torch.tensor([0.0, -0.0, 1.0, -1.0, 1e-38, -1e-38])])
+    vals = vals if signed else vals.abs()
+    # blocks of 255 values and a 1.0 (their absmax: the values are the normalized ones)
+    blocks = [torch.cat([chunk, torch.ones(1)]) for chunk in vals.split(255)]
+    x = torch.cat(blocks)
+    nan_block = torch.cat([torch.full((3,), float("nan")), torch.ones(253)])
+    x = torch.cat([x, nan_block])
+    hyper = [0.9, 0.0, 0.0, 0.0]  # momentum, dampening, weight_decay, nesterov
+    p = [torch.zeros(x.numel())]
+    codes, absmax = quantize_blockwise(torch.zeros(x.numel()), True)
+    states = [codes.clone(), absmax.clone()]
+    # sgd_ quantizes its buffer with the signed map; the unsigned map is the
+    # second state of Adam with beta2 = 0 and a grad whose square is x
+    if signed:
+        torch.ops.fusedopt.sgd_(p, [x], states, [torch.tensor(True)], [], hyper, None, 0.0, None, None, None, None,
+                                0.0, 0.0, False)
+        want = quantize_blockwise(x, True)
+        got = states
+    else:
+        m0, a0 = quantize_blockwise(torch.zeros(x.numel()), True)
+        v0, b0 = quantize_blockwise(torch.zeros(x.numel()), False)
+        st = [m0, v0, a0, b0]
+        g = x.sqrt()
+        # exp_avg_sq = beta2 * 0 + (1 - beta2) * g * g with beta2 = 0: g * g, which is x
+        # only where the square root is exact; compare against torch's quantization of g * g
+        torch.ops.fusedopt.adam_(p, [g], st, [torch.zeros(())], [], [0.9, 0.0, 1e-8, 0.0, 1.0, 0.0], None, 0.0,
+                                 None, None, None, None, 0.0, 0.0, False)
+        want = quantize_blockwise(g * g, False)
+        got = [st[1], st[3]]
+    assert torch.equal(got[0], want[0])
+    assert torch.equal(got[1].nan_to_num(7.0), want[1].nan_to_num(7.0))

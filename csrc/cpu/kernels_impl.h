@@ -118,15 +118,90 @@ const math::Quant8Lookup<kSigned>& quant8_lookup() {
   return table;
 }
 
+#if defined(__AVX2__)
+// quant8_code_lookup for 8 values at once, with gathers: the same key, bucket
+// clamp, first code and comparisons with the bucket's thresholds, lane by lane.
+template <bool kSigned>
+FO_INLINE void quant8_codes8(const float* n, uint8_t* codes, const math::Quant8Lookup<kSigned>& l) {
+  static_assert(math::kQuant8PerBucket == 2, "two comparisons per bucket below");
+  const __m256 x = _mm256_loadu_ps(n);
+  const __m256i u = _mm256_castps_si256(x);
+  // negatives' bits inverted, positives' sign bit set: the floats' order
+  const __m256i key = _mm256_xor_si256(u, _mm256_or_si256(_mm256_srai_epi32(u, 31), _mm256_set1_epi32(INT32_MIN)));
+  __m256i b = _mm256_sub_epi32(_mm256_srli_epi32(key, math::Quant8Lookup<kSigned>::kShift),
+                               _mm256_set1_epi32(static_cast<int32_t>(l.first_bucket)));
+  b = _mm256_min_epi32(_mm256_max_epi32(b, _mm256_setzero_si256()), _mm256_set1_epi32(l.buckets - 1));
+  // a byte table: gather 4 bytes at the bucket (inside the struct: the table
+  // has room past its last used bucket) and keep the first
+  __m256i code = _mm256_and_si256(
+      _mm256_i32gather_epi32(reinterpret_cast<const int*>(l.first_code), b, 1), _mm256_set1_epi32(0xff));
+  const __m256 t0 = _mm256_i32gather_ps(l.thresholds, code, 4);
+  const __m256 t1 = _mm256_i32gather_ps(l.thresholds + 1, code, 4);
+  // a true comparison is -1 (false for NaN)
+  code = _mm256_sub_epi32(code, _mm256_castps_si256(_mm256_cmp_ps(t0, x, _CMP_LE_OQ)));
+  code = _mm256_sub_epi32(code, _mm256_castps_si256(_mm256_cmp_ps(t1, x, _CMP_LE_OQ)));
+  code = _mm256_and_si256(code, _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_ORD_Q)));  // NaN: 0
+  alignas(32) int32_t out[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(out), code);
+  for (int k = 0; k < 8; ++k) codes[k] = static_cast<uint8_t>(out[k]);
+}
+#endif
+
+// One block's values from its codes: values[code] * absmax, as
+// quant8_dequantize_block (the same float product), 8 at a time with a gather.
+template <bool kSigned>
+FO_INLINE void quant8_load(const uint8_t* q, int count, float absmax, float* out) {
+  const float* values = math::quant8_values<kSigned>();
+  int i = 0;
+#if defined(__AVX2__)
+  const __m256 scale = _mm256_set1_ps(absmax);
+  for (; i + 8 <= count; i += 8) {
+    const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i)));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_i32gather_ps(values, idx, 4), scale));
+  }
+#endif
+  for (; i < count; ++i) out[i] = math::quant8_dequantize(q[i], absmax, values);
+}
+
+// Codes and the new absmax of one block's values: max |x| and x / absmax in
+// whole vectors (the same IEEE operations as quant8_absmax and
+// quant8_normalize, so the same bits), then each code by the lookup.
 template <bool kSigned>
 void quant8_store(const float* x, int count, uint8_t* codes, float* absmax) {
-  const float m = math::quant8_absmax(x, count);
+  constexpr int B = Quant8Codec::kBlock;
+  // |v| as max(v, 0 - v): +0 for both zeros, and a NaN stays (vmax keeps a
+  // NaN in either operand)
+  const Vec zero(0.0f);
+  Vec acc(0.0f);
+  int i = 0;
+  for (; i + Vec::N <= count; i += Vec::N) {
+    const Vec v = vload(x + i);
+    acc = vmax(acc, vmax(v, zero - v));
+  }
+  float lanes[Vec::N];
+  vstore(lanes, acc);
+  float m = 0.0f;
+  for (int k = 0; k < Vec::N; ++k) m = math::vmax(m, lanes[k]);
+  for (; i < count; ++i) m = math::vmax(m, fabsf(x[i]));
+  alignas(64) float n[B];
+  if (m > 0.0f) {
+    const Vec d(m);
+    i = 0;
+    for (; i + Vec::N <= count; i += Vec::N) vstore(n + i, vload(x + i) / d);
+    for (; i < count; ++i) n[i] = x[i] / m;
+  } else {
+    for (i = 0; i < count; ++i) n[i] = 0.0f;  // a zero block, or NaN: dequantizes to NaN whatever its codes
+  }
   const math::Quant8Lookup<kSigned>& l = quant8_lookup<kSigned>();
   if (l.valid) {
-    for (int i = 0; i < count; ++i) codes[i] = math::quant8_code_lookup(math::quant8_normalize(x[i], m), l);
+    i = 0;
+#if defined(__AVX2__)
+    for (; i + 8 <= count; i += 8) quant8_codes8(n + i, codes + i, l);
+#endif
+    for (; i < count; ++i) codes[i] = math::quant8_code_lookup(n[i], l);
   } else {
     const float* t = math::quant8_thresholds<kSigned>();
-    for (int i = 0; i < count; ++i) codes[i] = math::quant8_code(math::quant8_normalize(x[i], m), t);
+    for (i = 0; i < count; ++i) codes[i] = math::quant8_code(n[i], t);
   }
   *absmax = m;
 }
@@ -152,9 +227,9 @@ void rule_blocks_q8(const RuleTensor& t, const typename Rule::Consts& c, const m
     for (int k = 0; k < kActive; ++k) {
       const uint8_t* q = static_cast<const uint8_t*>(t.states[k]) + start;
       if (Rule::kStateSigned[k]) {
-        math::quant8_dequantize_block<true>(q, count, t.absmax[k][block], buf[k]);
+        quant8_load<true>(q, count, t.absmax[k][block], buf[k]);
       } else {
-        math::quant8_dequantize_block<false>(q, count, t.absmax[k][block], buf[k]);
+        quant8_load<false>(q, count, t.absmax[k][block], buf[k]);
       }
       u.states[k] = buf[k];
     }
