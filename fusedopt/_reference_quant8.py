@@ -20,7 +20,6 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ._quant8 import dequantize_blockwise, quantize_blockwise
 
 
 def is_8bit(states: Sequence[Tensor]) -> bool:
@@ -32,6 +31,8 @@ def step(reference: Callable, signed: Sequence[bool], params, grads, states, cou
          hyper_tensor, lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value=0.0, maximize=False):
     """``reference``'s update of params whose states are 8-bit; ``signed[k]``:
     whether state k uses the signed map."""
+    from ._quant8 import dequantize_blockwise, quantize_blockwise  # (its maps cost 50 ms to make: when used)
+
     n = len(params)
     if n == 0:
         return

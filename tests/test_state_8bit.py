@@ -320,3 +320,36 @@ def test_codes_at_every_threshold_are_the_references(signed):
         got = [st[1], st[3]]
     assert torch.equal(got[0], want[0])
     assert torch.equal(got[1].nan_to_num(7.0), want[1].nan_to_num(7.0))
+
+
+def test_compiled_step_matches_eager():
+    """torch.compile(fullgraph=True) of a step with 8-bit states: the same
+    params, codes and scales as the eager steps."""
+    torch.manual_seed(0)
+    base = torch.nn.Linear(64, 40)
+    grads = [[torch.randn_like(p) for p in base.parameters()] for _ in range(3)]
+    out = []
+    for compiled in (False, True):
+        model = torch.nn.Linear(64, 40)
+        model.load_state_dict(base.state_dict())
+        opt = fusedopt.AdamW(model.parameters(), state_dtype="8bit", min_8bit_size=1000, max_grad_norm=1.0)
+        step = torch.compile(opt.step, fullgraph=True) if compiled else opt.step
+        for gs in grads:
+            for p, g in zip(model.parameters(), gs):
+                p.grad = g.clone()
+            step()
+        st = opt.state[model.weight]
+        out.append([model.weight.detach(), model.bias.detach(), st["exp_avg"], st["exp_avg_absmax"],
+                    st["exp_avg_sq"], st["exp_avg_sq_absmax"]])
+    assert out[0][2].dtype == torch.uint8
+    if _ops.CPU_LIB.loaded:
+        assert _equal_bits(out[0], out[1])  # both run the native op
+        return
+    # the plain-torch update, compiled by inductor, rounds as fp32 compiled
+    # steps do (tests/test_compile.py: fp32_tol); a state then may move by one
+    # code (at most the map's widest gap, 0.9 / 64 of its block's absmax)
+    for a, b in zip(out[0][:2], out[1][:2]):
+        torch.testing.assert_close(a, b, **fp32_tol())
+    for (ca, aa, cb, ab), signed in zip([out[0][2:4] + out[1][2:4], out[0][4:6] + out[1][4:6]], (True, False)):
+        da, db = dequantize_blockwise(ca, aa, signed), dequantize_blockwise(cb, ab, signed)
+        torch.testing.assert_close(da, db, rtol=0, atol=float(aa.max()) * 0.9 / 64)

@@ -190,3 +190,18 @@ def test_dequantized_state_dict_loads_into_torch():
     g = fusedopt.AdamW([torch.nn.Parameter(p.detach().clone()) for p in pa], lr=1e-3)
     g.load_state_dict(sd)
     assert g.state[g.param_groups[0]["params"][0]]["exp_avg"].dtype == torch.float32
+
+
+def test_sgd_unapplied_buffer_leaves_no_scales_behind():
+    """A momentum buffer no step has applied (the first step skipped) is left
+    out of SGD's state_dict, as torch has none: its scales with it."""
+    p = torch.nn.Parameter(torch.randn(5000))
+    opt = fusedopt.SGD([p], lr=0.1, momentum=0.9, state_dtype="8bit")
+    p.grad = torch.randn_like(p)
+    opt.grad_scale, opt.found_inf = torch.tensor(1.0), torch.tensor(1.0)
+    opt.step()
+    assert "momentum_buffer_absmax" in opt.state[p]
+    assert opt.state_dict()["state"] == {}
+    del opt.grad_scale, opt.found_inf
+    opt.step()
+    assert sorted(opt.state_dict()["state"][0]) == ["momentum_buffer", "momentum_buffer_absmax"]

@@ -19,14 +19,21 @@ import torch
 from torch import Tensor
 
 from .. import _dtensor
-from .._quant8 import dequantize_blockwise, num_blocks, quantize_blockwise
+
+
+# fusedopt/_quant8.py makes its maps when imported (50 ms): imported here when
+# 8-bit states are used, not with fusedopt
+def _q8():
+    from .. import _quant8
+
+    return _quant8
 
 ABSMAX = "_absmax"
 
 
 def quantize(value: Tensor, signed: bool) -> tuple[Tensor, Tensor]:
     """(codes, absmax) of a float state, codes contiguous in its shape."""
-    codes, absmax = quantize_blockwise(value.detach().to(torch.float32).contiguous(), signed)
+    codes, absmax = _q8().quantize_blockwise(value.detach().to(torch.float32).contiguous(), signed)
     return codes.contiguous(), absmax
 
 
@@ -63,7 +70,7 @@ def check_states(p: Tensor, state: dict, names: list[str]) -> None:
                 f"fusedopt: state['{name}'] of an 8-bit parameter of shape {tuple(p.shape)} is {codes.dtype} of "
                 f"shape {tuple(codes.shape)}; it must be uint8 codes of the parameter's shape"
             )
-        blocks = num_blocks(p.numel())
+        blocks = _q8().num_blocks(p.numel())
         if absmax.dtype is not torch.float32 or absmax.shape != (blocks,):
             raise RuntimeError(
                 f"fusedopt: state['{name}{ABSMAX}'] is {absmax.dtype} of shape {tuple(absmax.shape)}; a parameter "
@@ -99,7 +106,7 @@ def convert_loaded(optimizer, p: Tensor, state: dict) -> None:
             if optimizer._is_8bit(p):
                 continue
             absmax = state.pop(name + ABSMAX)
-            values = dequantize_blockwise(value.contiguous(), absmax.to(value.device), signed)
+            values = _q8().dequantize_blockwise(value.contiguous(), absmax.to(value.device), signed)
             state[name] = values.to(optimizer._state_dtype_for(p))
         elif optimizer._is_8bit(p) and value.is_floating_point():
             state[name], state[name + ABSMAX] = quantize(value, signed)
@@ -134,6 +141,6 @@ def dequantized_state_dict(state_dict: dict) -> dict:
             if name not in signed_of:
                 raise ValueError(f"fusedopt: no fusedopt optimizer keeps a state named '{name}'")
             codes, absmax = st[name], st.pop(name + ABSMAX)
-            st[name] = dequantize_blockwise(codes.contiguous(), absmax.to(codes.device), signed_of[name])
+            st[name] = _q8().dequantize_blockwise(codes.contiguous(), absmax.to(codes.device), signed_of[name])
         state[pid] = st
     return {**state_dict, "state": state}

@@ -195,7 +195,8 @@ class SGD(FusedOptimizer):
             for group in self.param_groups:
                 for p in group["params"]:
                     if p in pending and index in sd["state"]:
-                        st = {k: v for k, v in sd["state"][index].items() if k != "momentum_buffer"}
+                        unapplied = ("momentum_buffer", "momentum_buffer_absmax")  # (8-bit: its scales too)
+                        st = {k: v for k, v in sd["state"][index].items() if k not in unapplied}
                         if st:
                             sd["state"][index] = st
                         else:
