@@ -353,3 +353,17 @@ def test_compiled_step_matches_eager():
     for (ca, aa, cb, ab), signed in zip([out[0][2:4] + out[1][2:4], out[0][4:6] + out[1][4:6]], (True, False)):
         da, db = dequantize_blockwise(ca, aa, signed), dequantize_blockwise(cb, ab, signed)
         torch.testing.assert_close(da, db, rtol=0, atol=float(aa.max()) * 0.9 / 64)
+
+
+def test_sgd_without_momentum_runs_as_without_8bit():
+    """No momentum, no state: the 8-bit setting changes nothing (the params
+    stay in the native bucket they would be in without it)."""
+    pa = torch.nn.Parameter(torch.randn(300, 20))
+    pb = torch.nn.Parameter(pa.detach().clone())
+    oa = fusedopt.SGD([pa], lr=0.1, state_dtype="8bit", min_8bit_size=0)
+    ob = fusedopt.SGD([pb], lr=0.1)
+    for o, p in ((oa, pa), (ob, pb)):
+        p.grad = torch.ones_like(p)
+        o.step()
+    assert torch.equal(pa, pb) and not oa.state[pa]
+    assert oa.step_backends() == ob.step_backends()

@@ -175,6 +175,7 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
     def _store_state(self, p: Tensor, state: dict, name: str, value: Tensor) -> None:
         """state[name] = value, quantized (codes and name + "_absmax") for an 8-bit p."""
         if self._is_8bit(p):
+            _quant8_states.check_supported(p)  # (Adagrad makes its state with the optimizer)
             signed = self.rule.signed[self.rule.states.index(name)]
             state[name], state[name + "_absmax"] = _quant8_states.quantize(value, signed)
         else:
@@ -188,7 +189,7 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             return special
         _validate.check_fused_device(p, group, self._fused_cuda_unsupported)
         rule = self.rule
-        q8 = self._is_8bit(p)
+        q8 = self._is_8bit(p) and rule.active(group) > 0  # (SGD without momentum keeps no state)
         if q8:
             _quant8_states.check_supported(p)  # before its state is made
         state, moments, counter = self._rule_tensors(p, group, occurrence)
