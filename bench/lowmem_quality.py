@@ -8,9 +8,8 @@ batches for a fixed budget of steps; the output is the validation loss along
 the way and at the end, the training loss curve, the optimizer's own bytes per
 param and the time taken, as JSON, with a plot beside it when matplotlib is
 there. The optimizers come as factories (params -> optimizer), so rows are one
-line each: today torch.optim.AdamW in fp32 and the 8-bit AdamWs of
-bitsandbytes and torchao where they import; fusedopt's 8-bit rows join when
-they exist.
+line each: torch.optim.AdamW in fp32, fusedopt's AdamW with 8-bit states, and
+the 8-bit AdamWs of bitsandbytes and torchao where they import.
 
     python -m bench.lowmem_quality --steps 300 --out bench/results/lowmem-quality-cpu.json
 
@@ -164,7 +163,13 @@ def _adamw_kwargs(cfg: Config) -> dict:
 
 def optimizers() -> dict[str, Callable]:
     """Every row this environment can run: name -> factory(params, cfg)."""
-    rows = {"torch AdamW fp32": lambda p, cfg: torch.optim.AdamW(p, **_adamw_kwargs(cfg))}
+    import fusedopt
+
+    rows = {
+        "torch AdamW fp32": lambda p, cfg: torch.optim.AdamW(p, **_adamw_kwargs(cfg)),
+        # bitsandbytes' default min_8bit_size (4096) is fusedopt's too
+        "fusedopt AdamW 8bit": lambda p, cfg: fusedopt.AdamW(p, **_adamw_kwargs(cfg), state_dtype="8bit"),
+    }
     try:
         import bitsandbytes as bnb
 

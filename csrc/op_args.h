@@ -105,6 +105,40 @@ inline void check_hyper_tensor(const std::optional<Tensor>& t, int expected, con
            ": hyper_tensor must be on the params' device");
 }
 
+// The state lists of an 8-bit call: `active` lists of uint8 codes, each code
+// tensor contiguous with its param's element count, then `active` lists of
+// float32 absmax, contiguous, one per block of 256 elements
+// (states[(active + k) * n + i] belongs to states[k * n + i]). The params must be
+// contiguous: the kernels cut blocks from the flat memory, the format from the
+// flattened (logical) order.
+inline void check_quant8_states(const RuleLists& l, int active, CallInfo& c, const char* const* names) {
+  const size_t n = l.params.size();
+  const raw::Codes& codes = raw::codes();
+  for (size_t i = 0; i < n; ++i) {
+    FO_CHECK(c.layout.contiguous[i], "params[", i, "] is not contiguous; 8-bit states need contiguous params");
+  }
+  for (int k = 0; k < active; ++k) {
+    for (size_t i = 0; i < n; ++i) {
+      const TensorRef q = l.states[k * n + i];
+      const TensorRef a = l.states[(active + k) * n + i];
+      check_place(q, c.place, names[k], i);
+      FO_CHECK(q.dtype_code() == codes.u8, names[k], "[", i, "] has dtype ", dtype_str(q.scalar_type()),
+               "; the codes of 8-bit states are uint8 (every state list of a call alike)");
+      FO_CHECK(q.numel() == c.numels[i], names[k], "[", i, "] has ", q.numel(), " codes but params[", i, "] has ",
+               c.numels[i], " elements");
+      FO_CHECK(q.is_contiguous(), names[k], "[", i, "] (8-bit codes) is not contiguous");
+      check_place(a, c.place, "absmax", i);
+      FO_CHECK(a.dtype_code() == codes.f32, "the absmax of ", names[k], "[", i, "] has dtype ",
+               dtype_str(a.scalar_type()), "; block scales are float32");
+      const int64_t blocks = (c.numels[i] + 255) / 256;
+      FO_CHECK(a.numel() == blocks, "the absmax of ", names[k], "[", i, "] has ", a.numel(), " elements; ",
+               c.numels[i], " codes in blocks of 256 need ", blocks);
+      FO_CHECK(a.is_contiguous(), "the absmax of ", names[k], "[", i, "] is not contiguous");
+    }
+  }
+  c.state = DType::U8;
+}
+
 // Validates a call of `Rule` with `active` state lists. Throws before anything
 // is written.
 template <class Rule>
@@ -113,9 +147,17 @@ CallInfo check_rule_args(const RuleLists& l, int active, const std::optional<Ten
                          const std::optional<Tensor>& sumsq, bool cuda) {
   CallInfo c = check_common(l.params, l.grads, l.masters, lr_tensor, grad_scale, found_inf, sumsq, cuda);
   const size_t n = l.params.size();
-  FO_CHECK(l.states.size() == n * static_cast<size_t>(active), Rule::kName, ": states must hold ", active,
-           " lists of ", n, " tensors (", active * n, "), got ", l.states.size());
-  for (int k = 0; k < active; ++k) {
+  const size_t lists = n * static_cast<size_t>(active);
+  const bool q8 = active > 0 && l.states.size() == 2 * lists && l.states[0].dtype_code() == raw::codes().u8;
+  FO_CHECK(q8 || l.states.size() == lists, Rule::kName, ": states must hold ", active, " lists of ", n,
+           " tensors (", lists, "), got ", l.states.size(), " (8-bit states: ", 2 * lists,
+           ", the uint8 code lists, then the float32 absmax lists)");
+  if (q8) {
+    FO_CHECK(!cuda, Rule::kName, ": 8-bit states are not implemented by the CUDA kernels (fusedopt's optimizers "
+             "update them with the plain-torch reference on CUDA)");
+    check_quant8_states(l, active, c, Rule::kStateNames);
+  }
+  for (int k = 0; k < active && !q8; ++k) {
     const TensorSlice list(l.states, k * n, n);
     const DType d = check_list(list, c.numels, c.place, Rule::kStateNames[k], &c.layout);
     if (k == 0) {

@@ -19,6 +19,7 @@ struct RuleTensor {
   const void* grad;
   void* states[kMaxStates];
   float* master;  // fp32 copy of a low-precision param, updated in the same pass
+  float* absmax[kMaxStates];  // 8-bit states: each state's block scales (else null)
 };
 
 // Updates elements [lo, hi) of one tensor by `Rule`.

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "../codecs.h"
+#include "../math/quant8.h"
 #include "kernels.h"
 
 namespace fusedopt {
@@ -102,10 +103,165 @@ void rule_range(const RuleTensor& t, const typename Rule::Consts& c, const math:
   }
 }
 
+// ---------------------------------------------------------------- 8-bit states
+
+static_assert(Quant8Codec::kBlock == math::kQuant8Block, "the codec's block is the format's");
+
+// The bucket lookup of a map (quant8.h), built once per process.
+template <bool kSigned>
+const math::Quant8Lookup<kSigned>& quant8_lookup() {
+  static const math::Quant8Lookup<kSigned> table = [] {
+    math::Quant8Lookup<kSigned> l;
+    math::quant8_build_lookup(l);
+    return l;
+  }();
+  return table;
+}
+
+#if defined(__AVX2__)
+// quant8_code_lookup for 8 values at once, with gathers: the same key, bucket
+// clamp, first code and comparisons with the bucket's thresholds, lane by lane.
+template <bool kSigned>
+FO_INLINE void quant8_codes8(const float* n, uint8_t* codes, const math::Quant8Lookup<kSigned>& l) {
+  static_assert(math::kQuant8PerBucket == 2, "two comparisons per bucket below");
+  const __m256 x = _mm256_loadu_ps(n);
+  const __m256i u = _mm256_castps_si256(x);
+  // negatives' bits inverted, positives' sign bit set: the floats' order
+  const __m256i key = _mm256_xor_si256(u, _mm256_or_si256(_mm256_srai_epi32(u, 31), _mm256_set1_epi32(INT32_MIN)));
+  __m256i b = _mm256_sub_epi32(_mm256_srli_epi32(key, math::Quant8Lookup<kSigned>::kShift),
+                               _mm256_set1_epi32(static_cast<int32_t>(l.first_bucket)));
+  b = _mm256_min_epi32(_mm256_max_epi32(b, _mm256_setzero_si256()), _mm256_set1_epi32(l.buckets - 1));
+  // a byte table: gather 4 bytes at the bucket (inside the struct: the table
+  // has room past its last used bucket) and keep the first
+  __m256i code = _mm256_and_si256(
+      _mm256_i32gather_epi32(reinterpret_cast<const int*>(l.first_code), b, 1), _mm256_set1_epi32(0xff));
+  const __m256 t0 = _mm256_i32gather_ps(l.thresholds, code, 4);
+  const __m256 t1 = _mm256_i32gather_ps(l.thresholds + 1, code, 4);
+  // a true comparison is -1 (false for NaN)
+  code = _mm256_sub_epi32(code, _mm256_castps_si256(_mm256_cmp_ps(t0, x, _CMP_LE_OQ)));
+  code = _mm256_sub_epi32(code, _mm256_castps_si256(_mm256_cmp_ps(t1, x, _CMP_LE_OQ)));
+  code = _mm256_and_si256(code, _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_ORD_Q)));  // NaN: 0
+  alignas(32) int32_t out[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(out), code);
+  for (int k = 0; k < 8; ++k) codes[k] = static_cast<uint8_t>(out[k]);
+}
+#endif
+
+// One block's values from its codes: values[code] * absmax, as
+// quant8_dequantize_block (the same float product), 8 at a time with a gather.
+template <bool kSigned>
+FO_INLINE void quant8_load(const uint8_t* q, int count, float absmax, float* out) {
+  const float* values = math::quant8_values<kSigned>();
+  int i = 0;
+#if defined(__AVX2__)
+  const __m256 scale = _mm256_set1_ps(absmax);
+  for (; i + 8 <= count; i += 8) {
+    const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + i)));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_i32gather_ps(values, idx, 4), scale));
+  }
+#endif
+  for (; i < count; ++i) out[i] = math::quant8_dequantize(q[i], absmax, values);
+}
+
+// Codes and the new absmax of one block's values: max |x| and x / absmax in
+// whole vectors (the same IEEE operations as quant8_absmax and
+// quant8_normalize, so the same bits), then each code by the lookup.
+template <bool kSigned>
+void quant8_store(const float* x, int count, uint8_t* codes, float* absmax) {
+  constexpr int B = Quant8Codec::kBlock;
+  // |v| as max(v, 0 - v): +0 for both zeros, and a NaN stays (vmax keeps a
+  // NaN in either operand)
+  const Vec zero(0.0f);
+  Vec acc(0.0f);
+  int i = 0;
+  for (; i + Vec::N <= count; i += Vec::N) {
+    const Vec v = vload(x + i);
+    acc = vmax(acc, vmax(v, zero - v));
+  }
+  float lanes[Vec::N];
+  vstore(lanes, acc);
+  float m = 0.0f;
+  for (int k = 0; k < Vec::N; ++k) m = math::vmax(m, lanes[k]);
+  for (; i < count; ++i) m = math::vmax(m, fabsf(x[i]));
+  alignas(64) float n[B];
+  if (m > 0.0f) {
+    const Vec d(m);
+    i = 0;
+    for (; i + Vec::N <= count; i += Vec::N) vstore(n + i, vload(x + i) / d);
+    for (; i < count; ++i) n[i] = x[i] / m;
+  } else {
+    for (i = 0; i < count; ++i) n[i] = 0.0f;  // a zero block, or NaN: dequantizes to NaN whatever its codes
+  }
+  const math::Quant8Lookup<kSigned>& l = quant8_lookup<kSigned>();
+  if (l.valid) {
+    i = 0;
+#if defined(__AVX2__)
+    for (; i + 8 <= count; i += 8) quant8_codes8(n + i, codes + i, l);
+#endif
+    for (; i < count; ++i) codes[i] = math::quant8_code_lookup(n[i], l);
+  } else {
+    const float* t = math::quant8_thresholds<kSigned>();
+    for (i = 0; i < count; ++i) codes[i] = math::quant8_code(n[i], t);
+  }
+  *absmax = m;
+}
+
+// Elements [lo, hi) of a tensor with 8-bit states, block by block (lo is a
+// block start: the shares cut at blocks): each active state's block is
+// dequantized into a float buffer, the plain-float loop (rule_range with fp32
+// states, the very arithmetic of fp32 states) updates the block, and each
+// state's block is requantized with its new absmax. One read and one write of
+// each code byte and scale.
+template <class Rule, class P, class G, int kActive, bool kMaster>
+void rule_blocks_q8(const RuleTensor& t, const typename Rule::Consts& c, const math::GradFactors& f, int64_t lo,
+                    int64_t hi) {
+  constexpr int B = Quant8Codec::kBlock;
+  alignas(64) float buf[kActive][B];
+  for (int64_t start = lo; start < hi; start += B) {
+    const int count = static_cast<int>(hi - start < B ? hi - start : B);
+    const int64_t block = start / B;
+    RuleTensor u{};
+    u.param = at<P>(t.param, start);
+    u.grad = at<G>(t.grad, start);
+    u.master = kMaster ? t.master + start : nullptr;
+    for (int k = 0; k < kActive; ++k) {
+      const uint8_t* q = static_cast<const uint8_t*>(t.states[k]) + start;
+      if (Rule::kStateSigned[k]) {
+        quant8_load<true>(q, count, t.absmax[k][block], buf[k]);
+      } else {
+        quant8_load<false>(q, count, t.absmax[k][block], buf[k]);
+      }
+      u.states[k] = buf[k];
+    }
+    rule_range<Rule, P, G, PlainCodec<float>, kActive, kMaster>(u, c, f, 0, count);
+    for (int k = 0; k < kActive; ++k) {
+      uint8_t* q = static_cast<uint8_t*>(t.states[k]) + start;
+      if (Rule::kStateSigned[k]) {
+        quant8_store<true>(buf[k], count, q, t.absmax[k] + block);
+      } else {
+        quant8_store<false>(buf[k], count, q, t.absmax[k] + block);
+      }
+    }
+  }
+}
+
+// The loop of a codec: whole vectors for the plain codecs, whole blocks for a
+// blockwise one (which needs at least one state list).
+template <class Rule, class P, class G, class S, int kActive, bool kMaster>
+RangeFn<Rule> range_fn() {
+  if constexpr (S::kBlock == 1) {
+    return &rule_range<Rule, P, G, S, kActive, kMaster>;
+  } else if constexpr (kActive > 0) {
+    return &rule_blocks_q8<Rule, P, G, kActive, kMaster>;
+  } else {
+    return nullptr;
+  }
+}
+
 // The kernel for `active` state lists, among kMinStates..kStates.
 template <class Rule, class P, class G, class S, bool kMaster, int kActive = Rule::kMinStates>
 RangeFn<Rule> pick_active(int active) {
-  if (active == kActive) return &rule_range<Rule, P, G, S, kActive, kMaster>;
+  if (active == kActive) return range_fn<Rule, P, G, S, kActive, kMaster>();
   if constexpr (kActive < Rule::kStates) {
     return pick_active<Rule, P, G, S, kMaster, kActive + 1>(active);
   } else {
@@ -134,6 +290,8 @@ RangeFn<Rule> pick_state(DType s, int active, bool master) {
       return pick_master<Rule, P, G, PlainCodec<bf16_t>>(active, master);
     case DType::F16:
       return pick_master<Rule, P, G, PlainCodec<fp16_t>>(active, master);
+    case DType::U8:
+      return pick_master<Rule, P, G, Quant8Codec>(active, master);
   }
   return nullptr;
 }
@@ -150,6 +308,8 @@ RangeFn<Rule> select_rule(DType p, DType g, DType s, int active, bool master) {
     case DType::F16:
       if (g == DType::F16) return pick_state<Rule, fp16_t, fp16_t>(s, active, master);
       return g == DType::F32 ? pick_state<Rule, fp16_t, float>(s, active, master) : nullptr;
+    case DType::U8:
+      break;  // not a param dtype
   }
   return nullptr;
 }
@@ -246,6 +406,8 @@ ClampRangeFn select_clamp(DType g) {
       return &clamp_range<bf16_t>;
     case DType::F16:
       return &clamp_range<fp16_t>;
+    case DType::U8:
+      break;  // not a grad dtype
   }
   return nullptr;
 }
@@ -258,6 +420,8 @@ UnscaleRangeFn select_unscale(DType g) {
       return &unscale_range<bf16_t>;
     case DType::F16:
       return &unscale_range<fp16_t>;
+    case DType::U8:
+      break;  // not a grad dtype
   }
   return nullptr;
 }
@@ -270,6 +434,8 @@ SumsqRangeFn select_sumsq(DType g) {
       return &sumsq_range<bf16_t>;
     case DType::F16:
       return &sumsq_range<fp16_t>;
+    case DType::U8:
+      break;  // not a grad dtype
   }
   return nullptr;
 }

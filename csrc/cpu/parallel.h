@@ -20,9 +20,10 @@ constexpr int64_t kShareAlign = 64;
 
 // Calls fn(tensor, lo, hi) so that every element of every tensor is covered
 // exactly once. The concatenation of all tensors is cut into one contiguous share
-// per thread, balanced by element count.
+// per thread, balanced by element count; a share starts inside a tensor only at
+// a multiple of `align` (a multiple of kShareAlign: 8-bit states cut at blocks).
 template <class Fn>
-void for_each_share(const std::vector<int64_t>& numels, const Fn& fn) {
+void for_each_share(const std::vector<int64_t>& numels, const Fn& fn, int64_t align = kShareAlign) {
   const int64_t n_tensors = static_cast<int64_t>(numels.size());
   std::vector<int64_t> start(n_tensors + 1, 0);
   for (int64_t t = 0; t < n_tensors; ++t) start[t + 1] = start[t] + numels[t];
@@ -48,7 +49,7 @@ void for_each_share(const std::vector<int64_t>& numels, const Fn& fn) {
     if (s >= shares) return {n_tensors, 0};
     const int64_t g = total / shares * s + total % shares * s / shares;
     const int64_t t = std::upper_bound(start.begin(), start.end(), g) - start.begin() - 1;
-    return {t, (g - start[t]) / kShareAlign * kShareAlign};
+    return {t, (g - start[t]) / align * align};
   };
   torch::stable::parallel_for(0, shares, 1, [&](int64_t begin, int64_t end) {
     for (int64_t s = begin; s < end; ++s) {

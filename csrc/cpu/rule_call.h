@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "../codecs.h"
 #include "../op_args.h"
 #include "kernels.h"
 #include "parallel.h"
@@ -19,6 +20,7 @@ struct RuleCall {
   std::vector<int64_t> numels;
   std::vector<RuleTensor> tensors;
   std::vector<void*> counters;  // float* steps or bool* flags, per Rule::kCounter; empty for none
+  int64_t align = kShareAlign;  // where threads' shares may start (8-bit states: whole blocks)
 };
 
 template <class Rule>
@@ -37,7 +39,13 @@ RuleCall<Rule> prepare_call(const CallInfo& d, const RuleLists& l, int active) {
     t.grad = l.grads[i].const_data_ptr();
     for (int k = 0; k < kMaxStates; ++k) t.states[k] = k < active ? l.states[k * n + i].mutable_data_ptr() : nullptr;
     t.master = d.master ? static_cast<float*>(l.masters[i].mutable_data_ptr()) : nullptr;
+    for (int k = 0; k < kMaxStates; ++k) {
+      t.absmax[k] = d.state == DType::U8 && k < active
+                        ? static_cast<float*>(l.states[(active + k) * n + i].mutable_data_ptr())
+                        : nullptr;
+    }
   }
+  if (d.state == DType::U8) call.align = Quant8Codec::kBlock;
   call.counters.reserve(l.counters.size());
   for (TensorRef c : l.counters) call.counters.push_back(c.mutable_data_ptr());
   return call;
@@ -77,8 +85,9 @@ void run_call(const RuleCall<Rule>& call, const typename Rule::Hyper& hyper, con
     }
   }
 
-  for_each_share(call.numels,
-                 [&](int64_t t, int64_t lo, int64_t hi) { call.fn(call.tensors[t], consts[t], factors, lo, hi); });
+  for_each_share(
+      call.numels, [&](int64_t t, int64_t lo, int64_t hi) { call.fn(call.tensors[t], consts[t], factors, lo, hi); },
+      call.align);
 
   advance_counters<Rule>(call.counters);
 }

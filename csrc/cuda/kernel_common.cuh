@@ -26,6 +26,8 @@ void dispatch_dtype(DType d, Fn fn) {
     case DType::F16:
       fn(fp16_t{});
       return;
+    case DType::U8:
+      return;  // 8-bit states: refused before any launch (op_args.h)
   }
 }
 

@@ -47,6 +47,7 @@ struct AdagradRule {
   static constexpr int kStates = 1;
   static constexpr int kMinStates = 1;
   static constexpr const char* kStateNames[kStates] = {"state_sums"};
+  static constexpr bool kStateSigned[kStates] = {false};  // 8-bit states: the unsigned map
   static constexpr Counter kCounter = Counter::kStepF32;
   static constexpr const char* kCounterName = "steps";
   static constexpr int kHyper = 3;  // lr_decay, weight_decay, eps

@@ -119,6 +119,7 @@ struct AdamRule {
   static constexpr int kStates = 3;
   static constexpr int kMinStates = 2;
   static constexpr const char* kStateNames[kStates] = {"exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"};
+  static constexpr bool kStateSigned[kStates] = {true, false, false};  // 8-bit states: which map
   static constexpr Counter kCounter = Counter::kStepF32;
   static constexpr const char* kCounterName = "steps";
   static constexpr int kHyper = 6;  // beta1, beta2, eps, weight_decay, decoupled, amsgrad

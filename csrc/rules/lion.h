@@ -54,6 +54,7 @@ struct LionRule {
   static constexpr int kStates = 1;
   static constexpr int kMinStates = 1;
   static constexpr const char* kStateNames[kStates] = {"exp_avgs"};
+  static constexpr bool kStateSigned[kStates] = {true};  // 8-bit states: the signed map
   static constexpr Counter kCounter = Counter::kNone;
   static constexpr const char* kCounterName = "counters";
   static constexpr int kHyper = 3;  // beta1, beta2, weight_decay

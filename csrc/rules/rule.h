@@ -8,6 +8,7 @@
 //     static constexpr int kStates;              // state lists at most (exp_avg, ...)
 //     static constexpr int kMinStates;           // state lists at least (kernels exist for each count between)
 //     static constexpr const char* kStateNames[kStates];  // for messages ("exp_avgs", ...)
+//     static constexpr bool kStateSigned[kStates];  // 8-bit states: signed map (moments) or unsigned (squares)
 //     static constexpr Counter kCounter;         // the per-tensor counter, if any
 //     static constexpr const char* kCounterName; // for messages ("steps"; any text for kNone)
 //     static constexpr int kHyper;               // packed doubles, in the order of Hyper's fields

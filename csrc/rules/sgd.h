@@ -76,6 +76,7 @@ struct SgdRule {
   static constexpr int kStates = 1;
   static constexpr int kMinStates = 0;
   static constexpr const char* kStateNames[kStates] = {"momentum_buffers"};
+  static constexpr bool kStateSigned[kStates] = {true};  // 8-bit states: the signed map
   static constexpr Counter kCounter = Counter::kFirstBool;
   static constexpr const char* kCounterName = "momentum_first";
   static constexpr int kHyper = 4;  // momentum, dampening, weight_decay, nesterov

@@ -28,7 +28,7 @@ from torch.optim import Optimizer
 
 from .. import _bulk, _collectives, _dtensor, _native_plan, _ops
 from .._versions import bump
-from . import _compile, _masters, _plan, _torch_impl, _validate
+from . import _compile, _masters, _plan, _quant8_states, _torch_impl, _validate
 from ._amp_flag import AmpScalingFlag
 from ._checkpoint import CheckpointMixin
 from ._plan import Bucket, Route, call_lists, layout_of, native_eligible  # noqa: F401 (the subclasses' imports)
@@ -36,16 +36,21 @@ from ._planner import StepPlanner
 from ._rule import Rule
 from ._step_stats import DeviceAmp, device_amp
 
-_STATE_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16)
+_STATE_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16, "8bit")
 
 
-def check_fusedopt_options(max_grad_norm, master_weights, state_dtype, max_grad_value=None) -> None:
+def check_fusedopt_options(max_grad_norm, master_weights, state_dtype, max_grad_value=None, min_8bit_size=4096) -> None:
     _validate.check_positive_finite("max_grad_norm", max_grad_norm)
     _validate.check_positive_finite("max_grad_value", max_grad_value)
     if not isinstance(master_weights, bool):
         raise TypeError(f"master_weights must be a bool, got {type(master_weights).__name__}")
-    if state_dtype not in _STATE_DTYPES:
-        raise ValueError(f"Invalid state_dtype: {state_dtype} (use None, torch.float32, torch.bfloat16 or torch.float16)")
+    if isinstance(state_dtype, str) and state_dtype != "8bit" or state_dtype not in _STATE_DTYPES:
+        raise ValueError(
+            f"Invalid state_dtype: {state_dtype!r} (use None, torch.float32, torch.bfloat16, torch.float16 or "
+            "'8bit')"
+        )
+    if isinstance(min_8bit_size, bool) or not isinstance(min_8bit_size, int) or min_8bit_size < 0:
+        raise ValueError(f"Invalid min_8bit_size: {min_8bit_size!r} (an int >= 0)")
 
 
 class FusedOptimizer(CheckpointMixin, Optimizer):
@@ -57,9 +62,9 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
 
     def __init__(
         self, params, defaults, max_grad_norm=None, master_weights=False, state_dtype=None, norm_group=None,
-        max_grad_value=None,
+        max_grad_value=None, min_8bit_size=4096,
     ):
-        check_fusedopt_options(max_grad_norm, master_weights, state_dtype, max_grad_value)
+        check_fusedopt_options(max_grad_norm, master_weights, state_dtype, max_grad_value, min_8bit_size)
         _collectives.check_norm_group(norm_group)
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         self.max_grad_value = None if max_grad_value is None else float(max_grad_value)
@@ -67,6 +72,8 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         self.norm_group = norm_group
         self.master_weights = master_weights
         self.state_dtype = state_dtype
+        # state_dtype="8bit": params with fewer elements keep float32 states
+        self.min_8bit_size = min_8bit_size
         # What fusedopt's GradScaler hands a step and what a step leaves behind
         # (see last_grad_norm). A dict, not attributes: under torch.compile,
         # dynamo drops attribute stores on an Optimizer made inside the compiled
@@ -142,9 +149,12 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             for name in rule.optional:
                 if name in names and name not in state:
                     # switched on after the state was made (amsgrad): from zero, like its sibling
-                    state[name] = torch.zeros_like(state[names[0]])
+                    if name + "_absmax" in state or names[0] + "_absmax" in state:
+                        self._store_state(p, state, name, torch.zeros(p.shape, dtype=torch.float32, device=p.device))
+                    else:
+                        state[name] = torch.zeros_like(state[names[0]])
         counter = state.get(rule.counter) if rule.counter is not None else None
-        return state, [state[n] for n in names], counter
+        return state, _quant8_states.tensors_of(state, names), counter
 
     def _init_state(self, p: Tensor, state: dict, group: dict) -> None:
         """A param's first state: the rule's active states and its step."""
@@ -156,7 +166,23 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             step_device = "cpu" if p.device.type == "meta" else p.device
             state[rule.counter] = torch.zeros((), dtype=torch.float32, device=step_device)
         for name in rule.states[: rule.active(group)]:
-            state[name] = self._initial_state(p, name, group)
+            self._store_state(p, state, name, self._initial_state(p, name, group))
+
+    def _is_8bit(self, p: Tensor) -> bool:
+        """Whether p's states are 8-bit: state_dtype="8bit", a real floating
+        param of at least min_8bit_size elements."""
+        return (
+            self.state_dtype == "8bit" and p.is_floating_point() and p.numel() >= self.min_8bit_size
+        )
+
+    def _store_state(self, p: Tensor, state: dict, name: str, value: Tensor) -> None:
+        """state[name] = value, quantized (codes and name + "_absmax") for an 8-bit p."""
+        if self._is_8bit(p):
+            _quant8_states.check_supported(p)  # (Adagrad makes its state with the optimizer)
+            signed = self.rule.signed[self.rule.states.index(name)]
+            state[name], state[name + "_absmax"] = _quant8_states.quantize(value, signed)
+        else:
+            state[name] = value
 
     def _route(self, p: Tensor, g: Tensor, group: dict, occurrence: int = 0) -> Route:
         """Creates p's state if needed and says which bucket p goes to.
@@ -166,9 +192,13 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             return special
         _validate.check_fused_device(p, group, self._fused_cuda_unsupported)
         rule = self.rule
+        q8 = self._is_8bit(p) and rule.active(group) > 0  # (SGD without momentum keeps no state)
+        if q8:
+            _quant8_states.check_supported(p)  # before its state is made
         state, moments, counter = self._rule_tensors(p, group, occurrence)
         tensors: dict[str, Tensor] = {f"state{k}": t for k, t in enumerate(moments)}
-        keys = list(rule.states[: len(moments)])
+        names = list(rule.states[: len(moments) // 2 if q8 else len(moments)])
+        keys = [] if q8 else names
         if counter is not None:
             tensors["counters"] = counter
             if rule.counter is not None:
@@ -178,13 +208,19 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             tensors["masters"] = master
             keys.append("master_param")
         _validate.check_state(p, g, state or {}, keys, self._step_minus_one_refused)
-        native = native_eligible(p, g, moments) and (master is None or master.is_contiguous())
+        if q8:
+            _quant8_states.check_states(p, state, names)
+            keys = names + [n + "_absmax" for n in names] + keys
+            native = _quant8_states.native_eligible(p, g, moments) and native_eligible(p, g, ())
+        else:
+            native = native_eligible(p, g, moments)
+        native = native and (master is None or master.is_contiguous())
         if native:
             key = (p.device, "native", p.dtype, g.dtype, moments[0].dtype if moments else None, master is not None,
                    layout_of(p))
         else:
-            # one reference bucket per device and master-or-not, so its lists align
-            key = (p.device, "reference", master is not None)
+            # one reference bucket per device, master-or-not and 8-bit-or-not, so its lists align
+            key = (p.device, "reference", master is not None, q8)
         return Route(key, "native" if native else "reference", tensors, [(state, k) for k in keys])
 
     def _plan_signature(self, group: dict) -> tuple:
@@ -192,7 +228,7 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         inference mode, in which tensors made inside it may be written."""
         return (
             self.master_weights, self.state_dtype, self.max_grad_norm is None, self.norm_group,
-            torch.is_inference_mode_enabled(), self.rule.active(group),
+            torch.is_inference_mode_enabled(), self.rule.active(group), self.min_8bit_size,
         )
 
     def _native_plan_for(self, bucket: Bucket, group: dict):
@@ -244,6 +280,8 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
     def _state_dtype_for(self, p: Tensor) -> torch.dtype:
         if p.is_complex() or not p.is_floating_point():
             return p.dtype
+        if self.state_dtype == "8bit":
+            return torch.float32  # 8-bit states are quantized from float32; small params keep these
         if self.state_dtype is not None:
             return self.state_dtype
         return torch.float32 if self._has_master(p) else p.dtype

@@ -9,9 +9,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import _quant8_states
+
 # fusedopt's own options, kept through pickling and copying
-_FUSEDOPT_ATTRS = ("max_grad_norm", "master_weights", "state_dtype", "norm_group", "max_grad_value")
-_FUSEDOPT_DEFAULTS = (None, False, None, None, None)
+_FUSEDOPT_ATTRS = ("max_grad_norm", "master_weights", "state_dtype", "norm_group", "max_grad_value", "min_8bit_size")
+_FUSEDOPT_DEFAULTS = (None, False, None, None, None, 4096)
 
 
 class CheckpointMixin:
@@ -69,7 +71,11 @@ class CheckpointMixin:
             for pid, st in sd["state"].items():
                 p = by_id.get(pid)
                 if isinstance(st, dict) and p is not None:
-                    ours = {k: v for k, v in st.items() if k != "step" and isinstance(v, Tensor) and v.is_floating_point()}
+                    # (8-bit codes too: torch would cast them to the param's dtype)
+                    ours = {
+                        k: v for k, v in st.items()
+                        if k != "step" and isinstance(v, Tensor) and (v.is_floating_point() or v.dtype is torch.uint8)
+                    }
                     kept[p] = ours
                     st = {k: v for k, v in st.items() if k not in ours}
                 passed[pid] = st
@@ -82,12 +88,18 @@ class CheckpointMixin:
                         if not self._has_master(p):
                             continue  # this optimizer keeps no master for p
                         dtype = torch.float32
+                    elif value.dtype is torch.uint8 or key.endswith(_quant8_states.ABSMAX):
+                        dtype = value.dtype  # 8-bit codes and their float32 scales
                     elif p.is_floating_point():
                         dtype = self._state_dtype_for(p)
                     else:
                         dtype = value.dtype
                     self.state[p][key] = value.to(device=p.device, dtype=dtype)
             self._normalize_loaded_state()
+            # fp32 states of 8-bit params are quantized, and the reverse
+            for p, st in self.state.items():
+                if isinstance(st, dict):
+                    _quant8_states.convert_loaded(self, p, st)
             self._after_load()
 
         self._forget_plans()

@@ -35,13 +35,19 @@ class Rule:
     hyper: Callable[[dict], tuple]
     # the plain-torch implementation, with the list op's signature
     reference: Callable
+    # per state: whether its 8-bit form uses the signed map (moments, momentum)
+    # or the unsigned one (squares: exp_avg_sq, Adagrad's sum); see _quant8.py
+    signed: tuple[bool, ...]
     # states a group setting may switch on after the others exist (Adam's
     # max_exp_avg_sq with amsgrad): made from zero then, like torch
     optional: tuple[str, ...] = ()
 
     def op(self, ops):
         """The list op of this rule in ``ops`` (a native library's namespace),
-        or the reference function for the plain-torch backend."""
-        from .. import _ops
+        or the reference function for the plain-torch backend (which also
+        takes 8-bit states: fusedopt/_reference_quant8.py)."""
+        from .. import _ops, _reference_quant8
 
-        return self.reference if ops is _ops.reference else getattr(ops, self.name + "_")
+        if ops is _ops.reference:
+            return _reference_quant8.with_8bit(self.reference, self.signed)
+        return getattr(ops, self.name + "_")

@@ -48,9 +48,10 @@ class Adagrad(FusedOptimizer):
         fused: bool | None = None,
         max_grad_norm: float | None = None,
         master_weights: bool = False,
-        state_dtype: torch.dtype | None = None,
+        state_dtype: torch.dtype | str | None = None,
         norm_group=None,
         max_grad_value: float | None = None,
+        min_8bit_size: int = 4096,
     ) -> None:
         # torch.optim.Adagrad's checks, with its messages
         if isinstance(lr, Tensor) and lr.numel() != 1:
@@ -82,7 +83,10 @@ class Adagrad(FusedOptimizer):
             "fused": fused,
         }
         # fusedopt's own options, in FusedOptimizer's order
-        super().__init__(params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value)
+        super().__init__(
+            params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value,
+            min_8bit_size=min_8bit_size,
+        )
         # torch makes every param's state with the optimizer
         for group in self.param_groups:
             for p in group["params"]:
@@ -171,6 +175,7 @@ class Adagrad(FusedOptimizer):
 Adagrad.rule = Rule(
     name="adagrad",
     states=("sum",),
+    signed=(False,),
     counter="step",
     active=lambda group: 1,
     hyper=lambda group: (group["lr_decay"], group["weight_decay"], group["eps"]),

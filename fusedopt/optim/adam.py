@@ -75,7 +75,10 @@ class Adam(FusedOptimizer):
       (``master_param``) and update it in the same pass.
     * ``state_dtype``: dtype of exp_avg/exp_avg_sq (e.g. ``torch.bfloat16`` to
       halve the state's memory traffic); default: the param's dtype, or fp32
-      with master weights.
+      with master weights. ``"8bit"``: blockwise-quantized states (uint8 codes
+      and a float32 scale per 256 elements, about 2 bytes per param for both
+      moments) for params of at least ``min_8bit_size`` elements (default
+      4096); smaller ones keep fp32 states.
     * ``norm_group``: the ranks ``max_grad_norm``'s norm is global over when
       each rank steps only part of a model's plain-tensor params (ZeRO): a
       ``ProcessGroup``, ``'world'``, or ``'local'`` (DDP: the rank's own norm is
@@ -99,9 +102,10 @@ class Adam(FusedOptimizer):
         decoupled_weight_decay: bool = False,
         max_grad_norm: float | None = None,
         master_weights: bool = False,
-        state_dtype: torch.dtype | None = None,
+        state_dtype: torch.dtype | str | None = None,
         norm_group=None,
         max_grad_value: float | None = None,
+        min_8bit_size: int = 4096,
     ) -> None:
         _check_adam_args(lr, betas, eps, weight_decay, foreach, capturable)
         if state_dtype is torch.float16:
@@ -124,7 +128,10 @@ class Adam(FusedOptimizer):
             "decoupled_weight_decay": decoupled_weight_decay,
         }
         # fusedopt's own options, in FusedOptimizer's order
-        super().__init__(params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value)
+        super().__init__(
+            params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value,
+            min_8bit_size=min_8bit_size,
+        )
 
     # torch's Adam divides by its bias correction 1 - beta**step: zero after a step of -1
     _step_minus_one_refused = True
@@ -184,6 +191,7 @@ def _adam_reference(params, grads, states, counters, masters, hyper, hyper_tenso
 Adam.rule = Rule(
     name="adam",
     states=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    signed=(True, False, False),
     counter="step",
     active=lambda group: 3 if group["amsgrad"] else 2,
     hyper=_adam_hyper,
@@ -215,9 +223,10 @@ class AdamW(Adam):
         fused: bool | None = None,
         max_grad_norm: float | None = None,
         master_weights: bool = False,
-        state_dtype: torch.dtype | None = None,
+        state_dtype: torch.dtype | str | None = None,
         norm_group=None,
         max_grad_value: float | None = None,
+        min_8bit_size: int = 4096,
     ) -> None:
         super().__init__(
             params,
@@ -237,6 +246,7 @@ class AdamW(Adam):
             state_dtype=state_dtype,
             norm_group=norm_group,
             max_grad_value=max_grad_value,
+            min_8bit_size=min_8bit_size,
         )
 
     # A checkpoint of any Adam loads into AdamW as AdamW, as in torch.

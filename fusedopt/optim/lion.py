@@ -37,9 +37,10 @@ class Lion(FusedOptimizer):
         *,
         max_grad_norm: float | None = None,
         master_weights: bool = False,
-        state_dtype: torch.dtype | None = None,
+        state_dtype: torch.dtype | str | None = None,
         norm_group=None,
         max_grad_value: float | None = None,
+        min_8bit_size: int = 4096,
     ) -> None:
         # lion-pytorch's checks (assertions there), with messages
         if not lr > 0.0:
@@ -51,7 +52,10 @@ class Lion(FusedOptimizer):
         self.use_triton = bool(use_triton)
         defaults = {"lr": lr, "betas": betas, "weight_decay": weight_decay}
         # fusedopt's own options, in FusedOptimizer's order
-        super().__init__(params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value)
+        super().__init__(
+            params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value,
+            min_8bit_size=min_8bit_size,
+        )
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -96,13 +100,16 @@ class Lion(FusedOptimizer):
         for p, g in zip(bucket.params, bucket.grads):
             state, moments, _ = self._rule_tensors(p, group, 0)
             master = self._master_for(p, state)
-            lion_([p], [g.to_dense()], moments, [], [] if master is None else [master], hyper, None, lr, lr_tensor,
-                  amp.grad_scale, amp.found_inf, amp.sumsq, self.max_grad_norm or 0.0, self.max_grad_value or 0.0)
+            # (the rule's reference: it takes 8-bit states too)
+            update = self.rule.op(_ops.reference)
+            update([p], [g.to_dense()], moments, [], [] if master is None else [master], hyper, None, lr, lr_tensor,
+                   amp.grad_scale, amp.found_inf, amp.sumsq, self.max_grad_norm or 0.0, self.max_grad_value or 0.0)
 
 
 Lion.rule = Rule(
     name="lion",
     states=("exp_avg",),
+    signed=(True,),
     counter=None,
     active=lambda group: 1,
     hyper=lambda group: (group["betas"][0], group["betas"][1], group["weight_decay"]),  # see Lion._hyper

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .. import _reference_sgd, reference
-from . import _torch_impl, _validate
+from . import _quant8_states, _torch_impl, _validate
 from ._base import Bucket, DeviceAmp, FusedOptimizer, Route
 from ._rule import Rule
 
@@ -43,9 +43,10 @@ class SGD(FusedOptimizer):
         fused: bool | None = None,
         max_grad_norm: float | None = None,
         master_weights: bool = False,
-        state_dtype: torch.dtype | None = None,
+        state_dtype: torch.dtype | str | None = None,
         norm_group=None,
         max_grad_value: float | None = None,
+        min_8bit_size: int = 4096,
     ) -> None:
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
@@ -71,7 +72,10 @@ class SGD(FusedOptimizer):
         # param -> one-element bool tensor on its device: "buffer not yet applied"
         self._momentum_first: dict[Tensor, Tensor] = {}
         # fusedopt's own options, in FusedOptimizer's order
-        super().__init__(params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value)
+        super().__init__(
+            params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value,
+            min_8bit_size=min_8bit_size,
+        )
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -97,7 +101,10 @@ class SGD(FusedOptimizer):
             fresh = buf is None
             if fresh:
                 sd = self._state_dtype_for(p)
-                buf = state["momentum_buffer"] = torch.zeros_like(p, dtype=sd, memory_format=torch.preserve_format)
+                self._store_state(
+                    p, state, "momentum_buffer", torch.zeros_like(p, dtype=sd, memory_format=torch.preserve_format)
+                )
+                buf = state["momentum_buffer"]
             # torch.full fills on the device; torch.tensor would copy from the host (a sync on CUDA)
             first = self._momentum_first[p] = torch.full((), fresh, dtype=torch.bool, device=p.device)
         return buf, first
@@ -126,6 +133,12 @@ class SGD(FusedOptimizer):
 
     def _special_route(self, p: Tensor, g: Tensor, group: dict) -> Route | None:
         _validate.check_fused_device(p, group)
+        if group["momentum"] != 0 and self._is_8bit(p) and (g.is_sparse or g.dtype is not p.dtype):
+            # those go to torch's own SGD, which knows no 8-bit buffer
+            raise RuntimeError(
+                "fusedopt.SGD: state_dtype='8bit' takes dense grads of the parameter's dtype only; got a "
+                f"{'sparse' if g.is_sparse else str(g.dtype)} grad for a {p.dtype} parameter"
+            )
         if g.is_sparse:
             return Route((p.device, "sparse"), "sparse", {}, [])
         if group["momentum"] != 0:
@@ -149,7 +162,7 @@ class SGD(FusedOptimizer):
             # first occurrence's now and cleared by the same applied steps,
             # gives the later occurrences that.
             first = first.clone()
-        return state, [buf], first
+        return state, _quant8_states.tensors_of(state, ["momentum_buffer"]), first
 
     def _apply_bucket(self, ops, bucket: Bucket, group: dict, amp: DeviceAmp, device: torch.device) -> None:
         if bucket.kind in ("sparse", "torch"):
@@ -182,7 +195,8 @@ class SGD(FusedOptimizer):
             for group in self.param_groups:
                 for p in group["params"]:
                     if p in pending and index in sd["state"]:
-                        st = {k: v for k, v in sd["state"][index].items() if k != "momentum_buffer"}
+                        unapplied = ("momentum_buffer", "momentum_buffer_absmax")  # (8-bit: its scales too)
+                        st = {k: v for k, v in sd["state"][index].items() if k not in unapplied}
                         if st:
                             sd["state"][index] = st
                         else:
@@ -218,6 +232,7 @@ def _sgd_reference(params, grads, states, counters, masters, hyper, hyper_tensor
 SGD.rule = Rule(
     name="sgd",
     states=("momentum_buffer",),
+    signed=(True,),
     counter=None,  # its first-step flags live beside the state (see _momentum_first)
     active=lambda group: 1 if group["momentum"] != 0 else 0,
     hyper=_sgd_hyper,

@@ -1,0 +1,146 @@
+"""8-bit optimizer states (state_dtype="8bit") as the optimizers keep them.
+
+A state ``name`` of an 8-bit param is two tensors in the param's state dict:
+``state[name]``, uint8 codes with the param's shape (contiguous), and
+``state[name + "_absmax"]``, float32, one scale per block of 256 elements of
+the flattened state (fusedopt/_quant8.py defines the maps and the format).
+Each rule declares per state whether it uses the signed map (first moments,
+momentum) or the unsigned one (second moments, Adagrad's sum): Rule.signed.
+
+Here: making and checking those tensors, converting states when a checkpoint of
+another format is loaded, and turning an 8-bit state_dict into torch.optim's.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import Tensor
+
+from .. import _dtensor
+
+
+# fusedopt/_quant8.py makes its maps when imported (50 ms): imported here when
+# 8-bit states are used, not with fusedopt
+def _q8():
+    from .. import _quant8
+
+    return _quant8
+
+ABSMAX = "_absmax"
+
+
+def quantize(value: Tensor, signed: bool) -> tuple[Tensor, Tensor]:
+    """(codes, absmax) of a float state, codes contiguous in its shape."""
+    codes, absmax = _q8().quantize_blockwise(value.detach().to(torch.float32).contiguous(), signed)
+    return codes.contiguous(), absmax
+
+
+def tensors_of(state: dict, names: Iterable[str]) -> list[Tensor]:
+    """A param's active state tensors as a rule call lists them: the states
+    themselves, or for 8-bit states all codes, then all their scales."""
+    names = list(names)
+    if names and names[0] + ABSMAX in state:
+        return [state[n] for n in names] + [state[n + ABSMAX] for n in names]
+    return [state[n] for n in names]
+
+
+def check_supported(p: Tensor) -> None:
+    """8-bit states are kept for plain tensors: a DTensor's blocks would have to
+    follow its local shards (not built yet)."""
+    if _dtensor.is_dtensor(p):
+        raise NotImplementedError(
+            "fusedopt: state_dtype='8bit' does not take DTensor params yet (blocks within local shards are not "
+            "implemented); use state_dtype=None or torch.bfloat16 for sharded params, or raise min_8bit_size"
+        )
+
+
+def check_states(p: Tensor, state: dict, names: list[str]) -> None:
+    """Each 8-bit state of p: uint8 codes of p's shape and float32 scales, one
+    per block, on p's device (a checkpoint of another shape, say, is refused
+    before anything is written)."""
+    for name in names:
+        codes, absmax = state.get(name), state.get(name + ABSMAX)
+        if not isinstance(codes, Tensor) or not isinstance(absmax, Tensor):
+            raise RuntimeError(f"fusedopt: the 8-bit state '{name}' of a parameter needs tensors '{name}' (uint8 "
+                               f"codes) and '{name}{ABSMAX}' (float32 block scales)")
+        if codes.dtype is not torch.uint8 or codes.shape != p.shape:
+            raise RuntimeError(
+                f"fusedopt: state['{name}'] of an 8-bit parameter of shape {tuple(p.shape)} is {codes.dtype} of "
+                f"shape {tuple(codes.shape)}; it must be uint8 codes of the parameter's shape"
+            )
+        blocks = _q8().num_blocks(p.numel())
+        if absmax.dtype is not torch.float32 or absmax.shape != (blocks,):
+            raise RuntimeError(
+                f"fusedopt: state['{name}{ABSMAX}'] is {absmax.dtype} of shape {tuple(absmax.shape)}; a parameter "
+                f"of {p.numel()} elements needs float32 scales of shape ({blocks},), one per block of 256"
+            )
+        for t, key in ((codes, name), (absmax, name + ABSMAX)):
+            if t.device != p.device:
+                raise RuntimeError(f"fusedopt: state['{key}'] is on {t.device} but its parameter on {p.device}")
+
+
+def native_eligible(p: Tensor, g: Tensor, tensors: list[Tensor]) -> bool:
+    """Whether the CPU kernels take p's 8-bit states (CUDA: the reference, for
+    now; the native op refuses 8-bit states there)."""
+    return (
+        p.device.type == "cpu" and p.is_contiguous() and g.is_contiguous()
+        and all(type(t) is Tensor and t.is_contiguous() for t in tensors)
+    )
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+
+
+def convert_loaded(optimizer, p: Tensor, state: dict) -> None:
+    """After a load: p's states in the format this optimizer keeps for p. An
+    fp32 (or bf16...) state of an 8-bit param is quantized; an 8-bit state of a
+    param that keeps float states is dequantized."""
+    rule = optimizer.rule
+    for name, signed in zip(rule.states, rule.signed):
+        value = state.get(name)
+        if not isinstance(value, Tensor):
+            continue
+        if name + ABSMAX in state:
+            if optimizer._is_8bit(p):
+                continue
+            absmax = state.pop(name + ABSMAX)
+            values = _q8().dequantize_blockwise(value.contiguous(), absmax.to(value.device), signed)
+            state[name] = values.to(optimizer._state_dtype_for(p))
+        elif optimizer._is_8bit(p) and value.is_floating_point():
+            state[name], state[name + ABSMAX] = quantize(value, signed)
+
+
+def _signed_by_name() -> dict[str, bool]:
+    """Each state name's map across fusedopt's rules (they agree: an
+    exp_avg is signed in Adam and Lion alike)."""
+    from .adagrad import Adagrad
+    from .adam import Adam
+    from .lion import Lion
+    from .sgd import SGD
+
+    out: dict[str, bool] = {}
+    for cls in (Adam, SGD, Adagrad, Lion):
+        for name, signed in zip(cls.rule.states, cls.rule.signed):
+            assert out.setdefault(name, signed) == signed, name
+    return out
+
+
+def dequantized_state_dict(state_dict: dict) -> dict:
+    """An optimizer state_dict with 8-bit states turned into torch.optim's
+    format: each ``name`` / ``name_absmax`` pair becomes the float32 state
+    ``name`` of the param's shape. The result loads into torch.optim's
+    counterpart (AdamW, SGD, Adagrad) or into a fusedopt optimizer without
+    state_dtype="8bit". The input is not modified."""
+    signed_of = _signed_by_name()
+    state = {}
+    for pid, st in state_dict["state"].items():
+        st = dict(st)
+        for name in [k for k in st if k + ABSMAX in st]:
+            if name not in signed_of:
+                raise ValueError(f"fusedopt: no fusedopt optimizer keeps a state named '{name}'")
+            codes, absmax = st[name], st.pop(name + ABSMAX)
+            st[name] = _q8().dequantize_blockwise(codes.contiguous(), absmax.to(codes.device), signed_of[name])
+        state[pid] = st
+    return {**state_dict, "state": state}
