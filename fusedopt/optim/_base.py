@@ -223,11 +223,16 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             native = native_eligible(p, g, moments)
         native = native and (master is None or master.is_contiguous())
         if self.stochastic_rounding:
-            # the plain-torch update with stochastic rounding (_stochastic_rounding.py)
+            # the params stored with stochastic rounding (_stochastic_rounding.py):
+            # the CPU kernels for contiguous params, else the plain-torch reference
             tensors["rounding_keys"] = self._rounding_key_for(p)
             keys.append(_stochastic_rounding.KEY)
-            key = (p.device, "reference", False, q8, "rounded")
-            return Route(key, "reference", tensors, [(self.state[p], k) for k in keys])
+            native = native and p.device.type == "cpu" and layout_of(p) == "contiguous"
+            if native:
+                key = (p.device, "native", p.dtype, g.dtype, moments[0].dtype if moments else None, "rounded")
+            else:
+                key = (p.device, "reference", False, q8, "rounded")
+            return Route(key, "native" if native else "reference", tensors, [(self.state[p], k) for k in keys])
         if native:
             key = (p.device, "native", p.dtype, g.dtype, moments[0].dtype if moments else None, master is not None,
                    layout_of(p))
@@ -264,8 +269,10 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
     def _native_plan_for(self, bucket: Bucket, group: dict):
         """A native step plan of the bucket's lists (fusedopt/_native_plan.py)."""
         states, counters, masters = call_lists(bucket)
+        keys = bucket.lists.get("rounding_keys")
+        offsets = [_stochastic_rounding.global_offset(p) for p in bucket.keys] if keys else None
         return _native_plan.make(self.rule.name, bucket.params, bucket.grads, states, counters, masters,
-                                 self._hyper(group, native=True), self.rule.active(group))
+                                 self._hyper(group, native=True), self.rule.active(group), keys, offsets)
 
     def _hyper(self, group: dict, native: bool) -> tuple:
         """The group's packed hyperparameters; for a native op, as floats."""
@@ -295,9 +302,10 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             plan.release()  # the grads it holds for this step: the list op or the reference updates
         keys = bucket.lists.get("rounding_keys")
         if keys:
+            # stochastic rounding: each param's key and the global index of its first element
             offsets = [_stochastic_rounding.global_offset(p) for p in bucket.keys]
-            _stochastic_rounding.apply(self.rule.op(ops), keys, offsets, bucket.params, bucket.grads,
-                                       *call_lists(bucket)[:2], hyper, *tail)
+            self.rule.op(ops)(bucket.params, bucket.grads, *call_lists(bucket), hyper, None, *tail,
+                              rounding_keys=keys, rounding_offsets=offsets)
             return
         self.rule.op(ops)(bucket.params, bucket.grads, *call_lists(bucket), hyper, None, *tail)
 

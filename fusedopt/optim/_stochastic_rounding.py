@@ -20,9 +20,12 @@ shard is a run of whole rows of the global tensor and takes the indices from
 its global offset on: the rounding is the same bits however the param is
 sharded. Other placements (Shard(1), tensor parallel) key by the local index.
 
-The update itself is the rule's own plain-torch reference with a float32
-temporary of the param as its master (the arithmetic of master_weights=True,
-the master thrown away), then the temporary rounded into the param.
+The CPU kernels round in their param store (the rules' ops take the keys and
+offsets as ``rounding_keys`` / ``rounding_offsets``). The plain-torch path
+(``with_rounding``: the other devices, non-contiguous params, no native
+library) is the rule's own reference with a float32 temporary of the param as
+its master (the arithmetic of master_weights=True, the master thrown away),
+then the temporary rounded into the param: the same bits.
 """
 
 from __future__ import annotations
@@ -94,6 +97,23 @@ def global_offset(p: Tensor) -> int:
         return 0
     _, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
     return int(offset[0]) * math.prod(p.shape[1:])
+
+
+def with_rounding(reference):
+    """``reference`` (a rule's plain-torch op) that also takes the native op's
+    ``rounding_keys`` and ``rounding_offsets``."""
+
+    def run(params, grads, states, counters, masters, hyper, hyper_tensor, lr, lr_tensor, grad_scale, found_inf,
+            sumsq, max_norm, max_value=0.0, maximize=False, rounding_keys=None, rounding_offsets=None):
+        if not rounding_keys:
+            return reference(params, grads, states, counters, masters, hyper, hyper_tensor, lr, lr_tensor,
+                             grad_scale, found_inf, sumsq, max_norm, max_value, maximize)
+        if masters or hyper_tensor is not None:
+            raise RuntimeError("fusedopt: stochastic rounding takes no master_params and no hyper_tensor")
+        return apply(reference, rounding_keys, rounding_offsets, params, grads, states, counters, hyper, lr,
+                     lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize)
+
+    return run
 
 
 def apply(reference, keys: list[Tensor], offsets: list[int], params, grads, states, counters, hyper, lr, lr_tensor,
