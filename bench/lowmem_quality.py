@@ -131,8 +131,15 @@ def evaluate(model, val_batches: list[torch.Tensor]) -> float:
     return loss
 
 
+# rows whose model trains in a low-precision dtype (no fp32 copy anywhere)
+PARAM_DTYPES = {
+    "fusedopt AdamW 8bit bf16+SR": torch.bfloat16,
+    "fusedopt AdamW 8bit bf16": torch.bfloat16,
+}
+
+
 def train(name: str, factory: Callable, cfg: Config, data: Data) -> dict:
-    model = make_model(cfg, data.vocab)
+    model = make_model(cfg, data.vocab).to(PARAM_DTYPES.get(name, torch.float32))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = factory(params, cfg)
     val_gen = torch.Generator().manual_seed(cfg.seed + 2)
@@ -170,6 +177,15 @@ def optimizers() -> dict[str, Callable]:
         # bitsandbytes' default min_8bit_size (4096) is fusedopt's too
         "fusedopt AdamW 8bit": lambda p, cfg: fusedopt.AdamW(p, **_adamw_kwargs(cfg), state_dtype="8bit"),
     }
+    try:
+        import fusedopt
+
+        # bf16 params and 8-bit states: ~2 optimizer-owned bytes per param, no fp32 master
+        rows["fusedopt AdamW 8bit bf16+SR"] = lambda p, cfg: fusedopt.AdamW(
+            p, **_adamw_kwargs(cfg), state_dtype="8bit", stochastic_rounding=True, seed=cfg.seed)
+        rows["fusedopt AdamW 8bit bf16"] = lambda p, cfg: fusedopt.AdamW(p, **_adamw_kwargs(cfg), state_dtype="8bit")
+    except Exception:  # noqa: BLE001
+        pass
     try:
         import bitsandbytes as bnb
 

@@ -26,12 +26,16 @@ void list_step(StableListHandle params_arg, StableListHandle grads_arg, StableLi
                StableListHandle counters_arg, StableListHandle master_params_arg, std::vector<double> hyper,
                std::optional<Tensor> hyper_tensor, double lr, std::optional<Tensor> lr_tensor,
                std::optional<Tensor> grad_scale, std::optional<Tensor> found_inf, std::optional<Tensor> sumsq,
-               double max_norm, double max_value, bool maximize) {
+               double max_norm, double max_value, bool maximize, std::optional<StableListHandle> rounding_keys_arg,
+               std::optional<std::vector<int64_t>> rounding_offsets) {
   const TensorList params{params_arg}, grads{grads_arg}, states{states_arg}, counters{counters_arg},
       masters{master_params_arg};
+  TensorList keys;
+  if (rounding_keys_arg.has_value()) keys.take(*rounding_keys_arg);
+  const std::vector<int64_t> offsets = rounding_offsets.value_or(std::vector<int64_t>{});
   const int active = Rule::active_states(unpack_hyper<Rule>(hyper, Rule::kName));
   if (params.empty()) return;
-  const RuleLists l{params, grads, states, counters, masters};
+  const RuleLists l{params, grads, states, counters, masters, keys, offsets};
   const CallInfo d = check_rule_args<Rule>(l, active, lr_tensor, grad_scale, found_inf, sumsq, Backend::kCuda);
   check_hyper_tensor(hyper_tensor, Rule::kHyper, d.place, Rule::kName);
   Backend::template run_list<Rule>(

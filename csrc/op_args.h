@@ -15,6 +15,7 @@ struct CallInfo {
   DType grad;
   DType state;  // F32 when there is no state list
   bool master;       // fp32 master weights are present
+  bool stochastic = false;  // bf16/fp16 params stored with stochastic rounding
   Layout layout;     // the params' memory layout, which every list shares
 };
 
@@ -82,7 +83,38 @@ struct RuleLists {
   const TensorList& states;
   const TensorList& counters;
   const TensorList& masters;
+  // stochastic rounding (empty: off): per param its int64 [seed, applied
+  // steps] and the global index of its first element
+  const TensorList& keys;
+  const std::vector<int64_t>& offsets;
 };
+
+// The lists of stochastic rounding: one key per param, an int64 tensor of two
+// values, contiguous, where the params live; one offset >= 0 per param; the
+// params bf16/fp16, without masters, contiguous (the kernels index elements
+// in memory order, which is the flattened order only for contiguous params).
+inline void check_rounding_lists(const RuleLists& l, CallInfo& c, const char* op) {
+  if (l.keys.empty()) {
+    FO_CHECK(l.offsets.empty(), op, ": rounding_offsets without rounding_keys");
+    return;
+  }
+  const size_t n = l.params.size();
+  FO_CHECK(l.keys.size() == n && l.offsets.size() == n, op, ": stochastic rounding needs one rounding key and one "
+           "offset per param (", n, "), got ", l.keys.size(), " and ", l.offsets.size());
+  FO_CHECK(c.param == DType::BF16 || c.param == DType::F16, op, ": stochastic rounding rounds bfloat16/float16 "
+           "params; these are ", dtype_name(c.param));
+  FO_CHECK(!c.master, op, ": stochastic rounding takes no master_params (with a master, the param is its rounding)");
+  for (size_t i = 0; i < n; ++i) {
+    const TensorRef k = l.keys[i];
+    check_place(k, c.place, "rounding_keys", i);
+    FO_CHECK(k.dtype_code() == raw::codes().i64 && k.numel() == 2 && k.is_contiguous(), op, ": rounding_keys[", i,
+             "] must be a contiguous int64 tensor of 2 values (seed, applied steps)");
+    FO_CHECK(l.offsets[i] >= 0, op, ": rounding_offsets[", i, "] is negative");
+    FO_CHECK(c.layout.contiguous[i], op, ": params[", i, "] is not contiguous; stochastic rounding needs "
+             "contiguous params");
+  }
+  c.stochastic = true;
+}
 
 // The packed hyperparameters of a call: `hyper` as given, checked for the
 // rule's length. (A hyper_tensor, when given, carries the same values as device
@@ -146,6 +178,9 @@ CallInfo check_rule_args(const RuleLists& l, int active, const std::optional<Ten
                          const std::optional<Tensor>& grad_scale, const std::optional<Tensor>& found_inf,
                          const std::optional<Tensor>& sumsq, bool cuda) {
   CallInfo c = check_common(l.params, l.grads, l.masters, lr_tensor, grad_scale, found_inf, sumsq, cuda);
+  check_rounding_lists(l, c, Rule::kName);
+  FO_CHECK(!c.stochastic || !cuda, Rule::kName, ": stochastic rounding is not implemented by the CUDA kernels "
+           "(fusedopt's optimizers update such params with the plain-torch reference on CUDA)");
   const size_t n = l.params.size();
   const size_t lists = n * static_cast<size_t>(active);
   const bool q8 = active > 0 && l.states.size() == 2 * lists && l.states[0].dtype_code() == raw::codes().u8;

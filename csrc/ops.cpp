@@ -17,11 +17,11 @@
         "_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] states, Tensor(c!)[] counters, "             \
         "Tensor(d!)[] master_params, float[] hyper, Tensor? hyper_tensor, float lr, Tensor? lr_tensor, " \
         "Tensor? grad_scale, Tensor? found_inf, Tensor? sumsq, float max_norm, float max_value=0., "      \
-        "bool maximize=False) -> ()");
+        "bool maximize=False, Tensor(e!)[]? rounding_keys=None, int[]? rounding_offsets=None) -> ()");
 #define FO_RULE_PLAN_SCHEMA(name, Rule)                                                     \
   m.def(#name                                                                               \
         "_plan_make(Tensor[] params, Tensor[] grads, Tensor[] states, Tensor[] counters, " \
-        "Tensor[] master_params, float[] hyper) -> int");
+        "Tensor[] master_params, float[] hyper, Tensor[]? rounding_keys=None, int[]? rounding_offsets=None) -> int");
 
 STABLE_TORCH_LIBRARY(fusedopt, m) {
   // One update step of a rule (csrc/rules/, registered in csrc/rules/registry.h),
@@ -31,6 +31,10 @@ STABLE_TORCH_LIBRARY(fusedopt, m) {
   // has none); `hyper`: its packed hyperparameters; `hyper_tensor`: the same
   // values as a float64 tensor on the params' device, read instead of `hyper`
   // by the kernels (the structure, e.g. amsgrad, still comes from `hyper`).
+  // `rounding_keys` (stochastic rounding of bf16/fp16 params, no masters;
+  // csrc/math/stochastic.h): per param an int64 tensor [seed, applied steps]
+  // that an applied step advances; `rounding_offsets`: per param the global
+  // index of its first element (a shard's offset in the whole param).
   FUSEDOPT_RULES(FO_RULE_SCHEMA)
   m.def("rules() -> str");  // the registered rules' names, comma-separated
   // One read of every grad (dtypes may mix): found_inf := 1 on any inf/nan, and

@@ -62,12 +62,14 @@ struct PlanCall {
 template <class Backend, class Rule>
 struct RulePlanCall final : PlanCall {
   int active = 0;
+  std::vector<int64_t> offsets;  // stochastic rounding's, per param (else empty)
   typename Backend::template Call<Rule> call;
 
-  explicit RulePlanCall(int active_states) : active(active_states) {}
+  RulePlanCall(int active_states, std::vector<int64_t> rounding_offsets)
+      : active(active_states), offsets(std::move(rounding_offsets)) {}
 
   CallInfo prepare(const std::vector<TensorList>& h, const TensorList& grads) override {
-    const RuleLists l{h[0], grads, h[1], h[2], h[3]};
+    const RuleLists l{h[0], grads, h[1], h[2], h[3], h[4], offsets};
     const auto none = std::nullopt;  // the step's scalars are checked by each update
     const CallInfo d = check_rule_args<Rule>(l, active, none, none, none, none, Backend::kCuda);
     call.prepare(d, l, active);
@@ -157,25 +159,28 @@ namespace plan_ops {
 // A new plan of `Rule` over the held lists, made with the first step's grads bound.
 template <class Backend, class Rule>
 int64_t plan_make(StableListHandle params, StableListHandle grads, StableListHandle states, StableListHandle counters,
-                  StableListHandle master_params, std::vector<double> hyper) {
+                  StableListHandle master_params, std::vector<double> hyper,
+                  std::optional<StableListHandle> rounding_keys, std::optional<std::vector<int64_t>> rounding_offsets) {
   const char* op = "plan_make";
-  const int active = Rule::active_states(unpack_hyper<Rule>(hyper, op));
   std::vector<TensorList> held;
-  held.reserve(4);
+  held.reserve(5);
   held.emplace_back(params);
   held.emplace_back(states);
   held.emplace_back(counters);
   held.emplace_back(master_params);
+  held.emplace_back();
+  if (rounding_keys.has_value()) held.back().take(*rounding_keys);
+  const int active = Rule::active_states(unpack_hyper<Rule>(hyper, op));
   TensorList step_grads{grads};
   FO_CHECK(!held[0].empty(), Rule::kName, "_plan_make: params is empty");
   auto plan = std::make_shared<StepPlan<Backend>>();
-  plan->call = std::make_unique<RulePlanCall<Backend, Rule>>(active);
+  plan->call = std::make_unique<RulePlanCall<Backend, Rule>>(active, rounding_offsets.value_or(std::vector<int64_t>{}));
   plan->held.lists = std::move(held);
   const CallInfo d = plan->prepare(step_grads);
   plan->place = d.place;
   // the counters are one-element tensors; a CPU plan's float32 steps can be
   // read on the host (see HeldLists::steps_list)
-  std::vector<char> scalars{0, 0, 1, 0};
+  std::vector<char> scalars{0, 0, 1, 0, 0};
   plan->held.record(d.layout.contiguous, plan->call->host_steps() ? 2 : -1, std::move(scalars));
   plan->grad_dtype = step_grads[0].dtype_code();
   plan->grads = std::move(step_grads);  // the same handles: the call's pointers hold

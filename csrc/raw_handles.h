@@ -52,13 +52,14 @@ inline const void* data(AtenTensorHandle h) { return get(torch_get_const_data_pt
 // The shim's codes for the dtypes and devices the ops name, asked for once
 // (each is a call into libtorch).
 struct Codes {
-  int32_t f32, bf16, f16, f64, boolean, u8;
+  int32_t f32, bf16, f16, f64, boolean, u8, i64;
   int32_t cpu, cuda;
 };
 
 inline const Codes& codes() {
   static const Codes c{aoti_torch_dtype_float32(), aoti_torch_dtype_bfloat16(), aoti_torch_dtype_float16(),
                        aoti_torch_dtype_float64(), aoti_torch_dtype_bool(),     aoti_torch_dtype_uint8(),
+                       aoti_torch_dtype_int64(),
                        aoti_torch_device_type_cpu(),
                        aoti_torch_device_type_cuda()};
   return c;

@@ -32,7 +32,8 @@ struct HeldTensor {
 };
 
 struct HeldLists {
-  // params, states (the rule's active lists, concatenated), counters, master_params
+  // params, states (the rule's active lists, concatenated), counters, master_params,
+  // rounding_keys (stochastic rounding; empty when off)
   std::vector<TensorList> lists;
   std::vector<std::vector<HeldTensor>> seen;  // per list, per tensor
   std::vector<int64_t> sizes;                 // every held tensor's sizes, one after another

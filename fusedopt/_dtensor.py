@@ -74,8 +74,8 @@ def local_state(p: Tensor, t: Tensor, name: str) -> Tensor:
         if t._spec is p._spec or (t.device_mesh == p.device_mesh and t.placements == p.placements and t.shape == p.shape):
             return t._local_tensor
         what = f"is laid out as {_layout(t)} with shape {tuple(t.shape)}"
-    elif t.dim() == 0:
-        return t
+    elif t.dim() == 0 or name == "rounding_keys":
+        return t  # (the stochastic rounding key, per rank as a step is)
     else:
         what = f"is a plain tensor of shape {tuple(t.shape)}"
     raise ValueError(

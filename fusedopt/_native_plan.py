@@ -91,8 +91,14 @@ class StepPlan:
 
 
 def make(rule_name: str, params: list[Tensor], grads: list[Tensor], states: list[Tensor], counters: list[Tensor],
-         masters: list[Tensor], hyper, active: int) -> StepPlan:
+         masters: list[Tensor], hyper, active: int, rounding_keys: list[Tensor] | None = None,
+         rounding_offsets: list[int] | None = None) -> StepPlan:
     """A plan of a rule's lists (validated as its list op validates them), with
-    these grads bound."""
+    these grads bound; with rounding keys and offsets, it stores the params
+    with stochastic rounding."""
     maker = _ops.plan_maker(rule_name)
-    return StepPlan(maker(params, grads, states, counters, masters, hyper), active, params[0].device)
+    if rounding_keys:
+        made = maker(params, grads, states, counters, masters, hyper, rounding_keys, rounding_offsets)
+    else:
+        made = maker(params, grads, states, counters, masters, hyper)
+    return StepPlan(made, active, params[0].device)

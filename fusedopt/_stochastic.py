@@ -15,6 +15,7 @@ tensors (values 0 .. 2^32 - 1) and the 32 x 32 -> 64-bit products are split in
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 _MASK32 = 0xFFFFFFFF
 _M0, _M1 = 0xD2511F53, 0xCD9E8D57  # Philox4x32 multipliers
@@ -122,4 +123,48 @@ def stochastic_round(x: torch.Tensor, dtype: torch.dtype, seed: int, step: int, 
     if dtype not in _ROUNDERS:
         raise ValueError(f"stochastic_round rounds to torch.bfloat16 or torch.float16, not {dtype}")
     r = random_words(seed, step, offset, x.numel(), device=x.device)
+    return _ROUNDERS[dtype](x.detach().reshape(-1), r).view(x.shape)
+
+
+# -- keyed by a device tensor: the optimizers' per-param generator state ---------------
+
+
+def splitmix64(x: int) -> int:
+    """SplitMix64's output function (Steele et al., OOPSLA 2014) of a 64-bit x:
+    each param's seed from the optimizer's seed and the param's index."""
+    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return x ^ (x >> 31)
+
+
+def as_int64(u: int) -> int:
+    """A value in [0, 2^64) as the int64 with its bits (a rounding key holds seeds so)."""
+    return u - 2 ** 64 if u >= 2 ** 63 else u
+
+
+def _words_of(t: Tensor) -> tuple[Tensor, Tensor]:
+    """(low, high) 32-bit words of an int64 tensor's bits, as int64 in [0, 2^32)."""
+    return t & _MASK32, (t >> 32) & _MASK32
+
+
+def keyed_words(key: Tensor, offset: int, numel: int) -> Tensor:
+    """random_words(seed, step, offset, numel) with seed = key[0] and step =
+    key[1] (the int64 rounding key, read as unsigned 64-bit words) on the key's
+    device, without reading it on the host."""
+    if numel == 0:
+        return torch.empty(0, dtype=torch.int64, device=key.device)
+    first, last = offset >> 2, (offset + numel - 1) >> 2
+    groups = torch.arange(first, last + 1, dtype=torch.int64, device=key.device)
+    s_lo, s_hi = _words_of(key[0])
+    t_lo, t_hi = _words_of(key[1])
+    counter = [groups & _MASK32, (groups >> 32) & _MASK32, t_lo.expand_as(groups), t_hi.expand_as(groups)]
+    words = torch.stack(philox4x32_10(counter, (s_lo, s_hi)), dim=1).view(-1)
+    start = offset - 4 * first
+    return words[start:start + numel]
+
+
+def round_keyed(x: Tensor, dtype: torch.dtype, key: Tensor, offset: int) -> Tensor:
+    """stochastic_round(x, dtype, key[0], key[1], offset), the key a device tensor."""
+    r = keyed_words(key.to(x.device), offset, x.numel())
     return _ROUNDERS[dtype](x.detach().reshape(-1), r).view(x.shape)

@@ -20,6 +20,11 @@ struct RuleTensor {
   void* states[kMaxStates];
   float* master;  // fp32 copy of a low-precision param, updated in the same pass
   float* absmax[kMaxStates];  // 8-bit states: each state's block scales (else null)
+  // stochastic rounding (else null / 0): the param's int64 [seed, applied
+  // steps], read by the kernel (this step is applied step key[1] + 1; the call
+  // advances key[1] after the kernels), and the global index of element 0
+  int64_t* key;
+  int64_t offset;
 };
 
 // Updates elements [lo, hi) of one tensor by `Rule`.
@@ -27,9 +32,10 @@ template <class Rule>
 using RangeFn = void (*)(const RuleTensor&, const typename Rule::Consts&, const math::GradFactors&, int64_t lo,
                          int64_t hi);
 
-// Picks the kernel for a call's dtypes, active state count and masters (null: not compiled).
+// Picks the kernel for a call's dtypes, active state count, masters and
+// stochastic rounding of the params (null: not compiled).
 template <class Rule>
-using SelectFn = RangeFn<Rule> (*)(DType param, DType grad, DType state, int active, bool master);
+using SelectFn = RangeFn<Rule> (*)(DType param, DType grad, DType state, int active, bool master, bool stochastic);
 
 // Multiplies grad[lo, hi) by inv_scale in place; returns true if any input was inf/nan.
 using UnscaleRangeFn = bool (*)(void* grad, float inv_scale, int64_t lo, int64_t hi);

@@ -12,6 +12,7 @@
 
 #include "../codecs.h"
 #include "../math/quant8.h"
+#include "../math/stochastic.h"
 #include "kernels.h"
 
 namespace fusedopt {
@@ -47,11 +48,43 @@ FO_INLINE const T* at(const void* base, int64_t i) {
 
 // ---------------------------------------------------------------- update rules
 
+// Where stochastic rounding's bits come from for one vector: the param's seed,
+// the applied step and the global index of the vector's first element.
+struct RoundKey {
+  uint64_t seed;
+  uint64_t step;
+  uint64_t index;
+};
+
+// The vector's new values x stored into a bf16/fp16 param with stochastic
+// rounding (csrc/math/stochastic.h): one Philox call per four elements of the
+// same group of the global index, exactly the reference's words.
+template <class P>
+FO_INLINE void store_rounded(P* p, const Vec& v, const RoundKey& k) {
+  float x[Vec::N];
+  vstore(x, v);
+  uint32_t w[4];
+  uint64_t group = ~uint64_t{0};
+  for (int j = 0; j < Vec::N; ++j) {
+    const uint64_t i = k.index + static_cast<uint64_t>(j);
+    if ((i >> 2) != group) {
+      group = i >> 2;
+      math::sr_random_words(k.seed, k.step, group, w);
+    }
+    if constexpr (std::is_same<P, bf16_t>::value) {
+      p[j].x = math::sr_bf16_bits(x[j], w[i & 3]);
+    } else {
+      static_assert(std::is_same<P, fp16_t>::value, "stochastic rounding stores bf16 or fp16 params");
+      p[j].x = math::sr_fp16_bits(x[j], w[i & 3]);
+    }
+  }
+}
+
 // One vector of elements: the rule's update over Vec::N of them. States go
 // through their codec S (csrc/codecs.h); the plain codecs' unit is the vector.
-template <class Rule, class P, class G, class S, int kActive, bool kMaster>
+template <class Rule, class P, class G, class S, int kActive, bool kMaster, bool kStochastic>
 FO_INLINE void rule_vec(P* p, const G* g, typename S::Storage* const (&st)[kMaxStates], float* w, const typename Rule::Consts& c,
-                        const math::GradFactors& f) {
+                        const math::GradFactors& f, const RoundKey& key) {
   static_assert(S::kBlock == 1, "blockwise codecs walk whole blocks: a loop of their own (csrc/codecs.h)");
   using T = typename S::Storage;
   Vec pv;
@@ -65,12 +98,16 @@ FO_INLINE void rule_vec(P* p, const G* g, typename S::Storage* const (&st)[kMaxS
   for (int k = 0; k < kActive; ++k) sv[k] = vload(static_cast<const T*>(st[k]));
   for (int k = kActive; k < Rule::kStates; ++k) sv[k] = Vec(0.0f);
   Rule::template update<kActive>(pv, gv, sv, c);
-  vstore(p, pv);
+  if constexpr (kStochastic) {
+    store_rounded(p, pv, key);
+  } else {
+    vstore(p, pv);
+  }
   if constexpr (kMaster) vstore(w, pv);
   for (int k = 0; k < kActive; ++k) vstore(st[k], sv[k]);
 }
 
-template <class Rule, class P, class G, class S, int kActive, bool kMaster>
+template <class Rule, class P, class G, class S, int kActive, bool kMaster, bool kStochastic>
 void rule_range(const RuleTensor& t, const typename Rule::Consts& c, const math::GradFactors& f, int64_t lo,
                 int64_t hi) {
   using T = typename S::Storage;
@@ -80,11 +117,16 @@ void rule_range(const RuleTensor& t, const typename Rule::Consts& c, const math:
   for (int k = 0; k < kActive; ++k) st[k] = at<T>(t.states[k], lo);
   float* w = kMaster ? at<float>(static_cast<void*>(t.master), lo) : nullptr;
   const int64_t n = hi - lo;
+  RoundKey key{0, 0, 0};
+  if constexpr (kStochastic) {
+    key = {static_cast<uint64_t>(t.key[0]), static_cast<uint64_t>(t.key[1]) + 1, static_cast<uint64_t>(t.offset + lo)};
+  }
+  auto at_elem = [&key](int64_t i) { return RoundKey{key.seed, key.step, key.index + static_cast<uint64_t>(i)}; };
   int64_t i = 0;
   T* sp[kMaxStates] = {};
   for (; i + Vec::N <= n; i += Vec::N) {
     for (int k = 0; k < kActive; ++k) sp[k] = st[k] + i;
-    rule_vec<Rule, P, G, S, kActive, kMaster>(p + i, g + i, sp, w ? w + i : nullptr, c, f);
+    rule_vec<Rule, P, G, S, kActive, kMaster, kStochastic>(p + i, g + i, sp, w ? w + i : nullptr, c, f, at_elem(i));
   }
   if (i < n) {
     const int64_t r = n - i;
@@ -96,7 +138,7 @@ void rule_range(const RuleTensor& t, const typename Rule::Consts& c, const math:
                               Tail<T>(kActive > 3 ? st[3] + i : nullptr, r)};
     Tail<float> tw(w ? w + i : nullptr, r);
     for (int k = 0; k < kActive; ++k) sp[k] = ts[k].ptr();
-    rule_vec<Rule, P, G, S, kActive, kMaster>(tp.ptr(), tg.ptr(), sp, tw.ptr(), c, f);
+    rule_vec<Rule, P, G, S, kActive, kMaster, kStochastic>(tp.ptr(), tg.ptr(), sp, tw.ptr(), c, f, at_elem(i));
     tp.flush();
     for (int k = 0; k < kActive; ++k) ts[k].flush();
     tw.flush();
@@ -212,7 +254,7 @@ void quant8_store(const float* x, int count, uint8_t* codes, float* absmax) {
 // states, the very arithmetic of fp32 states) updates the block, and each
 // state's block is requantized with its new absmax. One read and one write of
 // each code byte and scale.
-template <class Rule, class P, class G, int kActive, bool kMaster>
+template <class Rule, class P, class G, int kActive, bool kMaster, bool kStochastic>
 void rule_blocks_q8(const RuleTensor& t, const typename Rule::Consts& c, const math::GradFactors& f, int64_t lo,
                     int64_t hi) {
   constexpr int B = Quant8Codec::kBlock;
@@ -224,6 +266,8 @@ void rule_blocks_q8(const RuleTensor& t, const typename Rule::Consts& c, const m
     u.param = at<P>(t.param, start);
     u.grad = at<G>(t.grad, start);
     u.master = kMaster ? t.master + start : nullptr;
+    u.key = t.key;
+    u.offset = t.offset + start;
     for (int k = 0; k < kActive; ++k) {
       const uint8_t* q = static_cast<const uint8_t*>(t.states[k]) + start;
       if (Rule::kStateSigned[k]) {
@@ -233,7 +277,7 @@ void rule_blocks_q8(const RuleTensor& t, const typename Rule::Consts& c, const m
       }
       u.states[k] = buf[k];
     }
-    rule_range<Rule, P, G, PlainCodec<float>, kActive, kMaster>(u, c, f, 0, count);
+    rule_range<Rule, P, G, PlainCodec<float>, kActive, kMaster, kStochastic>(u, c, f, 0, count);
     for (int k = 0; k < kActive; ++k) {
       uint8_t* q = static_cast<uint8_t*>(t.states[k]) + start;
       if (Rule::kStateSigned[k]) {
@@ -247,67 +291,69 @@ void rule_blocks_q8(const RuleTensor& t, const typename Rule::Consts& c, const m
 
 // The loop of a codec: whole vectors for the plain codecs, whole blocks for a
 // blockwise one (which needs at least one state list).
-template <class Rule, class P, class G, class S, int kActive, bool kMaster>
+template <class Rule, class P, class G, class S, int kActive, bool kMaster, bool kStochastic>
 RangeFn<Rule> range_fn() {
   if constexpr (S::kBlock == 1) {
-    return &rule_range<Rule, P, G, S, kActive, kMaster>;
+    return &rule_range<Rule, P, G, S, kActive, kMaster, kStochastic>;
   } else if constexpr (kActive > 0) {
-    return &rule_blocks_q8<Rule, P, G, kActive, kMaster>;
+    return &rule_blocks_q8<Rule, P, G, kActive, kMaster, kStochastic>;
   } else {
     return nullptr;
   }
 }
 
 // The kernel for `active` state lists, among kMinStates..kStates.
-template <class Rule, class P, class G, class S, bool kMaster, int kActive = Rule::kMinStates>
+template <class Rule, class P, class G, class S, bool kMaster, bool kStochastic, int kActive = Rule::kMinStates>
 RangeFn<Rule> pick_active(int active) {
-  if (active == kActive) return range_fn<Rule, P, G, S, kActive, kMaster>();
+  if (active == kActive) return range_fn<Rule, P, G, S, kActive, kMaster, kStochastic>();
   if constexpr (kActive < Rule::kStates) {
-    return pick_active<Rule, P, G, S, kMaster, kActive + 1>(active);
+    return pick_active<Rule, P, G, S, kMaster, kStochastic, kActive + 1>(active);
   } else {
     return nullptr;
   }
 }
 
 template <class Rule, class P, class G, class S>
-RangeFn<Rule> pick_master(int active, bool master) {
+RangeFn<Rule> pick_master(int active, bool master, bool stochastic) {
   if constexpr (std::is_same<P, float>::value) {
-    if (master) return nullptr;  // an fp32 param is its own master
-    return pick_active<Rule, P, G, S, false>(active);
+    // an fp32 param is its own master, and needs no rounding
+    if (master || stochastic) return nullptr;
+    return pick_active<Rule, P, G, S, false, false>(active);
   } else {
-    return master ? pick_active<Rule, P, G, S, true>(active) : pick_active<Rule, P, G, S, false>(active);
+    if (stochastic) return master ? nullptr : pick_active<Rule, P, G, S, false, true>(active);
+    return master ? pick_active<Rule, P, G, S, true, false>(active) : pick_active<Rule, P, G, S, false, false>(active);
   }
 }
 
 // ---------------------------------------------------------------- dtype dispatch
 
 template <class Rule, class P, class G>
-RangeFn<Rule> pick_state(DType s, int active, bool master) {
+RangeFn<Rule> pick_state(DType s, int active, bool master, bool stochastic) {
   switch (s) {
     case DType::F32:
-      return pick_master<Rule, P, G, PlainCodec<float>>(active, master);
+      return pick_master<Rule, P, G, PlainCodec<float>>(active, master, stochastic);
     case DType::BF16:
-      return pick_master<Rule, P, G, PlainCodec<bf16_t>>(active, master);
+      return pick_master<Rule, P, G, PlainCodec<bf16_t>>(active, master, stochastic);
     case DType::F16:
-      return pick_master<Rule, P, G, PlainCodec<fp16_t>>(active, master);
+      return pick_master<Rule, P, G, PlainCodec<fp16_t>>(active, master, stochastic);
     case DType::U8:
-      return pick_master<Rule, P, G, Quant8Codec>(active, master);
+      return pick_master<Rule, P, G, Quant8Codec>(active, master, stochastic);
   }
   return nullptr;
 }
 
 // Grads come in the param's dtype, or in fp32 for a low-precision param.
 template <class Rule>
-RangeFn<Rule> select_rule(DType p, DType g, DType s, int active, bool master) {
+RangeFn<Rule> select_rule(DType p, DType g, DType s, int active, bool master, bool stochastic) {
   switch (p) {
     case DType::F32:
-      return g == DType::F32 ? pick_state<Rule, float, float>(s, active, master) : nullptr;
+      return g == DType::F32 ? pick_state<Rule, float, float>(s, active, master, stochastic) : nullptr;
     case DType::BF16:
-      if (g == DType::BF16) return pick_state<Rule, bf16_t, bf16_t>(s, active, master);
-      return g == DType::F32 ? pick_state<Rule, bf16_t, float>(s, active, master) : nullptr;
+      if (g == DType::BF16) return pick_state<Rule, bf16_t, bf16_t>(s, active, master, stochastic);
+      return g == DType::F32 ? pick_state<Rule, bf16_t, float>(s, active, master, stochastic) : nullptr;
     case DType::F16:
-      if (g == DType::F16) return pick_state<Rule, fp16_t, fp16_t>(s, active, master);
-      return g == DType::F32 ? pick_state<Rule, fp16_t, float>(s, active, master) : nullptr;
+      if (g == DType::F16) return pick_state<Rule, fp16_t, fp16_t>(s, active, master, stochastic);
+      return g == DType::F32 ? pick_state<Rule, fp16_t, float>(s, active, master, stochastic) : nullptr;
     case DType::U8:
       break;  // not a param dtype
   }

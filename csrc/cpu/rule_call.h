@@ -27,9 +27,10 @@ template <class Rule>
 RuleCall<Rule> prepare_call(const CallInfo& d, const RuleLists& l, int active) {
   static_assert(Rule::kStates <= kMaxStates, "raise cpu::kMaxStates");
   RuleCall<Rule> call;
-  call.fn = (active_kernels().*select_of<Rule>())(d.param, d.grad, d.state, active, d.master);
+  call.fn = (active_kernels().*select_of<Rule>())(d.param, d.grad, d.state, active, d.master, d.stochastic);
   FO_CHECK(call.fn != nullptr, "no CPU ", Rule::kName, " kernel for params ", dtype_name(d.param), ", grads ",
-           dtype_name(d.grad), ", states ", dtype_name(d.state), d.master ? " with master weights" : "");
+           dtype_name(d.grad), ", states ", dtype_name(d.state), d.master ? " with master weights" : "",
+           d.stochastic ? " with stochastic rounding" : "");
   const size_t n = l.params.size();
   call.numels = d.numels;
   call.tensors.resize(n);
@@ -39,6 +40,8 @@ RuleCall<Rule> prepare_call(const CallInfo& d, const RuleLists& l, int active) {
     t.grad = l.grads[i].const_data_ptr();
     for (int k = 0; k < kMaxStates; ++k) t.states[k] = k < active ? l.states[k * n + i].mutable_data_ptr() : nullptr;
     t.master = d.master ? static_cast<float*>(l.masters[i].mutable_data_ptr()) : nullptr;
+    t.key = d.stochastic ? static_cast<int64_t*>(l.keys[i].mutable_data_ptr()) : nullptr;
+    t.offset = d.stochastic ? l.offsets[i] : 0;
     for (int k = 0; k < kMaxStates; ++k) {
       t.absmax[k] = d.state == DType::U8 && k < active
                         ? static_cast<float*>(l.states[(active + k) * n + i].mutable_data_ptr())
@@ -90,6 +93,10 @@ void run_call(const RuleCall<Rule>& call, const typename Rule::Hyper& hyper, con
       call.align);
 
   advance_counters<Rule>(call.counters);
+  // stochastic rounding's applied steps (the kernels rounded with key[1] + 1)
+  for (const RuleTensor& t : call.tensors) {
+    if (t.key != nullptr) t.key[1] += 1;
+  }
 }
 
 // The hyperparameters a call runs with: from hyper_tensor when given (a CPU

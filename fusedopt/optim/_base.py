@@ -28,7 +28,7 @@ from torch.optim import Optimizer
 
 from .. import _bulk, _collectives, _dtensor, _native_plan, _ops
 from .._versions import bump
-from . import _compile, _masters, _plan, _quant8_states, _torch_impl, _validate
+from . import _compile, _masters, _plan, _quant8_states, _stochastic_rounding, _torch_impl, _validate
 from ._amp_flag import AmpScalingFlag
 from ._checkpoint import CheckpointMixin
 from ._plan import Bucket, Route, call_lists, layout_of, native_eligible  # noqa: F401 (the subclasses' imports)
@@ -62,9 +62,10 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
 
     def __init__(
         self, params, defaults, max_grad_norm=None, master_weights=False, state_dtype=None, norm_group=None,
-        max_grad_value=None, min_8bit_size=4096,
+        max_grad_value=None, min_8bit_size=4096, stochastic_rounding=False, seed=None,
     ):
         check_fusedopt_options(max_grad_norm, master_weights, state_dtype, max_grad_value, min_8bit_size)
+        _stochastic_rounding.check_options(stochastic_rounding, master_weights, seed)
         _collectives.check_norm_group(norm_group)
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         self.max_grad_value = None if max_grad_value is None else float(max_grad_value)
@@ -74,6 +75,10 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         self.state_dtype = state_dtype
         # state_dtype="8bit": params with fewer elements keep float32 states
         self.min_8bit_size = min_8bit_size
+        # bf16/fp16 params stored with stochastic rounding (_stochastic_rounding.py);
+        # the seed of the params' generators: torch's, unless given
+        self.stochastic_rounding = stochastic_rounding
+        self.seed = torch.initial_seed() if seed is None else seed
         # What fusedopt's GradScaler hands a step and what a step leaves behind
         # (see last_grad_norm). A dict, not attributes: under torch.compile,
         # dynamo drops attribute stores on an Optimizer made inside the compiled
@@ -92,6 +97,7 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             max_grad_value=max_grad_value,
             master_weights=master_weights,
             state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
         )
         if defaults.get("fused") and defaults.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
@@ -189,6 +195,11 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         ``occurrence`` counts earlier listings of p in the group (tied weights)."""
         special = self._special_route(p, g, group)
         if special is not None:
+            if self.stochastic_rounding:
+                raise RuntimeError(
+                    f"fusedopt.{type(self).__name__}: stochastic_rounding=True takes dense grads of the param's "
+                    f"dtype (or float32); got a {'sparse ' if g.is_sparse else ''}{g.dtype} grad for a {p.dtype} param"
+                )
             return special
         _validate.check_fused_device(p, group, self._fused_cuda_unsupported)
         rule = self.rule
@@ -215,6 +226,17 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         else:
             native = native_eligible(p, g, moments)
         native = native and (master is None or master.is_contiguous())
+        if self.stochastic_rounding:
+            # the params stored with stochastic rounding (_stochastic_rounding.py):
+            # the CPU kernels for contiguous params, else the plain-torch reference
+            tensors["rounding_keys"] = self._rounding_key_for(p)
+            keys.append(_stochastic_rounding.KEY)
+            native = native and p.device.type == "cpu" and layout_of(p) == "contiguous"
+            if native:
+                key = (p.device, "native", p.dtype, g.dtype, moments[0].dtype if moments else None, "rounded")
+            else:
+                key = (p.device, "reference", False, q8, "rounded")
+            return Route(key, "native" if native else "reference", tensors, [(self.state[p], k) for k in keys])
         if native:
             key = (p.device, "native", p.dtype, g.dtype, moments[0].dtype if moments else None, master is not None,
                    layout_of(p))
@@ -223,19 +245,38 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             key = (p.device, "reference", master is not None, q8)
         return Route(key, "native" if native else "reference", tensors, [(state, k) for k in keys])
 
+    def _rounding_key_for(self, p: Tensor) -> Tensor:
+        """p's generator state (made if missing, seeded by p's index in the
+        optimizer's flattened param list), checked."""
+        state = self.state[p]
+        key = state.get(_stochastic_rounding.KEY)
+        if key is None:
+            index = self.__dict__.get("_param_index")
+            if index is None:
+                flat = (q for group in self.param_groups for q in group["params"])
+                index = self.__dict__["_param_index"] = {}
+                for i, q in enumerate(flat):
+                    index.setdefault(id(q), i)
+            seed = self.seed if self.seed is not None else torch.initial_seed()
+            key = state[_stochastic_rounding.KEY] = _stochastic_rounding.new_key(seed, index[id(p)], p.device)
+        _stochastic_rounding.check_key(p, key)
+        return key
+
     def _plan_signature(self, group: dict) -> tuple:
         """Group settings that change the buckets (not lr and the like), and
         inference mode, in which tensors made inside it may be written."""
         return (
             self.master_weights, self.state_dtype, self.max_grad_norm is None, self.norm_group,
-            torch.is_inference_mode_enabled(), self.rule.active(group), self.min_8bit_size,
+            torch.is_inference_mode_enabled(), self.rule.active(group), self.min_8bit_size, self.stochastic_rounding,
         )
 
     def _native_plan_for(self, bucket: Bucket, group: dict):
         """A native step plan of the bucket's lists (fusedopt/_native_plan.py)."""
         states, counters, masters = call_lists(bucket)
+        keys = bucket.lists.get("rounding_keys")
+        offsets = [_stochastic_rounding.global_offset(p) for p in bucket.keys] if keys else None
         return _native_plan.make(self.rule.name, bucket.params, bucket.grads, states, counters, masters,
-                                 self._hyper(group, native=True), self.rule.active(group))
+                                 self._hyper(group, native=True), self.rule.active(group), keys, offsets)
 
     def _hyper(self, group: dict, native: bool) -> tuple:
         """The group's packed hyperparameters; for an eager native op, as floats."""
@@ -273,6 +314,13 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
             return
         if plan is not None:
             plan.release()  # the grads it holds for this step: the list op or the reference updates
+        keys = bucket.lists.get("rounding_keys")
+        if keys:
+            # stochastic rounding: each param's key and the global index of its first element
+            offsets = [_stochastic_rounding.global_offset(p) for p in bucket.keys]
+            self.rule.op(ops)(bucket.params, bucket.grads, *call_lists(bucket), hyper, hyper_tensor, *tail,
+                              rounding_keys=keys, rounding_offsets=offsets)
+            return
         self.rule.op(ops)(bucket.params, bucket.grads, *call_lists(bucket), hyper, hyper_tensor, *tail)
 
     # -- helpers for subclasses ------------------------------------------------------
@@ -409,6 +457,7 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
+        self.__dict__.pop("_param_index", None)
         self._forget_plans()
 
     # -- the step --------------------------------------------------------------------
@@ -471,6 +520,10 @@ class FusedOptimizer(CheckpointMixin, Optimizer):
         for index, group in enumerate(self.param_groups):
             if any(p.grad is not None for p in group["params"]):
                 self._check_group(group, index)
+                if self.stochastic_rounding:
+                    _stochastic_rounding.check_param_dtypes(
+                        type(self).__name__, [p for p in group["params"] if p.grad is not None]
+                    )
         eager = not torch.compiler.is_compiling()
         if not eager:
             work = [(group, self._bucket_group(group)) for group in self.param_groups]

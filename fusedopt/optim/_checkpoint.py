@@ -9,11 +9,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import _quant8_states
+from . import _quant8_states, _stochastic_rounding
 
 # fusedopt's own options, kept through pickling and copying
-_FUSEDOPT_ATTRS = ("max_grad_norm", "master_weights", "state_dtype", "norm_group", "max_grad_value", "min_8bit_size")
-_FUSEDOPT_DEFAULTS = (None, False, None, None, None, 4096)
+_FUSEDOPT_ATTRS = (
+    "max_grad_norm", "master_weights", "state_dtype", "norm_group", "max_grad_value", "min_8bit_size",
+    "stochastic_rounding", "seed",
+)
+_FUSEDOPT_DEFAULTS = (None, False, None, None, None, 4096, False, None)
 
 
 class CheckpointMixin:
@@ -74,7 +77,8 @@ class CheckpointMixin:
                     # (8-bit codes too: torch would cast them to the param's dtype)
                     ours = {
                         k: v for k, v in st.items()
-                        if k != "step" and isinstance(v, Tensor) and (v.is_floating_point() or v.dtype is torch.uint8)
+                        if k != "step" and isinstance(v, Tensor)
+                        and (v.is_floating_point() or v.dtype is torch.uint8 or k == _stochastic_rounding.KEY)
                     }
                     kept[p] = ours
                     st = {k: v for k, v in st.items() if k not in ours}
@@ -84,6 +88,11 @@ class CheckpointMixin:
         def restore(optimizer):
             for p, tensors in kept.items():
                 for key, value in tensors.items():
+                    if key == _stochastic_rounding.KEY:
+                        # the generator state: int64, where the param's step lives
+                        device = "cpu" if p.device.type == "meta" else p.device
+                        self.state[p][key] = value.to(device=device, dtype=torch.int64)
+                        continue
                     if key == "master_param":
                         if not self._has_master(p):
                             continue  # this optimizer keeps no master for p

@@ -47,7 +47,8 @@ class Rule:
         or the reference function for the plain-torch backend (which also
         takes 8-bit states: fusedopt/_reference_quant8.py)."""
         from .. import _ops, _reference_quant8
+        from . import _stochastic_rounding
 
         if ops is _ops.reference:
-            return _reference_quant8.with_8bit(self.reference, self.signed)
+            return _stochastic_rounding.with_rounding(_reference_quant8.with_8bit(self.reference, self.signed))
         return getattr(ops, self.name + "_")

@@ -52,6 +52,8 @@ class Adagrad(FusedOptimizer):
         norm_group=None,
         max_grad_value: float | None = None,
         min_8bit_size: int = 4096,
+        stochastic_rounding: bool = False,
+        seed: int | None = None,
     ) -> None:
         # torch.optim.Adagrad's checks, with its messages
         if isinstance(lr, Tensor) and lr.numel() != 1:
@@ -85,7 +87,7 @@ class Adagrad(FusedOptimizer):
         # fusedopt's own options, in FusedOptimizer's order
         super().__init__(
             params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value,
-            min_8bit_size=min_8bit_size,
+            min_8bit_size=min_8bit_size, stochastic_rounding=stochastic_rounding, seed=seed,
         )
         # torch makes every param's state with the optimizer
         for group in self.param_groups:

@@ -106,6 +106,8 @@ class Adam(FusedOptimizer):
         norm_group=None,
         max_grad_value: float | None = None,
         min_8bit_size: int = 4096,
+        stochastic_rounding: bool = False,
+        seed: int | None = None,
     ) -> None:
         _check_adam_args(lr, betas, eps, weight_decay, foreach, capturable)
         if state_dtype is torch.float16:
@@ -130,7 +132,7 @@ class Adam(FusedOptimizer):
         # fusedopt's own options, in FusedOptimizer's order
         super().__init__(
             params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value,
-            min_8bit_size=min_8bit_size,
+            min_8bit_size=min_8bit_size, stochastic_rounding=stochastic_rounding, seed=seed,
         )
 
     # torch's Adam divides by its bias correction 1 - beta**step: zero after a step of -1
@@ -227,6 +229,8 @@ class AdamW(Adam):
         norm_group=None,
         max_grad_value: float | None = None,
         min_8bit_size: int = 4096,
+        stochastic_rounding: bool = False,
+        seed: int | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -246,7 +250,7 @@ class AdamW(Adam):
             state_dtype=state_dtype,
             norm_group=norm_group,
             max_grad_value=max_grad_value,
-            min_8bit_size=min_8bit_size,
+            min_8bit_size=min_8bit_size, stochastic_rounding=stochastic_rounding, seed=seed,
         )
 
     # A checkpoint of any Adam loads into AdamW as AdamW, as in torch.

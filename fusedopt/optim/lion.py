@@ -41,6 +41,8 @@ class Lion(FusedOptimizer):
         norm_group=None,
         max_grad_value: float | None = None,
         min_8bit_size: int = 4096,
+        stochastic_rounding: bool = False,
+        seed: int | None = None,
     ) -> None:
         # lion-pytorch's checks (assertions there), with messages
         if not lr > 0.0:
@@ -54,7 +56,7 @@ class Lion(FusedOptimizer):
         # fusedopt's own options, in FusedOptimizer's order
         super().__init__(
             params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value,
-            min_8bit_size=min_8bit_size,
+            min_8bit_size=min_8bit_size, stochastic_rounding=stochastic_rounding, seed=seed,
         )
 
     def __getstate__(self):

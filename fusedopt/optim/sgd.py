@@ -47,6 +47,8 @@ class SGD(FusedOptimizer):
         norm_group=None,
         max_grad_value: float | None = None,
         min_8bit_size: int = 4096,
+        stochastic_rounding: bool = False,
+        seed: int | None = None,
     ) -> None:
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
@@ -74,7 +76,7 @@ class SGD(FusedOptimizer):
         # fusedopt's own options, in FusedOptimizer's order
         super().__init__(
             params, defaults, max_grad_norm, master_weights, state_dtype, norm_group, max_grad_value,
-            min_8bit_size=min_8bit_size,
+            min_8bit_size=min_8bit_size, stochastic_rounding=stochastic_rounding, seed=seed,
         )
 
     def __getstate__(self):
