@@ -12,6 +12,10 @@ import emu_device as ed
 from conftest import requires_native_cpu
 from emu_twins import Twins, adam_call, values
 
+# the CUDA kernels under the emulation run once, in the main pass (not in the
+# torch matrix's venvs, which select `not cuda_emulated`)
+pytestmark = pytest.mark.cuda_emulated
+
 SIZES = [1000, 256, 3]
 
 

@@ -156,3 +156,12 @@ def test_the_wheel_built_against_the_floor_keeps_the_system_floor(oldest_wheel, 
     for lib in libs:
         assert external_dependencies(lib) == [], lib.name
         assert policy_violations(lib) == [], lib.name
+
+
+def test_every_emulated_cuda_test_file_is_marked():
+    """The matrix venvs select `not cuda_emulated`: an emulated test without the
+    mark would build the emulation in every venv (minutes each), or fail there."""
+    here = Path(__file__).parent
+    unmarked = [f.name for f in sorted(here.glob("test_cuda_emulated_*.py"))
+                if "pytest.mark.cuda_emulated" not in f.read_text()]
+    assert not unmarked, unmarked
