@@ -8,8 +8,9 @@ batches for a fixed budget of steps; the output is the validation loss along
 the way and at the end, the training loss curve, the optimizer's own bytes per
 param and the time taken, as JSON, with a plot beside it when matplotlib is
 there. The optimizers come as factories (params -> optimizer), so rows are one
-line each: torch.optim.AdamW in fp32, fusedopt's AdamW with 8-bit states, and
-the 8-bit AdamWs of bitsandbytes and torchao where they import.
+line each: torch.optim.AdamW in fp32, fusedopt's AdamW with 8-bit states (fp32
+params, and bf16 params with and without stochastic rounding), and the 8-bit
+AdamWs of bitsandbytes and torchao where they import.
 
     python -m bench.lowmem_quality --steps 300 --out bench/results/lowmem-quality-cpu.json
 
