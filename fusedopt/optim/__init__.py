@@ -1,6 +1,6 @@
 """fusedopt's optimizers: drop-ins for torch.optim.Adam, AdamW and SGD."""
 
-from ._quant8_states import dequantized_state_dict
+from ._torch_format import dequantized_state_dict
 from .adam import Adam, AdamW
 from .sgd import SGD
 

@@ -110,37 +110,3 @@ def convert_loaded(optimizer, p: Tensor, state: dict) -> None:
             state[name] = values.to(optimizer._state_dtype_for(p))
         elif optimizer._is_8bit(p) and value.is_floating_point():
             state[name], state[name + ABSMAX] = quantize(value, signed)
-
-
-def _signed_by_name() -> dict[str, bool]:
-    """Each state name's map across fusedopt's rules (they agree: an
-    exp_avg is signed in Adam and Lion alike)."""
-    from .adagrad import Adagrad
-    from .adam import Adam
-    from .lion import Lion
-    from .sgd import SGD
-
-    out: dict[str, bool] = {}
-    for cls in (Adam, SGD, Adagrad, Lion):
-        for name, signed in zip(cls.rule.states, cls.rule.signed):
-            assert out.setdefault(name, signed) == signed, name
-    return out
-
-
-def dequantized_state_dict(state_dict: dict) -> dict:
-    """An optimizer state_dict with 8-bit states turned into torch.optim's
-    format: each ``name`` / ``name_absmax`` pair becomes the float32 state
-    ``name`` of the param's shape. The result loads into torch.optim's
-    counterpart (AdamW, SGD, Adagrad) or into a fusedopt optimizer without
-    state_dtype="8bit". The input is not modified."""
-    signed_of = _signed_by_name()
-    state = {}
-    for pid, st in state_dict["state"].items():
-        st = dict(st)
-        for name in [k for k in st if k + ABSMAX in st]:
-            if name not in signed_of:
-                raise ValueError(f"fusedopt: no fusedopt optimizer keeps a state named '{name}'")
-            codes, absmax = st[name], st.pop(name + ABSMAX)
-            st[name] = _q8().dequantize_blockwise(codes.contiguous(), absmax.to(codes.device), signed_of[name])
-        state[pid] = st
-    return {**state_dict, "state": state}
