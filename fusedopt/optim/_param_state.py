@@ -111,23 +111,21 @@ class ParamStateMixin:
         else:
             native = native_eligible(p, g, moments)
         native = native and (master is None or master.is_contiguous())
-        if self.stochastic_rounding:
+        rounded = self.stochastic_rounding
+        if rounded:
             # the params stored with stochastic rounding (_stochastic_rounding.py):
             # the CPU kernels for contiguous params, else the plain-torch reference
             tensors["rounding_keys"] = self._rounding_key_for(p)
             keys.append(_stochastic_rounding.KEY)
             native = native and p.device.type == "cpu" and layout_of(p) == "contiguous"
-            if native:
-                key = (p.device, "native", p.dtype, g.dtype, moments[0].dtype if moments else None, "rounded")
-            else:
-                key = (p.device, "reference", False, q8, "rounded")
-            return Route(key, "native" if native else "reference", tensors, [(self.state[p], k) for k in keys])
+            state = self.state[p]  # (SGD without momentum: the key made its state dict)
         if native:
             key = (p.device, "native", p.dtype, g.dtype, moments[0].dtype if moments else None, master is not None,
-                   layout_of(p))
+                   layout_of(p), rounded)
         else:
-            # one reference bucket per device, master-or-not and 8-bit-or-not, so its lists align
-            key = (p.device, "reference", master is not None, q8)
+            # one reference bucket per device, master-or-not, 8-bit-or-not and
+            # rounded-or-not, so its lists align
+            key = (p.device, "reference", master is not None, q8, rounded)
         return Route(key, "native" if native else "reference", tensors, [(state, k) for k in keys])
 
     def _rounding_key_for(self, p: Tensor) -> Tensor:
