@@ -5,9 +5,10 @@ and rounding keys, for every rule (signed and unsigned maps), amsgrad, master
 weights, stochastic rounding, maximize, several tensors whose sizes are not
 multiples of 256 nor of the chunk (65836: two chunks, the second ending in a
 partial quant block), a misaligned list beside aligned ones, two steps; a step
-skipped on the device changes no code, scale, param or counter. Plans: tests/
-test_cuda_emulated_plans.py ("adam amsgrad 8bit
-states"). Cases run in the emulation worker."""
+skipped on the device changes no code, scale, param or counter. Plans:
+tests/test_cuda_emulated_plans.py ("adam amsgrad 8bit states"); more than one
+launch table: tests/native/chunk_table_check.cpp. Cases run in the emulation
+worker."""
 
 from __future__ import annotations
 
