@@ -51,7 +51,11 @@ __device__ __forceinline__ void store_rounded_elems(P* p, int i, const float (&i
         group = index >> 2;
         math::sr_random_words(k.seed, k.step, group, w);
       }
-      pk.v[e].x = rounded_bits<P>(in[e], w[index & 3]);
+      // the word by selects, not w[index & 3]: a runtime index would put w in
+      // local memory (a stack frame in every rounding kernel)
+      const uint32_t j = static_cast<uint32_t>(index & 3);
+      const uint32_t r = j == 0 ? w[0] : j == 1 ? w[1] : j == 2 ? w[2] : w[3];
+      pk.v[e].x = rounded_bits<P>(in[e], r);
     }
   }
   if (pack) {
