@@ -179,8 +179,6 @@ CallInfo check_rule_args(const RuleLists& l, int active, const std::optional<Ten
                          const std::optional<Tensor>& sumsq, bool cuda) {
   CallInfo c = check_common(l.params, l.grads, l.masters, lr_tensor, grad_scale, found_inf, sumsq, cuda);
   check_rounding_lists(l, c, Rule::kName);
-  FO_CHECK(!c.stochastic || !cuda, Rule::kName, ": stochastic rounding is not implemented by the CUDA kernels "
-           "(fusedopt's optimizers update such params with the plain-torch reference on CUDA)");
   const size_t n = l.params.size();
   const size_t lists = n * static_cast<size_t>(active);
   const bool q8 = active > 0 && l.states.size() == 2 * lists && l.states[0].dtype_code() == raw::codes().u8;
@@ -188,8 +186,6 @@ CallInfo check_rule_args(const RuleLists& l, int active, const std::optional<Ten
            " tensors (", lists, "), got ", l.states.size(), " (8-bit states: ", 2 * lists,
            ", the uint8 code lists, then the float32 absmax lists)");
   if (q8) {
-    FO_CHECK(!cuda, Rule::kName, ": 8-bit states are not implemented by the CUDA kernels (fusedopt's optimizers "
-             "update them with the plain-torch reference on CUDA)");
     check_quant8_states(l, active, c, Rule::kStateNames);
   }
   for (int k = 0; k < active && !q8; ++k) {

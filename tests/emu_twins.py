@@ -15,7 +15,8 @@ from cuda_common import cpu_values
 DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
 
 
-_BITS = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.bool: torch.uint8}
+_BITS = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.bool: torch.uint8,
+         torch.int64: torch.int64, torch.uint8: torch.uint8}
 
 
 def assert_same_bits(emu, cpu, what: str) -> None:

@@ -18,6 +18,8 @@ CONFIGS = {
     "adamw tensor lr": (fusedopt.AdamW, dict(lr=torch.tensor(0.05))),
     "bf16 master": (fusedopt.AdamW, dict(lr=0.05, master_weights=True)),
     "bf16 states": (fusedopt.AdamW, dict(lr=0.05, state_dtype=torch.bfloat16)),
+    "bf16 stochastic rounding": (fusedopt.AdamW, dict(lr=0.05, stochastic_rounding=True, seed=3)),
+    "adam amsgrad 8bit states": (fusedopt.Adam, dict(lr=0.05, amsgrad=True, state_dtype="8bit", min_8bit_size=1)),
     "sgd": (fusedopt.SGD, dict(lr=0.1)),
     "sgd nesterov clip": (fusedopt.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, max_grad_norm=0.5)),
     "sgd dampening master": (fusedopt.SGD, dict(lr=0.1, momentum=0.9, dampening=0.3, master_weights=True)),

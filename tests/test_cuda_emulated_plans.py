@@ -69,7 +69,7 @@ def test_cuda_plan_steps(cuda_emu, config):
     cuda_emu.run(plan_case, config=config, scaler=False, channels_last=False)
 
 
-@pytest.mark.parametrize("config", ["adamw clip", "sgd nesterov clip"])
+@pytest.mark.parametrize("config", ["adamw clip", "sgd nesterov clip", "bf16 stochastic rounding"])
 def test_cuda_plan_steps_under_the_grad_scaler_and_channels_last(cuda_emu, config):
     cuda_emu.run(plan_case, config=config, scaler=True, channels_last=True)
 

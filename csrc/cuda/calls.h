@@ -15,8 +15,9 @@ namespace cuda {
 
 // Per-list data pointers of one call; a list the launch does not read is empty.
 struct LaunchPointers {
-  std::vector<void*> param, state[kMaxStates], master, scalar;
+  std::vector<void*> param, state[kMaxStates], absmax[kMaxStates], master, scalar, rounding_key;
   std::vector<const void*> grad;
+  std::vector<int64_t> rounding_offset;
 
   // The kernels' view, over `numels` (which must outlive it).
   TensorLists view(const std::vector<int64_t>& numels) const;

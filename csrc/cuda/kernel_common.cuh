@@ -27,7 +27,7 @@ void dispatch_dtype(DType d, Fn fn) {
       fn(fp16_t{});
       return;
     case DType::U8:
-      return;  // 8-bit states: refused before any launch (op_args.h)
+      return;  // 8-bit states: not a storage type of this dispatch (rules.cu dispatches them)
   }
 }
 
@@ -70,11 +70,15 @@ __device__ __forceinline__ math::GradFactors factors_of(const StepControl& c) {
 }
 
 // Per-tensor scalars advanced once per applied step, after the update kernels
-// (whose blocks all read them): step += 1, momentum_first = false. Skipped on the
+// (whose blocks all read them): step += 1, momentum_first = false, a rounding
+// key's applied steps (int64 [seed, steps]: element 1) += 1. Skipped on the
 // device when found_inf is set. (scalars.cu)
-enum class ScalarOp : int { kIncrementFloat = 0, kClearBool = 1 };
+enum class ScalarOp : int { kIncrementFloat = 0, kClearBool = 1, kAdvanceRoundingKey = 2 };
 
+// over t.scalar
 const char* advance_scalars(const TensorLists& t, const float* found_inf, ScalarOp op, cudaStream_t stream);
+// over ptrs[0 .. n)
+const char* advance_scalars(void* const* ptrs, int n, const float* found_inf, ScalarOp op, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace fusedopt

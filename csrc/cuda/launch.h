@@ -19,9 +19,14 @@ struct TensorLists {
   const int64_t* numel = nullptr;
   void* const* param = nullptr;
   const void* const* grad = nullptr;
-  void* const* state[kMaxStates] = {};  // the rule's active state lists, in its order
+  void* const* state[kMaxStates] = {};  // the rule's active state lists, in its order (8-bit: the codes)
+  float* const* absmax[kMaxStates] = {};  // 8-bit states: each state list's block scales (else null)
   float* const* master = nullptr;
   void* const* scalar = nullptr;  // the rule's per-tensor counter (float step | bool first flag)
+  // stochastic rounding (else null): per tensor its int64 [seed, applied steps]
+  // and the global index of its first element
+  void* const* rounding_key = nullptr;
+  const int64_t* rounding_offset = nullptr;
 };
 
 // The device values a step reads; null pointers mean "not given".
@@ -48,6 +53,7 @@ struct RuleLaunch {
   DType state_dtype;
   int active;
   bool master;
+  bool stochastic = false;  // bf16/fp16 params stored with stochastic rounding (t.rounding_key)
   typename Rule::Hyper hyper;
   const double* hyper_ptr = nullptr;
   StepControl ctl;

@@ -30,8 +30,8 @@ struct ChunkSpan {
   int n;
 };
 
-template <int kLists>
-__device__ __forceinline__ ChunkSpan chunk_span(const ChunkTable<kLists>& table) {
+template <int kLists, bool kOffsets, int kTensors>
+__device__ __forceinline__ ChunkSpan chunk_span(const ChunkTable<kLists, kOffsets, kTensors>& table) {
   ChunkSpan s;
   s.tensor = table.block_tensor[blockIdx.x];
   s.start = static_cast<int64_t>(table.block_chunk[blockIdx.x]) * kChunk;

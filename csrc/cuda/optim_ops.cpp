@@ -25,9 +25,14 @@ TensorLists LaunchPointers::view(const std::vector<int64_t>& numels) const {
   t.numel = numels.data();
   t.param = data_or_null(param);
   t.grad = grad.empty() ? nullptr : grad.data();
-  for (int k = 0; k < kMaxStates; ++k) t.state[k] = data_or_null(state[k]);
+  for (int k = 0; k < kMaxStates; ++k) {
+    t.state[k] = data_or_null(state[k]);
+    t.absmax[k] = absmax[k].empty() ? nullptr : reinterpret_cast<float* const*>(absmax[k].data());
+  }
   t.master = master.empty() ? nullptr : reinterpret_cast<float* const*>(master.data());
   t.scalar = data_or_null(scalar);
+  t.rounding_key = data_or_null(rounding_key);
+  t.rounding_offset = rounding_offset.empty() ? nullptr : rounding_offset.data();
   return t;
 }
 
@@ -39,9 +44,18 @@ LaunchPointers rule_pointers(const CallInfo& d, const RuleLists& l, int active) 
   for (int k = 0; k < active; ++k) {
     p.state[k].reserve(n);
     for (size_t i = 0; i < n; ++i) p.state[k].push_back(l.states[k * n + i].mutable_data_ptr());
+    if (d.state == DType::U8) {
+      // 8-bit states: the scales' lists follow the codes' (op_args.h)
+      p.absmax[k].reserve(n);
+      for (size_t i = 0; i < n; ++i) p.absmax[k].push_back(l.states[(active + k) * n + i].mutable_data_ptr());
+    }
   }
   if (d.master) p.master = mutable_ptrs(l.masters);
   if (!l.counters.empty()) p.scalar = mutable_ptrs(l.counters);
+  if (d.stochastic) {
+    p.rounding_key = mutable_ptrs(l.keys);
+    p.rounding_offset = l.offsets;
+  }
   return p;
 }
 
@@ -74,6 +88,7 @@ void run_rule(const LaunchPointers& ptrs, const CallInfo& d, int active, const s
   a.state_dtype = d.state;
   a.active = active;
   a.master = d.master;
+  a.stochastic = d.stochastic;
   a.hyper = h;
   a.hyper_ptr = hyper_tensor.has_value() ? static_cast<const double*>(hyper_tensor->const_data_ptr()) : nullptr;
   a.ctl = ctl;

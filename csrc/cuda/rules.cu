@@ -5,6 +5,8 @@
 
 #include "../codecs.h"
 #include "kernel_common.cuh"
+#include "rounded_store.cuh"
+#include "rule_kernel_q8.cuh"
 
 namespace fusedopt {
 namespace cuda {
@@ -34,16 +36,19 @@ namespace {
 #define FO_RULE_LAUNCH_BOUNDS __launch_bounds__(kThreads)
 #endif
 
-// Lists: 0 param, 1 grad, 2 .. 2 + kStates - 1 the states, then the master.
+// Lists: 0 param, 1 grad, 2 .. 2 + kStates - 1 the states, then the master or,
+// with stochastic rounding (which takes no master: op_args.h), the rounding
+// key; the table's offsets are the keys' element offsets then.
 template <class Rule>
 constexpr int kLists = 3 + Rule::kStates;
 
-template <class Rule>
-using RuleTable = ChunkTable<kLists<Rule>>;
+template <class Rule, bool kStochastic>
+using RuleTable = ChunkTable<kLists<Rule>, kStochastic>;
 
-template <class Rule, class P, class G, class S, int kActive, bool kMaster>
-__global__ void FO_RULE_LAUNCH_BOUNDS rule_kernel(const RuleTable<Rule> table, const typename Rule::Hyper hyper,
-                                                  const double* hyper_ptr, const StepControl ctl) {
+template <class Rule, class P, class G, class S, int kActive, bool kMaster, bool kStochastic>
+__global__ void FO_RULE_LAUNCH_BOUNDS rule_kernel(const RuleTable<Rule, kStochastic> table,
+                                                  const typename Rule::Hyper hyper, const double* hyper_ptr,
+                                                  const StepControl ctl) {
   static_assert(S::kBlock == 1, "blockwise codecs walk whole blocks: a loop of their own (csrc/codecs.h)");
   using T = typename S::Storage;
   constexpr int kS = Rule::kStates;
@@ -59,10 +64,19 @@ __global__ void FO_RULE_LAUNCH_BOUNDS rule_kernel(const RuleTable<Rule> table, c
     const LrArg lr{lr_of(ctl), ctl.lr_ptr != nullptr && !ctl.lr_is_double};
     shared_c = Rule::consts(h, lr, counter_value<Rule>(table.scalar[s.tensor]));
     shared_f = factors_of(ctl);
+    if (kStochastic) {
+      // this update is applied step key[1] + 1; the keys advance after every
+      // block has read them, as the counters do
+      const int64_t* key = static_cast<const int64_t*>(table.ptr[2 + kS][s.tensor]);
+      shared_key = RoundKey{static_cast<uint64_t>(key[0]), static_cast<uint64_t>(key[1]) + 1,
+                            static_cast<uint64_t>(table.offset[s.tensor] + s.start)};
+    }
   }
   __syncthreads();
   const typename Rule::Consts c = shared_c;
   const math::GradFactors f = shared_f;
+  RoundKey round_key{0, 0, 0};
+  if (kStochastic) round_key = shared_key;
 
   P* p = static_cast<P*>(table.ptr[0][s.tensor]) + s.start;
   const G* g = static_cast<const G*>(table.ptr[1][s.tensor]) + s.start;
@@ -101,7 +115,11 @@ __global__ void FO_RULE_LAUNCH_BOUNDS rule_kernel(const RuleTable<Rule> table, c
         for (int k = 0; k < kS; ++k) sv[k][e] = se[k];
       }
     }
-    store_elems(p, i, pv, pack);
+    if constexpr (kStochastic) {
+      store_rounded_elems(p, i, pv, pack, round_key);
+    } else {
+      store_elems(p, i, pv, pack);
+    }
     if (kMaster) store_elems(w, i, pv, pack);
 #pragma unroll
     for (int k = 0; k < kS; ++k) {
@@ -110,33 +128,77 @@ __global__ void FO_RULE_LAUNCH_BOUNDS rule_kernel(const RuleTable<Rule> table, c
   });
 }
 
-template <class Rule, class P, class G, class S, int kActive, bool kMaster>
-const char* run(const RuleLaunch<Rule>& a, cudaStream_t stream) {
+template <class Rule, class P, class G, class S, int kActive, bool kMaster, bool kStochastic>
+const char* run_plain(const RuleLaunch<Rule>& a, cudaStream_t stream) {
   constexpr int kS = Rule::kStates;
   const char* err = nullptr;
   const TensorLists& t = a.t;
-  for_each_table<kLists<Rule>>(
+  for_each_table<kLists<Rule>, kStochastic>(
       t.n, t.numel,
       [&](int l, int i) -> void* {
         if (l == 0) return t.param[i];
         if (l == 1) return const_cast<void*>(t.grad[i]);
         if (l < 2 + kS) return l - 2 < kActive ? t.state[l - 2][i] : nullptr;
+        if (kStochastic) return t.rounding_key[i];
         return kMaster ? static_cast<void*>(t.master[i]) : nullptr;
       },
       [&](int i) { return t.scalar != nullptr ? t.scalar[i] : nullptr; },
-      [&](const RuleTable<Rule>& table, int blocks) {
+      [&](const RuleTable<Rule, kStochastic>& table, int blocks) {
         if (err) return;
-        err = launch_kernel(rule_kernel<Rule, P, G, S, kActive, kMaster>, blocks, kThreads, stream, table, a.hyper,
-                            a.hyper_ptr, a.ctl);
-      });
+        err = launch_kernel(rule_kernel<Rule, P, G, S, kActive, kMaster, kStochastic>, blocks, kThreads, stream,
+                            table, a.hyper, a.hyper_ptr, a.ctl);
+      },
+      [&](int i) { return kStochastic ? t.rounding_offset[i] : int64_t{0}; });
   return err;
 }
 
-template <class Rule, class P, class G, class S, bool kMaster, int kActive = Rule::kMinStates>
+// 8-bit states (rule_kernel_q8.cuh): the lists of run_plain() plus each state's absmax.
+template <class Rule, class P, class G, int kActive, bool kMaster, bool kStochastic>
+const char* run_q8(const RuleLaunch<Rule>& a, cudaStream_t stream) {
+  constexpr int kS = Rule::kStates;
+  const char* err = nullptr;
+  const TensorLists& t = a.t;
+  for_each_table<kQ8Lists<Rule>, kStochastic, kQ8Tensors>(
+      t.n, t.numel,
+      [&](int l, int i) -> void* {
+        if (l == 0) return t.param[i];
+        if (l == 1) return const_cast<void*>(t.grad[i]);
+        if (l < 2 + kS) return l - 2 < kActive ? t.state[l - 2][i] : nullptr;
+        if (l == 2 + kS) {
+          if (kStochastic) return t.rounding_key[i];
+          return kMaster ? static_cast<void*>(t.master[i]) : nullptr;
+        }
+        return l - 3 - kS < kActive ? static_cast<void*>(t.absmax[l - 3 - kS][i]) : nullptr;
+      },
+      [&](int i) { return t.scalar != nullptr ? t.scalar[i] : nullptr; },
+      [&](const Q8Table<Rule, kStochastic>& table, int blocks) {
+        if (err) return;
+        err = launch_kernel(rule_kernel_q8<Rule, P, G, kActive, kMaster, kStochastic>, blocks, kThreads, stream,
+                            table, a.hyper, a.hyper_ptr, a.ctl);
+      },
+      [&](int i) { return kStochastic ? t.rounding_offset[i] : int64_t{0}; });
+  return err;
+}
+
+template <class Rule, class P, class G, class S, int kActive, bool kMaster, bool kStochastic>
+const char* run(const RuleLaunch<Rule>& a, cudaStream_t stream) {
+  if constexpr (S::kBlock > 1) {
+    static_assert(std::is_same<S, Quant8Codec>::value, "the one blockwise codec");
+    if constexpr (kActive > 0) {
+      return run_q8<Rule, P, G, kActive, kMaster, kStochastic>(a, stream);
+    } else {
+      return "8-bit states need a state list";
+    }
+  } else {
+    return run_plain<Rule, P, G, S, kActive, kMaster, kStochastic>(a, stream);
+  }
+}
+
+template <class Rule, class P, class G, class S, bool kMaster, bool kStochastic, int kActive = Rule::kMinStates>
 const char* pick_active(const RuleLaunch<Rule>& a, cudaStream_t stream) {
-  if (a.active == kActive) return run<Rule, P, G, S, kActive, kMaster>(a, stream);
+  if (a.active == kActive) return run<Rule, P, G, S, kActive, kMaster, kStochastic>(a, stream);
   if constexpr (kActive < Rule::kStates) {
-    return pick_active<Rule, P, G, S, kMaster, kActive + 1>(a, stream);
+    return pick_active<Rule, P, G, S, kMaster, kStochastic, kActive + 1>(a, stream);
   } else {
     return "no kernel for this number of state lists";
   }
@@ -144,10 +206,17 @@ const char* pick_active(const RuleLaunch<Rule>& a, cudaStream_t stream) {
 
 template <class Rule, class P, class G, class S>
 const char* pick_master(const RuleLaunch<Rule>& a, cudaStream_t stream) {
-  // fp32 params have no master copy (the entry point refuses one)
+  // fp32 params have no master copy and are not rounded, and rounded params
+  // have no master (the entry point refuses both)
   constexpr bool kLow = !std::is_same<P, float>::value;
-  if (a.master && kLow) return pick_active<Rule, P, G, S, kLow>(a, stream);
-  return pick_active<Rule, P, G, S, false>(a, stream);
+  if constexpr (kLow) {
+    if (a.stochastic) return a.master ? "stochastic rounding takes no master weights"
+                                      : pick_active<Rule, P, G, S, false, true>(a, stream);
+    if (a.master) return pick_active<Rule, P, G, S, true, false>(a, stream);
+  } else {
+    if (a.stochastic) return "stochastic rounding rounds bfloat16/float16 params only";
+  }
+  return pick_active<Rule, P, G, S, false, false>(a, stream);
 }
 
 }  // namespace
@@ -157,11 +226,23 @@ const char* launch_rule(const RuleLaunch<Rule>& a, void* raw_stream) {
   static_assert(Rule::kStates <= kMaxStates, "raise cuda::kMaxStates");
   auto stream = static_cast<cudaStream_t>(raw_stream);
   const char* err = nullptr;
-  const bool ok = dispatch_param_grad_state(a.param_dtype, a.grad_dtype, a.state_dtype, [&](auto p, auto g, auto s) {
-    err = pick_master<Rule, decltype(p), decltype(g), PlainCodec<decltype(s)>>(a, stream);
-  });
+  bool ok;
+  if (a.state_dtype == DType::U8) {
+    // 8-bit states: dispatched on the params and grads alone
+    ok = dispatch_param_grad_state(a.param_dtype, a.grad_dtype, DType::F32, [&](auto p, auto g, auto) {
+      err = pick_master<Rule, decltype(p), decltype(g), Quant8Codec>(a, stream);
+    });
+  } else {
+    ok = dispatch_param_grad_state(a.param_dtype, a.grad_dtype, a.state_dtype, [&](auto p, auto g, auto s) {
+      err = pick_master<Rule, decltype(p), decltype(g), PlainCodec<decltype(s)>>(a, stream);
+    });
+  }
   if (!ok) return "unsupported dtype combination";
   if (err != nullptr) return err;
+  if (a.stochastic) {
+    err = advance_scalars(a.t.rounding_key, a.t.n, a.ctl.found_inf, ScalarOp::kAdvanceRoundingKey, stream);
+    if (err != nullptr) return err;
+  }
   if constexpr (Rule::kCounter == Counter::kStepF32) {
     return advance_scalars(a.t, a.ctl.found_inf, ScalarOp::kIncrementFloat, stream);
   } else if constexpr (Rule::kCounter == Counter::kFirstBool) {

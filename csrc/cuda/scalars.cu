@@ -1,5 +1,5 @@
 // The per-tensor scalar kernel: advances step counters and clears momentum flags
-// for a whole call in one launch (3072 tensors per launch).
+// (and stochastic rounding's keys) for a whole call in one launch (3072 tensors per launch).
 #include "kernel_common.cuh"
 
 namespace fusedopt {
@@ -18,6 +18,8 @@ __global__ void advance_scalars_kernel(const ScalarTable table, int n, const flo
   if (i >= n) return;
   if (op == ScalarOp::kIncrementFloat) {
     *static_cast<float*>(table.ptr[i]) += 1.0f;
+  } else if (op == ScalarOp::kAdvanceRoundingKey) {
+    static_cast<int64_t*>(table.ptr[i])[1] += 1;
   } else {
     *static_cast<bool*>(table.ptr[i]) = false;
   }
@@ -26,15 +28,19 @@ __global__ void advance_scalars_kernel(const ScalarTable table, int n, const flo
 }  // namespace
 
 const char* advance_scalars(const TensorLists& t, const float* found_inf, ScalarOp op, cudaStream_t stream) {
+  return advance_scalars(t.scalar, t.n, found_inf, op, stream);
+}
+
+const char* advance_scalars(void* const* ptrs, int count, const float* found_inf, ScalarOp op, cudaStream_t stream) {
   ScalarTable table;
   int n = 0;
-  for (int i = 0; i <= t.n; ++i) {
-    if (n == kMaxScalars || (i == t.n && n > 0)) {
+  for (int i = 0; i <= count; ++i) {
+    if (n == kMaxScalars || (i == count && n > 0)) {
       const char* err = launch_kernel(advance_scalars_kernel, (n + 255) / 256, 256, stream, table, n, found_inf, op);
       if (err) return err;
       n = 0;
     }
-    if (i < t.n) table.ptr[n++] = t.scalar[i];
+    if (i < count) table.ptr[n++] = ptrs[i];
   }
   return nullptr;
 }

@@ -114,10 +114,11 @@ class ParamStateMixin:
         rounded = self.stochastic_rounding
         if rounded:
             # the params stored with stochastic rounding (_stochastic_rounding.py):
-            # the CPU kernels for contiguous params, else the plain-torch reference
+            # the native kernels (CPU and CUDA) for contiguous params, else the
+            # plain-torch reference
             tensors["rounding_keys"] = self._rounding_key_for(p)
             keys.append(_stochastic_rounding.KEY)
-            native = native and p.device.type == "cpu" and layout_of(p) == "contiguous"
+            native = native and layout_of(p) == "contiguous"
             state = self.state[p]  # (SGD without momentum: the key made its state dict)
         if native:
             key = (p.device, "native", p.dtype, g.dtype, moments[0].dtype if moments else None, master is not None,

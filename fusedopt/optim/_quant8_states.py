@@ -82,10 +82,10 @@ def check_states(p: Tensor, state: dict, names: list[str]) -> None:
 
 
 def native_eligible(p: Tensor, g: Tensor, tensors: list[Tensor]) -> bool:
-    """Whether the CPU kernels take p's 8-bit states (CUDA: the reference, for
-    now; the native op refuses 8-bit states there)."""
+    """Whether the native kernels (CPU and CUDA) take p's 8-bit states: they
+    cut quant blocks from the flat memory, so every tensor is contiguous."""
     return (
-        p.device.type == "cpu" and p.is_contiguous() and g.is_contiguous()
+        p.is_contiguous() and g.is_contiguous()
         and all(type(t) is Tensor and t.is_contiguous() for t in tensors)
     )
 

@@ -1,7 +1,8 @@
 // Checks the CUDA harness's host-side chunking (csrc/cuda/chunk_table.h) without
 // a GPU: for many tensor layouts, every chunk of every non-empty tensor must be
-// launched exactly once, with the tensor's own pointers, size and scalar, and no
-// table may exceed its capacity. Exit status 0 means every case passed.
+// launched exactly once, with the tensor's own pointers, size, scalar and
+// offset (tables that carry offsets), and no table may exceed its capacity
+// (the default tables' and the smaller 8-bit tables' of csrc/cuda/rule_kernel_q8.cuh). Exit status 0 means every case passed.
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -25,6 +26,7 @@ static int failures = 0;
     }                                         \
   } while (0)
 
+template <int kTensors = kMaxTensors, bool kOffsets = false>
 static void check(const std::vector<int64_t>& numel, const char* name) {
   const int n = static_cast<int>(numel.size());
   // fake, distinct pointers: list l of tensor t
@@ -33,21 +35,24 @@ static void check(const std::vector<int64_t>& numel, const char* name) {
   std::map<std::pair<int, int64_t>, int> seen;
   int launches = 0;
   bool ok = true;
-  for_each_table<3>(n, numel.data(), ptr, scalar, [&](const ChunkTable<3>& table, int blocks) {
+  auto offset = [](int t) { return int64_t{1000003} * t + 7; };
+  auto on_table = [&](const ChunkTable<3, kOffsets, kTensors>& table, int blocks) {
     ++launches;
     if (blocks <= 0 || blocks > kMaxBlocks) ok = false;
     for (int b = 0; b < blocks; ++b) {
       const int slot = table.block_tensor[b];
-      if (slot >= kMaxTensors) ok = false;
+      if (slot >= kTensors) ok = false;
       const int t = static_cast<int>(reinterpret_cast<uintptr_t>(table.scalar[slot]) - 0x100000);
       if (t < 0 || t >= n) { ok = false; continue; }
       for (int l = 0; l < 3; ++l) {
         if (table.ptr[l][slot] != ptr(l, t)) ok = false;
       }
       if (table.numel[slot] != numel[t]) ok = false;
+      if (kOffsets && table.offset[slot] != offset(t)) ok = false;
       seen[{t, table.block_chunk[b]}] += 1;
     }
-  });
+  };
+  for_each_table<3, kOffsets, kTensors>(n, numel.data(), ptr, scalar, on_table, offset);
   EXPECT(ok, "%s: a table had a bad size, slot, pointer or numel", name);
   size_t expected = 0;
   for (int t = 0; t < n; ++t) {
@@ -76,6 +81,10 @@ int main() {
   check({int64_t(kMaxBlocks) * kChunk + 5, 7}, "a tensor spilling into the next table");
   check({3, int64_t(3 * kMaxBlocks) * kChunk - 1, 0, 9}, "a tensor spanning three tables");
   check({(int64_t(1) << 31) + 12345}, "more than 2^31 elements");
+  check<kMaxTensors, true>(std::vector<int64_t>(kMaxTensors + 1, 10), "with offsets: one past a full table");
+  check<kMaxTensors, true>({7, int64_t(kMaxBlocks) * kChunk + 5, 3}, "with offsets: a tensor spilling over");
+  check<128, true>(std::vector<int64_t>(129, 300), "8-bit tables: one past a full table");
+  check<128, false>(std::vector<int64_t>(1000, 70000), "8-bit tables: 1000 tensors of two chunks");
   std::mt19937_64 rng(7);
   for (int trial = 0; trial < 40; ++trial) {
     std::vector<int64_t> numel(rng() % 700);
