@@ -140,7 +140,13 @@ def quantize_blockwise(x: torch.Tensor, signed: bool) -> tuple[torch.Tensor, tor
     elements of the flattened x) of a float32 tensor."""
     if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
         raise TypeError(f"quantize_blockwise needs a float32 tensor, got {getattr(x, 'dtype', type(x))}")
-    flat = x.detach().reshape(-1)
+    if torch.compiler.is_compiling():
+        return torch.ops.fusedopt_quant8.quantize(x.detach(), signed)
+    return _quantize(x.detach(), signed)
+
+
+def _quantize(x: torch.Tensor, signed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = x.reshape(-1)
     if flat.numel() == 0:
         return (torch.empty(x.shape, dtype=torch.uint8, device=x.device),
                 torch.empty(0, dtype=torch.float32, device=x.device))
@@ -167,7 +173,41 @@ def dequantize_blockwise(codes: torch.Tensor, absmax: torch.Tensor, signed: bool
                          f"got {absmax.numel()}")
     if codes.device != absmax.device:
         raise ValueError(f"codes on {codes.device} and absmax on {absmax.device}")
+    if torch.compiler.is_compiling():
+        return torch.ops.fusedopt_quant8.dequantize(codes, absmax, signed)
+    return _dequantize(codes, absmax, signed)
+
+
+def _dequantize(codes: torch.Tensor, absmax: torch.Tensor, signed: bool) -> torch.Tensor:
     values = code_values(signed, codes.device)
     flat = values[codes.reshape(-1).long()]
     scale = absmax.repeat_interleave(BLOCK)[: flat.numel()]
     return (flat * scale).view(codes.shape)
+
+
+# Inside a compiled graph both run as opaque ops (their eager code above):
+# inductor's CPU code for them was wrong where a tensor ends in a partial block
+# (torch 2.11 to 2.15: per-block scales gathered by element index, or padded
+# blocks fused with what reads the states, read past their buffers), which
+# made a compiled plain-torch 8-bit step update only the whole blocks
+# (tests/test_sr_compile.py, tests/test_state_8bit.py check partial blocks).
+@torch.library.custom_op("fusedopt_quant8::quantize", mutates_args=())
+def _quantize_op(x: torch.Tensor, signed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    codes, absmax = _quantize(x, signed)
+    return codes.clone(), absmax  # (an op's outputs own their storage)
+
+
+@_quantize_op.register_fake
+def _(x: torch.Tensor, signed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.empty(x.shape, dtype=torch.uint8, device=x.device),
+            torch.empty(num_blocks(x.numel()), dtype=torch.float32, device=x.device))
+
+
+@torch.library.custom_op("fusedopt_quant8::dequantize", mutates_args=())
+def _dequantize_op(codes: torch.Tensor, absmax: torch.Tensor, signed: bool) -> torch.Tensor:
+    return _dequantize(codes, absmax, signed).clone()
+
+
+@_dequantize_op.register_fake
+def _(codes: torch.Tensor, absmax: torch.Tensor, signed: bool) -> torch.Tensor:
+    return torch.empty(codes.shape, dtype=torch.float32, device=codes.device)

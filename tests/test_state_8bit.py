@@ -324,13 +324,14 @@ def test_codes_at_every_threshold_are_the_references(signed):
 
 def test_compiled_step_matches_eager():
     """torch.compile(fullgraph=True) of a step with 8-bit states: the same
-    params, codes and scales as the eager steps."""
+    params, codes and scales as the eager steps; the weight's last block is
+    partial (64 of 256), where inductor once miscompiled the plain-torch path."""
     torch.manual_seed(0)
-    base = torch.nn.Linear(64, 40)
+    base = torch.nn.Linear(64, 41)
     grads = [[torch.randn_like(p) for p in base.parameters()] for _ in range(3)]
     out = []
     for compiled in (False, True):
-        model = torch.nn.Linear(64, 40)
+        model = torch.nn.Linear(64, 41)
         model.load_state_dict(base.state_dict())
         opt = fusedopt.AdamW(model.parameters(), state_dtype="8bit", min_8bit_size=1000, max_grad_norm=1.0)
         step = torch.compile(opt.step, fullgraph=True) if compiled else opt.step
