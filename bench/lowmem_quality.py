@@ -35,6 +35,8 @@ from typing import Callable
 
 import torch
 
+from . import step_memory
+
 
 @dataclass(frozen=True)
 class Config:
@@ -107,19 +109,6 @@ def make_model(cfg: Config, vocab: int) -> torch.nn.Module:
     return GPT2LMHeadModel(conf)
 
 
-def state_bytes(opt: torch.optim.Optimizer) -> int:
-    """Bytes of every tensor the optimizer keeps (tensor subclasses such as
-    torchao's 8-bit states counted by their inner tensors)."""
-    def size(t) -> int:
-        if not isinstance(t, torch.Tensor):
-            return 0
-        if hasattr(t, "__tensor_flatten__") and type(t) is not torch.Tensor:
-            names, _ = t.__tensor_flatten__()
-            return sum(size(getattr(t, n)) for n in names)
-        return t.numel() * t.element_size()
-    return sum(size(v) for st in opt.state.values() for v in st.values())
-
-
 def _loss(model, batch: torch.Tensor) -> torch.Tensor:
     return model(input_ids=batch, labels=batch).loss  # the model shifts the labels itself
 
@@ -130,6 +119,17 @@ def evaluate(model, val_batches: list[torch.Tensor]) -> float:
     loss = sum(_loss(model, b).item() for b in val_batches) / len(val_batches)
     model.train()
     return loss
+
+
+MEMORY_STEP = 2  # the step measured for peak memory: the optimizers' states exist from the first
+
+
+def _train_step(model, opt, batch: torch.Tensor) -> float:
+    loss = _loss(model, batch)
+    loss.backward()
+    step_memory.optimizer_step(opt)
+    opt.zero_grad(set_to_none=True)
+    return loss.item()
 
 
 # rows whose model trains in a low-precision dtype (no fp32 copy anywhere)
@@ -147,21 +147,29 @@ def train(name: str, factory: Callable, cfg: Config, data: Data) -> dict:
     val_batches = [windows(data.val, cfg.batch, cfg.context, val_gen) for _ in range(cfg.eval_batches)]
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # the same batches for every row
     train_curve, val_curve = [], [(0, evaluate(model, val_batches))]
-    step_seconds = 0.0
+    step_seconds, memory = 0.0, None
     start = time.perf_counter()
     for step in range(1, cfg.steps + 1):
-        loss = _loss(model, windows(data.train, cfg.batch, cfg.context, gen))
-        loss.backward()
-        t0 = time.perf_counter()
-        opt.step()
-        step_seconds += time.perf_counter() - t0
-        opt.zero_grad(set_to_none=True)
-        train_curve.append(loss.item())
+        batch = windows(data.train, cfg.batch, cfg.context, gen)
+        if step == MEMORY_STEP:
+            # one step under the profiler (its states exist by now), left out of the step time
+            losses: list[float] = []
+            memory = step_memory.measure(params, opt, lambda: losses.append(_train_step(model, opt, batch)))
+            train_curve.append(losses[0])
+        else:
+            loss = _loss(model, batch)
+            loss.backward()
+            t0 = time.perf_counter()
+            opt.step()
+            step_seconds += time.perf_counter() - t0
+            opt.zero_grad(set_to_none=True)
+            train_curve.append(loss.item())
         if step % cfg.eval_every == 0 or step == cfg.steps:
             val_curve.append((step, evaluate(model, val_batches)))
     n_params = sum(p.numel() for p in params)
     return {"name": name, "final_val_loss": val_curve[-1][1], "val_curve": val_curve, "train_curve": train_curve,
-            "params": n_params, "state_bytes_per_param": state_bytes(opt) / n_params,
+            "params": n_params, "state_bytes_per_param": step_memory.optimizer_bytes(opt) / n_params,
+            **(memory or {}),
             "seconds": time.perf_counter() - start, "optimizer_step_seconds": step_seconds}
 
 
@@ -256,11 +264,14 @@ def run(cfg: Config, names: list[str] | None = None, extra: dict[str, Callable] 
 
 def table(report: dict) -> str:
     first = report["rows"][0]["name"]
-    lines = [f"| optimizer | final val loss | vs {first} | state B/param | optimizer step s | total s |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [f"| optimizer | final val loss | vs {first} | state B/param | step peak MB | optimizer temp MB "
+             "| optimizer step s | total s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
+        mb = lambda k: f"{r[k] / 2**20:.1f}" if k in r else "-"  # noqa: E731 - (runs under --steps 1 have none)
         lines.append(f"| {r['name']} | {r['final_val_loss']:.4f} | {100 * r['val_loss_vs_first']:+.2f}% | "
-                     f"{r['state_bytes_per_param']:.2f} | {r['optimizer_step_seconds']:.1f} | {r['seconds']:.0f} |")
+                     f"{r['state_bytes_per_param']:.2f} | {mb('step_peak_bytes')} | {mb('optimizer_peak_bytes')} | "
+                     f"{r['optimizer_step_seconds']:.1f} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -269,10 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, help=f"the budget (default {Config.steps}; --tiny: {TINY.steps})")
     ap.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (tests)")
     ap.add_argument("--only", action="append", help="optimizer row(s) to run (repeatable)")
+    ap.add_argument("--seed", type=int, help="the weights', batches' and rounding seed (default 0)")
     ap.add_argument("--out", type=Path, help="write the report here as JSON, and a plot beside it")
     args = ap.parse_args(argv)
     base = TINY if args.tiny else Config()
-    cfg = Config(**{**asdict(base), "steps": args.steps or base.steps})
+    cfg = Config(**{**asdict(base), "steps": args.steps or base.steps,
+                    "seed": base.seed if args.seed is None else args.seed})
     report = run(cfg, args.only)
     print(table(report))
     if args.out:

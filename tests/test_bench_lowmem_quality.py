@@ -32,6 +32,10 @@ def test_rows_are_comparable_and_learn():
     assert first["final_val_loss"] < first["val_curve"][0][1]
     assert first["state_bytes_per_param"] == pytest.approx(8, rel=0.01)  # exp_avg + exp_avg_sq (+ steps)
     assert again["val_loss_vs_first"] == 0
+    # the measured step: params + fp32 states resident, activations and grads on top
+    assert first["resident_bytes"] == first["params"] * (4 + 8) + 4 * len(list(lq.make_model(lq.TINY, 2).parameters()))
+    assert first["step_peak_bytes"] > first["resident_bytes"] + 4 * first["params"]  # at least the grads
+    assert first["step_peak_bytes"] == again["step_peak_bytes"]
 
 
 def test_cli_writes_report_and_plot(tmp_path, capsys):
@@ -52,3 +56,25 @@ def test_cli_writes_report_and_plot(tmp_path, capsys):
 def test_unknown_row_is_refused():
     with pytest.raises(SystemExit, match="unknown or unavailable optimizer"):
         lq.run(lq.TINY, names=["no such optimizer"])
+
+
+def test_seeds_summary_compares_each_seed_with_its_own_base():
+    from dataclasses import replace
+
+    from bench import lowmem_seeds
+
+    sgd = lambda p, cfg: torch.optim.SGD(p, lr=cfg.lr)  # noqa: E731
+    reports = [lq.run(replace(lq.TINY, seed=s), names=["torch AdamW fp32", "sgd"], extra={"sgd": sgd})
+               for s in (0, 1)]
+    summary = lowmem_seeds.summarize(reports)
+    row = summary["rows"]["sgd"]
+    for report, seed in zip(reports, (0, 1)):
+        base, other = (r["final_val_loss"] for r in report["rows"])
+        assert row["vs_base"][seed] == pytest.approx(other / base - 1)
+    assert reports[0]["rows"][0]["final_val_loss"] != reports[1]["rows"][0]["final_val_loss"]  # seeds differ
+    assert row["mean"] == pytest.approx(sum(row["vs_base"].values()) / 2)
+    assert summary["rows"]["torch AdamW fp32"]["mean"] == 0
+    assert "| sgd |" in lowmem_seeds.table(summary)
+    reports[1]["corpus"]["sha256"] = "other"
+    with pytest.raises(SystemExit, match="different corpora"):
+        lowmem_seeds.summarize(reports)
