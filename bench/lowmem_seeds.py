@@ -19,21 +19,30 @@ BASE = "torch AdamW fp32"
 
 
 def summarize(reports: list[dict]) -> dict:
-    """Per row: {seed: final val loss / the seed's torch fp32 loss - 1} and the mean."""
+    """Per row: {seed: final val loss / the seed's torch fp32 loss - 1} and the
+    mean. Reports of one seed (rows run separately) are read as one run."""
     hashes = {r["corpus"]["sha256"] for r in reports}
     if len(hashes) != 1:
         raise SystemExit(f"the runs trained on different corpora ({sorted(hashes)}): they do not compare")
-    rows: dict[str, dict[int, float]] = {}
+    per_seed: dict[int, dict[str, float]] = {}
     for report in reports:
-        seed = report["config"]["seed"]
-        by_name = {r["name"]: r["final_val_loss"] for r in report["rows"]}
+        seen = per_seed.setdefault(report["config"]["seed"], {})
+        for r in report["rows"]:
+            if r["name"] in seen:
+                raise SystemExit(f"two runs of {r['name']!r} with seed {report['config']['seed']}")
+            seen[r["name"]] = r["final_val_loss"]
+    rows: dict[str, dict] = {}
+    for seed, by_name in sorted(per_seed.items()):
         if BASE not in by_name:
-            raise SystemExit(f"the run with seed {seed} has no {BASE!r} row to compare with")
+            raise SystemExit(f"the runs with seed {seed} have no {BASE!r} row to compare with")
         for name, loss in by_name.items():
-            rows.setdefault(name, {})[seed] = loss / by_name[BASE] - 1
+            row = rows.setdefault(name, {"final_val_loss": {}, "vs_base": {}})
+            row["final_val_loss"][seed] = loss
+            row["vs_base"][seed] = loss / by_name[BASE] - 1
+    for row in rows.values():
+        row["mean"] = statistics.fmean(row["vs_base"].values())
     return {"base": BASE, "steps": sorted({r["config"]["steps"] for r in reports}),
-            "rows": {name: {"vs_base": dict(sorted(per.items())), "mean": statistics.fmean(per.values())}
-                     for name, per in rows.items()}}
+            "torch": sorted({r["torch"] for r in reports}), "rows": rows}
 
 
 def table(summary: dict) -> str:

@@ -75,6 +75,11 @@ def test_seeds_summary_compares_each_seed_with_its_own_base():
     assert row["mean"] == pytest.approx(sum(row["vs_base"].values()) / 2)
     assert summary["rows"]["torch AdamW fp32"]["mean"] == 0
     assert "| sgd |" in lowmem_seeds.table(summary)
+    # rows run separately (one report per row) read as one run of their seed
+    split = [{**r, "rows": [row]} for r in reports for row in r["rows"]]
+    assert lowmem_seeds.summarize(split)["rows"] == summary["rows"]
+    with pytest.raises(SystemExit, match="two runs of 'sgd' with seed 0"):
+        lowmem_seeds.summarize(split + split[1:2])
     reports[1]["corpus"]["sha256"] = "other"
     with pytest.raises(SystemExit, match="different corpora"):
         lowmem_seeds.summarize(reports)
