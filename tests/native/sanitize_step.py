@@ -28,6 +28,10 @@ CONFIGS = (
     (fusedopt.AdamW, dict(master_weights=True), False),
     (fusedopt.SGD, dict(momentum=0.9, nesterov=True, max_grad_norm=1.0), True),
     (fusedopt.SGD, dict(momentum=0.9, dampening=0.1), False),
+    # the 8-bit block kernel (partial blocks, block reductions) and the
+    # stochastic-rounding store (16-bit params only)
+    (fusedopt.AdamW, dict(state_dtype="8bit", min_8bit_size=0, amsgrad=True), False),
+    (fusedopt.Lion, dict(state_dtype="8bit", min_8bit_size=0, stochastic_rounding=True), False),
 )
 
 
@@ -78,6 +82,8 @@ def main() -> None:
     assert fusedopt.backend_info()["devices"]["cpu"]["backend"] == "cpu-native", fusedopt.backend_info()
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         for cls, kw, clips in CONFIGS:
+            if kw.get("stochastic_rounding") and dtype is torch.float32:
+                continue  # (refused: nothing to round)
             exact = "max_grad_norm" not in kw and not clips
             gpu, og = _run(cls, kw, clips, dtype, DEV)
             cpu, oc = _run(cls, kw, clips, dtype, "cpu")
