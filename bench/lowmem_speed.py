@@ -14,8 +14,11 @@ per optimizer and its ratio to torch's fused AdamW measured in the same run.
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -92,8 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--numel", type=int, default=16_000_000, help="parameters in all (default 16M)")
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--out", type=Path, help="also write the rows as JSON, with the torch version and threads")
     args = ap.parse_args(argv)
     rows = run(args.numel, args.rounds)
+    if args.out:
+        args.out.write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                                        "machine": platform.processor() or platform.machine(),
+                                        "rounds": args.rounds, "rows": rows}, indent=1) + "\n")
     print(f"{rows[0]['params']:,} params, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{'optimizer':28s} {'median ms':>10s} {'min ms':>8s} {'time / torch fused':>19s}")
     for r in rows:
