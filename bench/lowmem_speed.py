@@ -6,7 +6,9 @@ fp32 AdamW, and the 8-bit AdamWs of bitsandbytes and torchao where they import
 Each optimizer owns its own copy of the same params and grads; the steps are
 timed in rounds, one step of each optimizer per round in turn, so a machine's
 slow moments fall on all of them alike. The report is the median step time
-per optimizer and its ratio to torch's fused AdamW measured in the same run.
+per optimizer and its ratio to torch's fused AdamW measured in the same run,
+and the memory of one more (untimed) step: the bytes per param resident
+(params, grads, states) and at the step's peak (bench/step_memory.py).
 
     python -m bench.lowmem_speed --numel 16000000 --rounds 30
 """
@@ -24,6 +26,8 @@ from typing import Callable
 import torch
 
 import fusedopt
+
+from . import step_memory
 
 
 def shapes(numel: int) -> list[tuple[int, ...]]:
@@ -84,11 +88,18 @@ def run(numel: int, rounds: int, warmup: int = 3) -> list[dict]:
                 times[name].append(time.perf_counter() - start)
     n = sum(b.numel() for b in base)
     ref = statistics.median(times["torch AdamW fp32 fused"])
-    return [
-        {"name": name, "median_ms": 1e3 * statistics.median(ts), "min_ms": 1e3 * min(ts),
-         "vs_torch_fused": statistics.median(ts) / ref, "params": n}
-        for name, ts in times.items()
-    ]
+    rows = []
+    for name, ts in times.items():
+        # one more step under the profiler, untimed: params, grads and states
+        # resident, and the temporaries the step allocates on top
+        opt = opts[name]
+        params = [p for group in opt.param_groups for p in group["params"]]
+        memory = step_memory.measure(params, opt, lambda: step_memory.optimizer_step(opt))
+        rows.append({"name": name, "median_ms": 1e3 * statistics.median(ts), "min_ms": 1e3 * min(ts),
+                     "vs_torch_fused": statistics.median(ts) / ref, "params": n,
+                     "resident_bytes_per_param": memory["resident_bytes"] / n,
+                     "step_peak_bytes_per_param": memory["step_peak_bytes"] / n})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
                                         "machine": platform.processor() or platform.machine(),
                                         "rounds": args.rounds, "rows": rows}, indent=1) + "\n")
     print(f"{rows[0]['params']:,} params, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"{'optimizer':28s} {'median ms':>10s} {'min ms':>8s} {'time / torch fused':>19s}")
+    print(f"{'optimizer':28s} {'median ms':>10s} {'min ms':>8s} {'time / torch fused':>19s} "
+          f"{'resident B/param':>17s} {'step peak B/param':>18s}")
     for r in rows:
-        print(f"{r['name']:28s} {r['median_ms']:10.1f} {r['min_ms']:8.1f} {r['vs_torch_fused']:19.2f}")
+        print(f"{r['name']:28s} {r['median_ms']:10.1f} {r['min_ms']:8.1f} {r['vs_torch_fused']:19.2f} "
+              f"{r['resident_bytes_per_param']:17.2f} {r['step_peak_bytes_per_param']:18.2f}")
     return 0
 
 

@@ -3,8 +3,8 @@ every allocation torch makes (the CPU has no torch.cuda.max_memory_allocated).
 
 `measure(params, opt, step_fn)` runs one step under the profiler with memory
 profiling on and returns:
-- resident_bytes: what lives across steps before it: the params and every
-  tensor the optimizer keeps (grads are None between steps here);
+- resident_bytes: what lives across steps before it: the params (and their
+  grads, where set), and every tensor the optimizer keeps;
 - step_peak_bytes: resident_bytes plus the highest level of the step's own
   allocations above where it started (activations, grads, the optimizer's
   temporaries): the peak memory of a training step;
@@ -86,7 +86,7 @@ def measure(params: list[torch.Tensor], opt: torch.optim.Optimizer, step_fn: Cal
     under the profiler; the optimizer's state must exist already (a step ran)."""
     from torch.profiler import ProfilerActivity, profile
 
-    resident = sum(tensor_bytes(p) for p in params) + optimizer_bytes(opt)
+    resident = sum(tensor_bytes(p) + tensor_bytes(p.grad) for p in params) + optimizer_bytes(opt)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=False) as prof:
         step_fn()
     allocs = _allocations(prof)
