@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 import fusedopt
+from fusedopt._dtensor import is_dtensor
 from dist_common import assert_native, batch, fsdp, local, loss_of, scenario
 from dist_fsdp import HYPER as FSDP_HYPER
 from fusedopt._quant8 import dequantize_blockwise, num_blocks, quantize_blockwise
@@ -49,15 +50,22 @@ def _step(model, opt, rank, step):
     opt.zero_grad()
 
 
+# the layout tag that ends each rank's scales of a param placed Shard(0) on a
+# 1-D mesh: one sharding placement, on tensor dim 0, split factor 1
+TAG_SHARD0 = [1.0, 0.0, 1.0]
+
+
 def _local_state(p, st) -> dict:
     """A param's state as the plain-tensor twin keeps it: the scales' local
-    piece cut to the local shard's blocks (the rest is padding, checked zero)."""
+    piece cut to the local shard's blocks (then zeros, then the layout tag)."""
     out = {}
     for key, v in st.items():
-        if key.endswith("_absmax"):
+        if key.endswith("_absmax") and is_dtensor(v):
             flat = local(v).reshape(-1)
             blocks = num_blocks(local(p).numel())
-            assert torch.equal(flat[blocks:], torch.zeros_like(flat[blocks:])), f"{key}: padding is not zero"
+            pad = flat[blocks:-len(TAG_SHARD0)]
+            assert torch.equal(pad, torch.zeros_like(pad)), f"{key}: padding is not zero"
+            assert flat[-len(TAG_SHARD0):].tolist() == TAG_SHARD0, f"{key}: tag {flat[-3:].tolist()}"
             out[key] = flat[:blocks]
         else:
             out[key] = local(v)
@@ -102,8 +110,8 @@ def _twin_bitwise(ctx, name: str, steps: int) -> None:
         for key, st in opt.state[p].items():
             if key.endswith("_absmax"):
                 assert st.placements == (Shard(0),), st.placements
-                blocks = num_blocks(-(-p.shape[0] // 2) * p[0].numel())
-                assert st.shape == (2, blocks) and local(st).shape == (1, blocks), (key, st.shape)
+                width = num_blocks(-(-p.shape[0] // 2) * p[0].numel()) + len(TAG_SHARD0)
+                assert st.shape == (2, width) and local(st).shape == (1, width), (key, st.shape)
             elif key != "step":
                 assert st.placements == p.placements and st.shape == p.shape and st.dtype == torch.uint8, key
 
@@ -162,6 +170,35 @@ def _loose_vs_unsharded(ctx, model, fp32, steps) -> None:
         torch.testing.assert_close(p.full_tensor(), q.detach(), rtol=1e-5, atol=1e-6)
 
 
+def _other_placements_refused(ctx) -> None:
+    """The same scale shapes under other placements: a 4x2 param saved placed
+    Shard(0), loaded placed Shard(1) (2x2 local shards, one block, either way).
+    DCP reshards the codes and loads the scales; the step refuses before any
+    write, naming both layouts."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (ctx.world,))
+    torch.manual_seed(0)
+    full, grad = torch.randn(4, 2), torch.randn(4, 2)
+    opts = []
+    for placement in (Shard(0), Shard(1)):
+        p = nn.Parameter(distribute_tensor(full, mesh, [placement]))
+        p.grad = distribute_tensor(grad, mesh, [placement])
+        opts.append(_adamw([p]))
+        opts[-1].step()
+    dcp.save({"optim": opts[0].state_dict()}, checkpoint_id=str(ctx.dir / "placed"))
+    sd = {"optim": opts[1].state_dict()}
+    dcp.load(sd, checkpoint_id=str(ctx.dir / "placed"))
+    opts[1].load_state_dict(sd["optim"])
+    p = opts[1].param_groups[0]["params"][0]
+    before = [local(t).clone() for t in [p, *opts[1].state[p].values()]]
+    with pytest.raises(RuntimeError, match=r"another sharding .*\[dim 0 split 1\].*\[dim 1 split 1\]"):
+        opts[1].step()
+    assert all(torch.equal(x, local(y)) for x, y in zip(before, [p, *opts[1].state[p].values()])), "a refused step wrote"
+
+
 @scenario("dcp_AdamW_8bit_roundtrip", slow=True)
 def dcp_roundtrip(ctx) -> None:
     """Save after 3 steps, load into a fresh model and optimizer, continue 2:
@@ -174,18 +211,17 @@ def dcp_roundtrip(ctx) -> None:
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     ma = fsdp(mlp8())
-    oa = _adamw(ma.parameters(), min_8bit_size=300)  # the 7x1 and 4x7 layers keep fp32 states
+    oa = _adamw(ma.parameters(), min_8bit_size=7)  # the 4- and 1-element biases keep fp32 states
     for step in range(3):
         _step(ma, oa, ctx.rank, step)
-    # min_8bit_size reads the global numel: the 301-bias (151 / 150 here) is 8-bit
-    bias = ma[0].bias
-    assert local(bias).numel() < 300 and "exp_avg_absmax" in oa.state[bias]
-    assert "exp_avg_absmax" not in oa.state[ma[5].weight]
+    # min_8bit_size reads the global numel: the 7x1 weight (4 / 3 here) is 8-bit
+    assert local(ma[3].weight).numel() < 7 and "exp_avg_absmax" in oa.state[ma[3].weight]
+    assert "exp_avg_absmax" not in oa.state[ma[5].bias]
     model_sd, optim_sd = get_state_dict(ma, oa)
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(ctx.dir / "q8"))
 
     mb = fsdp(mlp8(seed=1))
-    ob = _adamw(mb.parameters(), min_8bit_size=300)
+    ob = _adamw(mb.parameters(), min_8bit_size=7)
     model_sd, optim_sd = get_state_dict(mb, ob)
     state = {"model": model_sd, "optim": optim_sd}
     dcp.load(state, checkpoint_id=str(ctx.dir / "q8"))
@@ -198,13 +234,14 @@ def dcp_roundtrip(ctx) -> None:
 
     # another sharding: the scales' global shape differs, DCP refuses the load
     mc = mlp8(seed=1)
-    oc = _adamw(mc.parameters(), min_8bit_size=300)
+    oc = _adamw(mc.parameters(), min_8bit_size=7)
     model_sd, optim_sd = get_state_dict(mc, oc)
     before = [t.clone() for st in oc.state.values() for t in st.values()]
     with pytest.raises(CheckpointException, match=r"Size mismatch .* for optim\.state\.0\.weight\.exp_avg_absmax"):
         dcp.load({"optim": optim_sd}, checkpoint_id=str(ctx.dir / "q8"))
     after = [t for st in oc.state.values() for t in st.values()]
     assert all(torch.equal(x, y) for x, y in zip(before, after)), "a refused load wrote states"
+    _other_placements_refused(ctx)
 
     # torch's fp32 DTensor states load quantized, shard by shard
     m32 = fsdp(mlp8())
@@ -235,4 +272,13 @@ def dcp_roundtrip(ctx) -> None:
     oe.load_state_dict(sd)
     for i, p in enumerate(me.parameters()):
         assert torch.equal(local(oe.state[p]["exp_avg"]), local(sd["state"][i]["exp_avg"]))
+    # the 8-bit state_dict itself, loaded into an optimizer of fp32 states: the same values
+    mg = fsdp(mlp8())
+    og = fusedopt.AdamW(mg.parameters(), **HYPER)
+    og.load_state_dict(oa.state_dict())
+    for i, p in enumerate(mg.parameters()):
+        for name in ("exp_avg", "exp_avg_sq"):
+            got, want = og.state[p][name], sd["state"][i][name]
+            assert "exp_avg_absmax" not in og.state[p] and got.placements == want.placements
+            assert torch.equal(local(got), local(want)), name
     _step(me, oe, ctx.rank, 5)
