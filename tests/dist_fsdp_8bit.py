@@ -50,9 +50,14 @@ def _step(model, opt, rank, step):
     opt.zero_grad()
 
 
-# the layout tag that ends each rank's scales of a param placed Shard(0) on a
-# 1-D mesh: one sharding placement, on tensor dim 0, split factor 1
-TAG_SHARD0 = [1.0, 0.0, 1.0]
+def _tag(p) -> list[float]:
+    """The layout tag that ends each rank's scales of DTensor p (README): how
+    many mesh dims shard p, then each one's tensor dim and split factor."""
+    tag = []
+    for placement in p.placements:
+        if not placement.is_replicate():
+            tag += [float(placement.dim), float(getattr(placement, "split_factor", 1))]
+    return [len(tag) / 2] + tag
 
 
 def _local_state(p, st) -> dict:
@@ -62,10 +67,10 @@ def _local_state(p, st) -> dict:
     for key, v in st.items():
         if key.endswith("_absmax") and is_dtensor(v):
             flat = local(v).reshape(-1)
-            blocks = num_blocks(local(p).numel())
-            pad = flat[blocks:-len(TAG_SHARD0)]
+            blocks, tag = num_blocks(local(p).numel()), _tag(p)
+            pad = flat[blocks:-len(tag)]
             assert torch.equal(pad, torch.zeros_like(pad)), f"{key}: padding is not zero"
-            assert flat[-len(TAG_SHARD0):].tolist() == TAG_SHARD0, f"{key}: tag {flat[-3:].tolist()}"
+            assert flat[-len(tag):].tolist() == tag, f"{key}: tag {flat[-len(tag):].tolist()}, not {tag}"
             out[key] = flat[:blocks]
         else:
             out[key] = local(v)
@@ -110,7 +115,7 @@ def _twin_bitwise(ctx, name: str, steps: int) -> None:
         for key, st in opt.state[p].items():
             if key.endswith("_absmax"):
                 assert st.placements == (Shard(0),), st.placements
-                width = num_blocks(-(-p.shape[0] // 2) * p[0].numel()) + len(TAG_SHARD0)
+                width = num_blocks(-(-p.shape[0] // 2) * p[0].numel()) + 3  # (the tag: 1, 0, 1)
                 assert st.shape == (2, width) and local(st).shape == (1, width), (key, st.shape)
             elif key != "step":
                 assert st.placements == p.placements and st.shape == p.shape and st.dtype == torch.uint8, key
@@ -282,3 +287,31 @@ def dcp_roundtrip(ctx) -> None:
             assert "exp_avg_absmax" not in og.state[p] and got.placements == want.placements
             assert torch.equal(local(got), local(want)), name
     _step(me, oe, ctx.rank, 5)
+
+
+@scenario("mesh2d_AdamW_8bit_matches_local_shards", world=4, slow=True)
+def mesh2d(ctx) -> None:
+    """HSDP (Replicate, Shard) and FSDP + TP (params sharded on both mesh dims,
+    strided on dp) on a 2x2 mesh: 8-bit AdamW bit for bit against its local
+    shards, and the scales laid out over the mesh dims that shard each param."""
+    from dist_mesh2d import _fsdp_tp, _hsdp
+
+    for build in (_hsdp, _fsdp_tp):
+        model = build()
+        opt = _adamw(model.parameters())
+        twin = [nn.Parameter(local(p).detach().clone()) for p in model.parameters()]
+        opt_twin = _adamw(twin)
+        for step in range(3):
+            loss_of(model, batch(ctx.rank // 2, step)).backward()  # (TP ranks of a dp rank: one batch)
+            for p, t in zip(model.parameters(), twin):
+                t.grad = local(p.grad).clone()
+            opt.step()
+            opt_twin.step()
+            opt.zero_grad()
+        twin_model = nn.Module()
+        twin_model.params = nn.ParameterList(twin)
+        _assert_bitwise(model, opt, twin_model, opt_twin, f"{build.__name__}: 8-bit vs its local shards")
+        for p in model.parameters():
+            scales = opt.state[p]["exp_avg_absmax"]
+            sharding = [i for i, pl in enumerate(p.placements) if not pl.is_replicate()]
+            assert scales.shape[:-1] == tuple(p.device_mesh.size(i) for i in sharding), (p.placements, scales.shape)
