@@ -248,6 +248,9 @@ def build_buckets(route, state: dict, norm, group: dict, params: list[Tensor],
             local = _dtensor.local_state(p, t, name) if sharded and name not in r.local_names else t
             b.lists[name].append(local)
             b.written.extend((t, local) if sharded else (t,))
+        if sharded and r.local_names:
+            # the DTensors whose local tensors the route handed over (8-bit states)
+            b.written.extend(st[k] for st, k in r.sources if _dtensor.is_dtensor(st[k]))
         for st, k in r.sources:
             b.check_dicts.append(st)
             b.check_keys.append(k)
