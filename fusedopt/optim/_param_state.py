@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .. import _dtensor
 from . import _quant8_states, _stochastic_rounding, _validate
 from ._plan import Route, layout_of, native_eligible
 
@@ -61,7 +62,10 @@ class ParamStateMixin:
 
     def _is_8bit(self, p: Tensor) -> bool:
         """Whether p's states are 8-bit: state_dtype="8bit", a real floating
-        param of at least min_8bit_size elements."""
+        param of at least min_8bit_size elements. For a DTensor param, its
+        global numel: every rank then agrees on the param's state format (its
+        state_dict, which DCP saves as one tensor, has one format on every rank,
+        and a rank with an empty or smaller shard keeps what the others keep)."""
         return (
             self.state_dtype == "8bit" and p.is_floating_point() and p.numel() >= self.min_8bit_size
         )
@@ -69,9 +73,8 @@ class ParamStateMixin:
     def _store_state(self, p: Tensor, state: dict, name: str, value: Tensor) -> None:
         """state[name] = value, quantized (codes and name + "_absmax") for an 8-bit p."""
         if self._is_8bit(p):
-            _quant8_states.check_supported(p)  # (Adagrad makes its state with the optimizer)
             signed = self.rule.signed[self.rule.states.index(name)]
-            state[name], state[name + "_absmax"] = _quant8_states.quantize(value, signed)
+            state[name], state[name + "_absmax"] = _quant8_states.quantize(value, signed, p, name)
         else:
             state[name] = value
 
@@ -89,8 +92,6 @@ class ParamStateMixin:
         _validate.check_fused_device(p, group, self._fused_cuda_unsupported)
         rule = self.rule
         q8 = self._is_8bit(p) and rule.active(group) > 0  # (SGD without momentum keeps no state)
-        if q8:
-            _quant8_states.check_supported(p)  # before its state is made
         state, moments, counter = self._rule_tensors(p, group, occurrence)
         tensors: dict[str, Tensor] = {f"state{k}": t for k, t in enumerate(moments)}
         names = list(rule.states[: len(moments) // 2 if q8 else len(moments)])
@@ -104,10 +105,20 @@ class ParamStateMixin:
             tensors["masters"] = master
             keys.append("master_param")
         _validate.check_state(p, g, state or {}, keys, self._step_minus_one_refused)
+        local_names: frozenset = frozenset()
         if q8:
             _quant8_states.check_states(p, state, names)
             keys = names + [n + "_absmax" for n in names] + keys
-            native = _quant8_states.native_eligible(p, g, moments) and native_eligible(p, g, ())
+            if _dtensor.is_dtensor(p):
+                # the local shards' codes and their blocks' scales (_quant8_dtensor.py)
+                from . import _quant8_dtensor
+
+                moments = _quant8_dtensor.local_tensors(p, moments)
+                local = {f"state{k}": t for k, t in enumerate(moments)}
+                tensors.update(local)
+                local_names = frozenset(local)
+            native = (_quant8_states.native_eligible(_dtensor.local(p), _dtensor.local(g), moments)
+                      and native_eligible(p, g, ()))
         else:
             native = native_eligible(p, g, moments)
         native = native and (master is None or master.is_contiguous())
@@ -127,7 +138,7 @@ class ParamStateMixin:
             # one reference bucket per device, master-or-not, 8-bit-or-not and
             # rounded-or-not, so its lists align
             key = (p.device, "reference", master is not None, q8, rounded)
-        return Route(key, "native" if native else "reference", tensors, [(state, k) for k in keys])
+        return Route(key, "native" if native else "reference", tensors, [(state, k) for k in keys], local_names)
 
     def _rounding_key_for(self, p: Tensor) -> Tensor:
         """p's generator state (made if missing, seeded by p's index in the

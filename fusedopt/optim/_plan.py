@@ -100,6 +100,8 @@ class Route:
     tensors: dict[str, Tensor]
     # (state dict, key) pairs the tensors were read from, checked on reuse
     sources: list[tuple[dict, str]]
+    # the tensors already local to this rank (a DTensor param's 8-bit states)
+    local_names: frozenset = frozenset()
 
 
 _get_device = Tensor.get_device
@@ -243,9 +245,12 @@ def build_buckets(route, state: dict, norm, group: dict, params: list[Tensor],
         if sharded:
             b.specs.append(g._spec)
         for name, t in r.tensors.items():
-            local = _dtensor.local_state(p, t, name) if sharded else t
+            local = _dtensor.local_state(p, t, name) if sharded and name not in r.local_names else t
             b.lists[name].append(local)
             b.written.extend((t, local) if sharded else (t,))
+        if sharded and r.local_names:
+            # the DTensors whose local tensors the route handed over (8-bit states)
+            b.written.extend(st[k] for st, k in r.sources if _dtensor.is_dtensor(st[k]))
         for st, k in r.sources:
             b.check_dicts.append(st)
             b.check_keys.append(k)

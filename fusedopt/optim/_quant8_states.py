@@ -31,10 +31,26 @@ def _q8():
 ABSMAX = "_absmax"
 
 
-def quantize(value: Tensor, signed: bool) -> tuple[Tensor, Tensor]:
-    """(codes, absmax) of a float state, codes contiguous in its shape."""
+def quantize(value: Tensor, signed: bool, p: Tensor | None = None, name: str = "") -> tuple[Tensor, Tensor]:
+    """(codes, absmax) of a float state of param ``p``, codes contiguous in its
+    shape. For a DTensor p (``value`` laid out like it): both as DTensors, the
+    blocks cut from each rank's local shard (see _quant8_dtensor.py)."""
+    if p is not None and _dtensor.is_dtensor(p):
+        from . import _quant8_dtensor
+
+        return _quant8_dtensor.quantize(p, _dtensor.local_state(p, value, name), signed)
     codes, absmax = _q8().quantize_blockwise(value.detach().to(torch.float32).contiguous(), signed)
     return codes.contiguous(), absmax
+
+
+def dequantize(codes: Tensor, absmax: Tensor, signed: bool) -> Tensor:
+    """The float32 values of an 8-bit state (a DTensor laid out like its codes
+    for DTensor codes)."""
+    if _dtensor.is_dtensor(codes) or _dtensor.is_dtensor(absmax):
+        from . import _quant8_dtensor
+
+        return _quant8_dtensor.dequantize(codes, absmax, signed)
+    return _q8().dequantize_blockwise(codes.contiguous(), absmax.to(codes.device), signed)
 
 
 def tensors_of(state: dict, names: Iterable[str]) -> list[Tensor]:
@@ -46,20 +62,15 @@ def tensors_of(state: dict, names: Iterable[str]) -> list[Tensor]:
     return [state[n] for n in names]
 
 
-def check_supported(p: Tensor) -> None:
-    """8-bit states are kept for plain tensors: a DTensor's blocks would have to
-    follow its local shards (not built yet)."""
-    if _dtensor.is_dtensor(p):
-        raise NotImplementedError(
-            "fusedopt: state_dtype='8bit' does not take DTensor params yet (blocks within local shards are not "
-            "implemented); use state_dtype=None or torch.bfloat16 for sharded params, or raise min_8bit_size"
-        )
-
-
 def check_states(p: Tensor, state: dict, names: list[str]) -> None:
     """Each 8-bit state of p: uint8 codes of p's shape and float32 scales, one
     per block, on p's device (a checkpoint of another shape, say, is refused
-    before anything is written)."""
+    before anything is written). A DTensor p's: see _quant8_dtensor.check_states."""
+    if _dtensor.is_dtensor(p):
+        from . import _quant8_dtensor
+
+        _quant8_dtensor.check_states(p, state, names)
+        return
     for name in names:
         codes, absmax = state.get(name), state.get(name + ABSMAX)
         if not isinstance(codes, Tensor) or not isinstance(absmax, Tensor):
@@ -106,7 +117,6 @@ def convert_loaded(optimizer, p: Tensor, state: dict) -> None:
             if optimizer._is_8bit(p):
                 continue
             absmax = state.pop(name + ABSMAX)
-            values = _q8().dequantize_blockwise(value.contiguous(), absmax.to(value.device), signed)
-            state[name] = values.to(optimizer._state_dtype_for(p))
+            state[name] = dequantize(value, absmax, signed).to(optimizer._state_dtype_for(p))
         elif optimizer._is_8bit(p) and value.is_floating_point():
-            state[name], state[name + ABSMAX] = quantize(value, signed)
+            state[name], state[name + ABSMAX] = quantize(value, signed, p, name)

@@ -5,7 +5,7 @@ their declarations."""
 
 from __future__ import annotations
 
-from ._quant8_states import ABSMAX, _q8  # (_q8: the maps, made on first use)
+from ._quant8_states import ABSMAX, dequantize
 from .adagrad import Adagrad
 from .adam import Adam
 from .lion import Lion
@@ -27,7 +27,10 @@ def dequantized_state_dict(state_dict: dict) -> dict:
     format: each ``name`` / ``name_absmax`` pair becomes the float32 state
     ``name`` of the param's shape. The result loads into torch.optim's
     counterpart (AdamW, SGD, Adagrad) or into a fusedopt optimizer without
-    state_dtype="8bit". The input is not modified."""
+    state_dtype="8bit". The 8-bit states of DTensor params (each rank's, as
+    state_dict() or DCP's get_state_dict give them) become float32 DTensors
+    laid out like their params, which torch.distributed.checkpoint can save and
+    load under any sharding. The input is not modified."""
     signed_of = _signed_by_name()
     state = {}
     for pid, st in state_dict["state"].items():
@@ -36,6 +39,6 @@ def dequantized_state_dict(state_dict: dict) -> dict:
             if name not in signed_of:
                 raise ValueError(f"fusedopt: no fusedopt optimizer keeps a state named '{name}'")
             codes, absmax = st[name], st.pop(name + ABSMAX)
-            st[name] = _q8().dequantize_blockwise(codes.contiguous(), absmax.to(codes.device), signed_of[name])
+            st[name] = dequantize(codes, absmax, signed_of[name])
         state[pid] = st
     return {**state_dict, "state": state}
