@@ -25,6 +25,8 @@ Where the CUDA kernels and the CPU kernels agree bit for bit, and where not:
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 import rule_calls
@@ -126,3 +128,18 @@ def sgd_op(params, grads, momentum_buffers, momentum_first, *, lr=0.05, momentum
     """torch.ops.fusedopt.sgd_, by keyword."""
     rule_calls.sgd(torch.ops.fusedopt.sgd_, params, grads, momentum_buffers, momentum_first, [], lr, None, momentum,
                    dampening, weight_decay, nesterov, maximize, grad_scale, found_inf, sumsq, max_norm)
+
+
+def snapshot(params, opt):
+    """The params and their optimizer states as they are now (copies)."""
+    return [p.detach().clone() for p in params], [copy.deepcopy(opt.state[p]) for p in params]
+
+
+def assert_unchanged(params, opt, before) -> None:
+    """Every param and every state tensor bit for bit as in `before` (a
+    skipped step must write nothing)."""
+    for p, b in zip(params, before[0]):
+        assert torch.equal(p.detach(), b)
+    for p, b in zip(params, before[1]):
+        for k in b:
+            assert torch.equal(opt.state[p][k], b[k]), k

@@ -4,14 +4,12 @@ an fp64 reference, skipped steps, huge tensors, CUDA graphs, no host syncs.
 
 Every test here carries the `cuda` marker and is skipped without a GPU."""
 
-import copy
-
 import pytest
 import torch
 
 import fusedopt
 from conftest import requires_cuda_kernels
-from cuda_common import DEV, DTYPES, ULP, adam_op
+from cuda_common import DEV, DTYPES, ULP, adam_op, assert_unchanged, snapshot
 from fusedopt import reference
 
 pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("cuda_backend")]
@@ -140,15 +138,11 @@ def test_skipped_step_is_bit_identical(cls, kwargs, dtype):
             g[-1][12345] = float("inf")
         opt.zero_grad()
         scaler.scale(sum((p.float() * x.float()).sum() for p, x in zip(params, g))).backward()
-        before = [p.detach().clone() for p in params], [copy.deepcopy(opt.state[p]) for p in params]
+        before = snapshot(params, opt)
         scaler.step(opt)
         scaler.update()
         if poison:
-            for p, b in zip(params, before[0]):
-                assert torch.equal(p.detach(), b)
-            for p, b in zip(params, before[1]):
-                for k in b:
-                    assert torch.equal(opt.state[p][k], b[k]), k
+            assert_unchanged(params, opt, before)
 
 @requires_cuda_kernels
 def test_a_tensor_over_2_to_31_elements():

@@ -10,14 +10,13 @@ file is what a GPU adds: nvcc's code, real warps and shared memory.
 
 Every test here carries the `cuda` marker and is skipped without a GPU."""
 
-import copy
 
 import pytest
 import torch
 
 import fusedopt
 from conftest import requires_cuda_kernels
-from cuda_common import DEV
+from cuda_common import DEV, assert_unchanged, snapshot
 
 pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("cuda_backend"), requires_cuda_kernels]
 
@@ -109,15 +108,11 @@ def test_skipped_amp_step_keeps_everything(opts):
             g[2][4567] = float("inf")
         opt.zero_grad()
         scaler.scale(sum((p.float() * x.float()).sum() for p, x in zip(params, g))).backward()
-        before = [p.detach().clone() for p in params], [copy.deepcopy(opt.state[p]) for p in params]
+        before = snapshot(params, opt)
         scaler.step(opt)
         scaler.update()
         if poison:
-            for p, b in zip(params, before[0]):
-                assert torch.equal(p.detach(), b)
-            for p, b in zip(params, before[1]):
-                for k in b:
-                    assert torch.equal(opt.state[p][k], b[k]), k
+            assert_unchanged(params, opt, before)
 
 
 def test_cuda_graph_replay_matches_eager():

@@ -15,6 +15,7 @@
 #include "../math/quant8.h"
 #include "kernel_common.cuh"
 #include "rounded_store.cuh"
+#include "tensor_setup.cuh"
 
 namespace fusedopt {
 namespace cuda {
@@ -69,18 +70,7 @@ __global__ void __launch_bounds__(kThreads) rule_kernel_q8(const Q8Table<Rule, k
   float(&map_values)[2][256] = q8_map_values;
   float(&map_thresholds)[2][255] = q8_map_thresholds;
   float(&warp_max)[kMaxStates][kWarps] = q8_warp_max;
-  if (threadIdx.x == 0) {
-    const typename Rule::Hyper h = hyper_ptr != nullptr ? Rule::unpack(hyper_ptr) : hyper;
-    const LrArg lr{lr_of(ctl), ctl.lr_ptr != nullptr && !ctl.lr_is_double};
-    shared_c = Rule::consts(h, lr, counter_value<Rule>(table.scalar[s.tensor]));
-    shared_f = factors_of(ctl);
-    if (kStochastic) {
-      // applied step key[1] + 1; the keys advance after every block read them
-      const int64_t* key = static_cast<const int64_t*>(table.ptr[2 + kS][s.tensor]);
-      shared_key = RoundKey{static_cast<uint64_t>(key[0]), static_cast<uint64_t>(key[1]) + 1,
-                            static_cast<uint64_t>(table.offset[s.tensor] + s.start)};
-    }
-  }
+  setup_tensor<Rule, kStochastic>(table, s, hyper, hyper_ptr, ctl, shared_c, shared_f);
   for (int j = threadIdx.x; j < 256; j += blockDim.x) {
     map_values[0][j] = math::quant8_values<false>()[j];
     map_values[1][j] = math::quant8_values<true>()[j];

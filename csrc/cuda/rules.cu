@@ -7,6 +7,7 @@
 #include "kernel_common.cuh"
 #include "rounded_store.cuh"
 #include "rule_kernel_q8.cuh"
+#include "tensor_setup.cuh"
 
 namespace fusedopt {
 namespace cuda {
@@ -54,24 +55,9 @@ __global__ void FO_RULE_LAUNCH_BOUNDS rule_kernel(const RuleTable<Rule, kStochas
   constexpr int kS = Rule::kStates;
   if (skip_step(ctl.found_inf)) return;
   const ChunkSpan s = chunk_span(table);
-  // One thread derives the tensor's constants (Adam: double-precision pow) for
-  // all, from the counter as this update sees it; the counters themselves
-  // advance after every block of every launch has read them.
   __shared__ typename Rule::Consts shared_c;
   __shared__ math::GradFactors shared_f;
-  if (threadIdx.x == 0) {
-    const typename Rule::Hyper h = hyper_ptr != nullptr ? Rule::unpack(hyper_ptr) : hyper;
-    const LrArg lr{lr_of(ctl), ctl.lr_ptr != nullptr && !ctl.lr_is_double};
-    shared_c = Rule::consts(h, lr, counter_value<Rule>(table.scalar[s.tensor]));
-    shared_f = factors_of(ctl);
-    if (kStochastic) {
-      // this update is applied step key[1] + 1; the keys advance after every
-      // block has read them, as the counters do
-      const int64_t* key = static_cast<const int64_t*>(table.ptr[2 + kS][s.tensor]);
-      shared_key = RoundKey{static_cast<uint64_t>(key[0]), static_cast<uint64_t>(key[1]) + 1,
-                            static_cast<uint64_t>(table.offset[s.tensor] + s.start)};
-    }
-  }
+  setup_tensor<Rule, kStochastic>(table, s, hyper, hyper_ptr, ctl, shared_c, shared_f);
   __syncthreads();
   const typename Rule::Consts c = shared_c;
   const math::GradFactors f = shared_f;
