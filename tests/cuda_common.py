@@ -143,3 +143,23 @@ def assert_unchanged(params, opt, before) -> None:
     for p, b in zip(params, before[1]):
         for k in b:
             assert torch.equal(opt.state[p][k], b[k]), k
+
+
+def capture_step(opt, params, first_grads):
+    """(graph, static grads): the params' grads made static buffers, a first
+    step with `first_grads` on a side stream (it makes the states, outside the
+    graph), then opt.step() captured. Replay after copying grads into them."""
+    static = [torch.zeros_like(p) for p in params]
+    for p, g in zip(params, static):
+        p.grad = g
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for g, x in zip(static, first_grads):
+            g.copy_(x)
+        opt.step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        opt.step()
+    return graph, static

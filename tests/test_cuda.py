@@ -9,7 +9,7 @@ import torch
 
 import fusedopt
 from conftest import requires_cuda_kernels
-from cuda_common import DEV, DTYPES, ULP, adam_op, assert_unchanged, snapshot
+from cuda_common import DEV, DTYPES, ULP, adam_op, assert_unchanged, capture_step, snapshot
 from fusedopt import reference
 
 pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("cuda_backend")]
@@ -170,22 +170,9 @@ def test_cuda_graph_capture_and_replay_match_eager():
     lr = torch.tensor(0.01, device=DEV)
     oe = fusedopt.AdamW(eager, lr=lr.clone(), max_grad_norm=1.0, capturable=True)
     og = fusedopt.AdamW(graphed, lr=lr, max_grad_norm=1.0, capturable=True)
-    static = [torch.zeros_like(p) for p in graphed]
-    for p, g in zip(graphed, static):
-        p.grad = g
-    # warm up on a side stream (the state is created here, outside the graph)
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for g, x in zip(static, _grads(base, 0)):
-            g.copy_(x)
-        og.step()
-    torch.cuda.current_stream().wait_stream(s)
+    graph, static = capture_step(og, graphed, _grads(base, 0))
     _set(eager, _grads(base, 0))
     oe.step()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        og.step()
     for step in range(1, 6):
         grads = _grads(base, step)
         for g, x in zip(static, grads):

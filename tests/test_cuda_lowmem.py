@@ -16,7 +16,7 @@ import torch
 
 import fusedopt
 from conftest import requires_cuda_kernels
-from cuda_common import DEV, assert_unchanged, snapshot
+from cuda_common import DEV, assert_unchanged, capture_step, snapshot
 
 pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("cuda_backend"), requires_cuda_kernels]
 
@@ -125,22 +125,10 @@ def test_cuda_graph_replay_matches_eager():
     graphed = [torch.nn.Parameter(p.detach().clone()) for p in base]
     oe = fusedopt.AdamW(eager, **{**opts, "lr": opts["lr"].clone()})
     og = fusedopt.AdamW(graphed, **opts)
-    static = [torch.zeros_like(p) for p in graphed]
-    for p, g in zip(graphed, static):
-        p.grad = g
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):  # the first step makes the states, outside the graph
-        for g, x in zip(static, _grads(base, 0)):
-            g.copy_(x)
-        og.step()
-    torch.cuda.current_stream().wait_stream(s)
+    graph, static = capture_step(og, graphed, _grads(base, 0))
     for p, g in zip(eager, _grads(base, 0)):
         p.grad = g
     oe.step()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        og.step()
     for step in range(1, 5):
         grads = _grads(base, step)
         for g, x in zip(static, grads):
