@@ -51,11 +51,10 @@ class StepPlan:
     its first step's grads bound; a later step binds its own (``bind``), and the
     update (``step_``) releases them."""
 
-    __slots__ = ("id", "active", "anchor")
+    __slots__ = ("id", "anchor")
 
-    def __init__(self, plan_id: int, active: int, device: torch.device) -> None:
+    def __init__(self, plan_id: int, device: torch.device) -> None:
         self.id = plan_id
-        self.active = active  # the state lists it holds (Adam: 3 with amsgrad; SGD: 0 without momentum)
         self.anchor = _anchor(device)
 
     def bind(self, grads: list[Tensor]) -> bool:
@@ -91,7 +90,7 @@ class StepPlan:
 
 
 def make(rule_name: str, params: list[Tensor], grads: list[Tensor], states: list[Tensor], counters: list[Tensor],
-         masters: list[Tensor], hyper, active: int, rounding_keys: list[Tensor] | None = None,
+         masters: list[Tensor], hyper, rounding_keys: list[Tensor] | None = None,
          rounding_offsets: list[int] | None = None) -> StepPlan:
     """A plan of a rule's lists (validated as its list op validates them), with
     these grads bound; with rounding keys and offsets, it stores the params
@@ -101,4 +100,4 @@ def make(rule_name: str, params: list[Tensor], grads: list[Tensor], states: list
         made = maker(params, grads, states, counters, masters, hyper, rounding_keys, rounding_offsets)
     else:
         made = maker(params, grads, states, counters, masters, hyper)
-    return StepPlan(made, active, params[0].device)
+    return StepPlan(made, params[0].device)

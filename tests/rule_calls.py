@@ -48,4 +48,4 @@ def adam_plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, mast
     from fusedopt import _native_plan
 
     return _native_plan.make("adam", params, grads, [*exp_avgs, *exp_avg_sqs, *max_exp_avg_sqs], steps,
-                             list(master_params), hyper, 3 if hyper[5] else 2)
+                             list(master_params), hyper)

@@ -144,7 +144,7 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
         keys = bucket.lists.get("rounding_keys")
         offsets = [_stochastic_rounding.global_offset(p) for p in bucket.keys] if keys else None
         return _native_plan.make(self.rule.name, bucket.params, bucket.grads, states, counters, masters,
-                                 self._hyper(group, native=True), self.rule.active(group), keys, offsets)
+                                 self._hyper(group, native=True), keys, offsets)
 
     def _hyper(self, group: dict, native: bool) -> tuple:
         """The group's packed hyperparameters; for an eager native op, as floats."""
