@@ -264,16 +264,16 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
                 return buckets
         # what the old cache's masters last looked like, for the new one to compare
         _masters.retire(self, [cache])
-        buckets = _plan.build_buckets(
+        buckets, guards = _plan.build_buckets(
             self._route, self.state, _collectives.of_norm_group(self.norm_group), group, params, grads
         )
-        for b in buckets.values():
+        for key, b in buckets.items():
             if b.native and _native_plan.available(b.device):
                 b.native_plan = self._native_plan_for(b, group)  # validates, binds these grads
-            _plan.record_held(b)
+            guards[key].record(b)
         _masters.track(self, buckets)
         mask = list(map(is_not, grads, repeat(None)))
-        self._planner.store(index, group, signature, params, mask, buckets)
+        self._planner.store(index, group, signature, params, mask, buckets, guards)
         return buckets
 
     def _init_group(self, group: dict, flat: list[Tensor]) -> tuple | None:
@@ -286,15 +286,15 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
         if any(map(_dtensor.is_dtensor, params)):
             return None
         grads = [p.grad for p in params]
-        buckets = _plan.build_buckets(
+        buckets, guards = _plan.build_buckets(
             self._route, self.state, _collectives.of_norm_group(self.norm_group), group, params, grads
         )
-        for b in buckets.values():
-            # what an eager step that reuses this cache re-checks (_plan._still_fits)
-            _plan.record_held(b)
+        for key, b in buckets.items():
+            # what an eager step that reuses this cache re-checks (ReuseGuard.grads_for)
+            guards[key].record(b)
         mask = list(map(is_not, grads, repeat(None)))
         index = _index_of(self.param_groups, group)
-        self._planner.store(index, group, self._plan_signature(group), params, mask, buckets)
+        self._planner.store(index, group, self._plan_signature(group), params, mask, buckets, guards)
         return _compile.flatten(buckets, flat)
 
     def _forget_plans(self) -> None:
@@ -406,7 +406,7 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
                     bump(bucket.written)  # the plain-torch paths' in-place ops bump their own
         if eager:
             # after every write of the step (a param listed twice is written twice)
-            _plan.record_steps(work)
+            self._planner.record_steps()
             if self.master_weights:
                 _masters.record(work)
             if len(self.state) != len(self.__dict__["_state_snapshot"][1]):

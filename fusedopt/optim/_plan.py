@@ -1,7 +1,6 @@
 """The work items of a step: which tensors each kernel call takes (buckets),
-how a param is routed into one, and what a bucket without a native step plan
-re-checks when a later step reuses it (the group caches that keep buckets
-between steps: _planner.py).
+and how a param is routed into one. Each bucket is built with its reuse guard
+(_reuse_guard.py); the group caches that keep both between steps: _planner.py.
 
 A param group's params are routed into buckets (one device, one dtype per
 list, one kernel call each); building re-checks everything before any tensor
@@ -12,17 +11,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from functools import partial
-from itertools import repeat
-from operator import attrgetter, is_
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .. import _bulk, _collectives, _dtensor
-from .._versions import versions
+from .. import _collectives, _dtensor
 from . import _validate
+from ._reuse_guard import ReuseGuard
 
 NATIVE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _PLAIN_TENSOR_TYPES = (Tensor, torch.nn.Parameter)
@@ -30,7 +26,9 @@ _PLAIN_TENSOR_TYPES = (Tensor, torch.nn.Parameter)
 
 @dataclass
 class Bucket:
-    """Tensors one kernel call updates: one device, one dtype per list.
+    """The work item of a step: the tensors one kernel call updates (one
+    device, one dtype per list). What it was built for, and the check that a
+    later step may run it again, is its ReuseGuard (_reuse_guard.py).
 
     ``kind`` is "native" (the device's kernels), "reference" (plain torch, for
     tensors the kernels do not take), "sparse" (SGD's sparse grads) or "torch"
@@ -41,47 +39,19 @@ class Bucket:
     params: list[Tensor] = field(default_factory=list)
     grads: list[Tensor] = field(default_factory=list)
     lists: dict[str, list[Tensor]] = field(default_factory=lambda: defaultdict(list))
-    # for re-using the bucket on later steps (see _planner.GroupCache)
-    index: list[int] = field(default_factory=list)
-    grad_dtype: torch.dtype | None = None
-    param_dtype: torch.dtype | None = None
-    layout: str | None = None
-    # each param's state dict as it was: a reset state (state.clear(), del
-    # state[p], a new opt.state) must rebuild the plan
-    states: list[dict | None] = field(default_factory=list)
-    # the state tensors the lists hold, and the (state dict, key) each came from
-    check_dicts: list[dict] = field(default_factory=list)
-    check_keys: list[str] = field(default_factory=list)
-    check_tensors: list[Tensor] = field(default_factory=list)
     # the params as self.state keys: ``params`` itself, except for DTensor params,
     # whose ``params``/``grads``/``lists`` hold the local shards the kernels take
     keys: list[Tensor] = field(default_factory=list)
-    sharded: bool = False
-    specs: list = field(default_factory=list)  # DTensor grads' specs at build, checked on reuse
     # the ranks the bucket's grads' sum of squares is summed over (see _collectives)
     reduce: Any = None
-    # what the plan was built for, re-checked on reuse: the params' shapes (p.data
-    # can be replaced), and the grads' dtypes of a non-native bucket
-    shapes: list[torch.Size] = field(default_factory=list)
-    grad_dtypes: list[torch.dtype] = field(default_factory=list)
     # every tensor the native kernels write: their autograd versions are bumped
     written: list[Tensor] = field(default_factory=list)
     # a second (third...) occurrence of params listed twice in the group: run
     # after the first, and left out of the global norm (see _repeats.py)
     repeat: bool = False
-    # a native bucket's plan in the CPU library (fusedopt/_native_plan.py), made
-    # with the bucket; a step's copy of the bucket carries it once it is bound
+    # a native bucket's plan in the native library (fusedopt/_native_plan.py),
+    # made with the bucket; a step's copy of the bucket carries it once it is bound
     native_plan: Any = None
-    # what a bucket without a native plan re-checks on reuse (see _still_fits):
-    # each held list (params first) with its tensors' dtypes, shapes and devices
-    # at build, and which lists must keep the params' layout
-    held: list = field(default_factory=list)
-    # a CPU bucket's step counters and (in a one-element list shared with the
-    # step's copies) their autograd versions after the last step: one written
-    # since by anyone else may now be -1, which a rebuild refuses as torch does
-    # (see _validate.check_step_count)
-    host_steps: list | None = None
-    step_versions: list | None = None
     # the params with fp32 masters and what each looked like after the last step
     # that wrote it (fusedopt/optim/_masters.py); shared with the step's copies
     masters: Any = None
@@ -102,40 +72,6 @@ class Route:
     sources: list[tuple[dict, str]]
 
 
-_get_device = Tensor.get_device
-_dtype_of = attrgetter("dtype")
-_is_sparse = attrgetter("is_sparse")
-_shape_of = attrgetter("shape")
-
-
-def _kinds(ts: list[Tensor]) -> tuple[list, list, list]:
-    """The dtypes, shapes and devices of a held list, as a bucket without a
-    native plan records and re-checks them."""
-    return list(map(_dtype_of, ts)), list(map(_shape_of, ts)), list(map(_get_device, ts))
-
-
-def _still_fits(b: Bucket, grads: list[Tensor]) -> bool:
-    """Whether a bucket without a native plan still takes this step's grads and
-    what it holds: the Python twin of csrc/step_plan.h's re-check, for the list
-    ops and the reference path, which fail (or compute something else) on a
-    tensor whose dtype, shape, device or layout changed under ``.data``. A list
-    op that refused mid-step would leave earlier buckets updated."""
-    if list(map(_dtype_of, grads)) != b.grad_dtypes or list(map(_shape_of, grads)) != b.shapes:
-        return False
-    if b.kind == "native":
-        laid_out = _LAYOUT_CHECKS[b.layout]
-        if not (_bulk.all_type(grads, Tensor) and all(map(laid_out, grads))):
-            return False
-        if list(map(_get_device, grads)) != b.held[0][1][2]:
-            return False
-    elif not all(map(is_, map(_is_sparse, grads), repeat(b.kind == "sparse"))):
-        return False
-    for ts, kinds, keeps_layout in b.held:
-        if _kinds(ts) != kinds or (keeps_layout and not all(map(_LAYOUT_CHECKS[b.layout], ts))):
-            return False
-    return b.host_steps is None or versions(b.host_steps) == b.step_versions[0]
-
-
 def call_lists(b: Bucket) -> tuple[list, list, list]:
     """A bucket's lists as a rule's op takes them after params and grads: the
     active states concatenated, the counters, the masters."""
@@ -146,25 +82,6 @@ def call_lists(b: Bucket) -> tuple[list, list, list]:
         states += lists[f"state{k}"]
         k += 1
     return states, lists["counters"], lists["masters"]
-
-
-def record_steps(work) -> None:
-    """After a step's last write: the versions its buckets' host step counters
-    have now (see Bucket.step_versions)."""
-    for _, buckets in work:
-        for b in buckets.values():
-            if b.step_versions is not None:
-                b.step_versions[0] = versions(b.host_steps)
-
-
-# Memory layouts the kernels take: any in which a tensor's elements fill numel
-# consecutive slots, shared by a param and all its companions (the kernels see
-# flat arrays). Each has a cheap check that the step plan repeats every step.
-_LAYOUT_CHECKS = {
-    "contiguous": Tensor.is_contiguous,
-    "channels_last": partial(Tensor.is_contiguous, memory_format=torch.channels_last),
-    "channels_last_3d": partial(Tensor.is_contiguous, memory_format=torch.channels_last_3d),
-}
 
 
 def layout_of(t: Tensor) -> str | None:
@@ -205,12 +122,14 @@ def check_grad_device(p: Tensor, g: Tensor) -> None:
 
 
 def build_buckets(route, state: dict, norm, group: dict, params: list[Tensor],
-                  grads: list[Tensor | None]) -> dict[tuple, Bucket]:
-    """Checks and routes every param with a grad into the buckets of one group:
-    ``route(p, g, group, occurrence)`` (the optimizer's: it creates p's state if
-    needed) says where each goes; ``state`` is the optimizer's; ``norm`` the
-    reduction group of plain params' norm."""
+                  grads: list[Tensor | None]) -> tuple[dict[tuple, Bucket], dict[tuple, ReuseGuard]]:
+    """Checks and routes every param with a grad into the buckets of one group,
+    each with its reuse guard (under the same key): ``route(p, g, group,
+    occurrence)`` (the optimizer's: it creates p's state if needed) says where
+    each goes; ``state`` is the optimizer's; ``norm`` the reduction group of
+    plain params' norm."""
     buckets = {}
+    guards = {}
     occurrences: dict[int, int] = {}
     for i, (p, g) in enumerate(zip(params, grads)):
         if g is None:
@@ -227,40 +146,26 @@ def build_buckets(route, state: dict, norm, group: dict, params: list[Tensor],
         lp, lg = (p._local_tensor, g._local_tensor) if sharded else (p, g)
         b = buckets.get(key)
         if b is None:
-            b = buckets[key] = Bucket(
-                r.kind, lp.device, grad_dtype=lg.dtype, param_dtype=lp.dtype, layout=layout_of(lp),
-                sharded=sharded, reduce=reduce, repeat=occurrence > 0,
-            )
+            b = buckets[key] = Bucket(r.kind, lp.device, reduce=reduce, repeat=occurrence > 0)
+            guards[key] = ReuseGuard(r.kind, layout_of(lp), sharded)
+        guard = guards[key]
         b.keys.append(p)
         b.params.append(lp)
-        b.states.append(state.get(p))
         b.grads.append(lg)
-        b.index.append(i)
-        b.shapes.append(lp.shape)
-        b.grad_dtypes.append(lg.dtype)
+        guard.states.append(state.get(p))
+        guard.index.append(i)
+        guard.shapes.append(lp.shape)
+        guard.grad_dtypes.append(lg.dtype)
         # a DTensor's version counter is not its shard's: both are written
         b.written.extend((p, lp) if sharded else (p,))
         if sharded:
-            b.specs.append(g._spec)
+            guard.specs.append(g._spec)
         for name, t in r.tensors.items():
             local = _dtensor.local_state(p, t, name) if sharded else t
             b.lists[name].append(local)
             b.written.extend((t, local) if sharded else (t,))
         for st, k in r.sources:
-            b.check_dicts.append(st)
-            b.check_keys.append(k)
-            b.check_tensors.append(st[k])
-    return buckets
-
-
-def record_held(b: Bucket) -> None:
-    """What a bucket without a native plan re-checks on its reuse (_still_fits)."""
-    if b.native_plan is not None:
-        return
-    lists = [b.params] + list(b.lists.values())
-    # lists of per-element tensors (the params' shapes) keep the params' layout;
-    # step counters and flags are scalars
-    b.held = [(ts, _kinds(ts), b.kind == "native" and list(map(_shape_of, ts)) == b.shapes) for ts in lists]
-    steps = b.lists.get("counters")
-    if steps and b.device.type == "cpu" and steps[0].dtype is torch.float32:
-        b.host_steps, b.step_versions = steps, [versions(steps)]
+            guard.check_dicts.append(st)
+            guard.check_keys.append(k)
+            guard.check_tensors.append(st[k])
+    return buckets, guards
