@@ -50,7 +50,7 @@ STABLE_TORCH_LIBRARY(fusedopt, m) {
   // in one pass (torch's clamp_min_ then clamp_max_, also for clip_value < 0).
   m.def("clip_value_(Tensor(a!)[] grads, float clip_value) -> ()");
   m.def("cpu_isa() -> str");
-  // Step plans (eager steps only, CPU and CUDA; csrc/plan_ops_common.h): a bucket's lists
+  // Native plans (eager steps only, CPU and CUDA; csrc/plan_ops_common.h): a bucket's lists
   // held native-side between steps, so that a step passes its grads and a
   // handle. <rule>_plan_make validates as <rule>_ does and binds the first step's
   // grads; plan_bind binds a later step's (false: the plan no longer fits, make

@@ -1,5 +1,5 @@
 // The plan ops' backend-independent half (schemas in csrc/ops.cpp; what a plan
-// is: plan_registry.h and step_plan.h). A plan is made from a bucket's lists,
+// is: plan_registry.h and held_lists.h). A plan is made from a bucket's lists,
 // validated as the rule's list op validates them; each later step binds its
 // grads (the only list that crosses the dispatcher), runs the stats pass and
 // the update over a prepared call the plan keeps, and lets go of the grads.
@@ -39,7 +39,7 @@
 #include "op_args.h"
 #include "plan_registry.h"
 #include "rules/registry.h"
-#include "step_plan.h"
+#include "held_lists.h"
 
 namespace fusedopt {
 
@@ -93,7 +93,7 @@ struct RulePlanCall final : PlanCall {
 };
 
 template <class Backend>
-struct StepPlan {
+struct NativePlan {
   static constexpr int64_t kFirstId = Backend::kFirstId;
 
   std::unique_ptr<PlanCall> call;
@@ -141,7 +141,7 @@ struct StepPlan {
   static bool same_place(const Place& a, const Place& b) { return a.cuda == b.cuda && a.index == b.index; }
 
   void check_bound(const char* op) const {
-    FO_CHECK(bound, op, ": the step plan has no grads bound for this step (plan_bind first)");
+    FO_CHECK(bound, op, ": the native plan has no grads bound for this step (plan_bind first)");
   }
 
   void unbind() {
@@ -151,7 +151,7 @@ struct StepPlan {
 };
 
 template <class Backend>
-using PlansOf = PlanRegistry<StepPlan<Backend>>;
+using PlansOf = PlanRegistry<NativePlan<Backend>>;
 
 // The plan ops' entry points, one set per backend (schemas in csrc/ops.cpp).
 namespace plan_ops {
@@ -173,7 +173,7 @@ int64_t plan_make(StableListHandle params, StableListHandle grads, StableListHan
   const int active = Rule::active_states(unpack_hyper<Rule>(hyper, op));
   TensorList step_grads{grads};
   FO_CHECK(!held[0].empty(), Rule::kName, "_plan_make: params is empty");
-  auto plan = std::make_shared<StepPlan<Backend>>();
+  auto plan = std::make_shared<NativePlan<Backend>>();
   plan->call = std::make_unique<RulePlanCall<Backend, Rule>>(active, rounding_offsets.value_or(std::vector<int64_t>{}));
   plan->held.lists = std::move(held);
   const CallInfo d = plan->prepare(step_grads);
@@ -222,7 +222,7 @@ void plan_step_(const Tensor& /*anchor*/, int64_t plan_id, std::vector<double> h
   const auto plan = PlansOf<Backend>::instance().get(plan_id, op);
   std::lock_guard<std::mutex> lock(plan->mu);
   struct Unbind {
-    StepPlan<Backend>& plan;
+    NativePlan<Backend>& plan;
     ~Unbind() { plan.unbind(); }
   } release{*plan};
   plan->check_bound(op);

@@ -1,4 +1,4 @@
-"""Native step plans: a bucket's lists kept in a native library between steps.
+"""Native plans: a bucket's lists kept in a native library between steps.
 
 A rule's list op (``adam_``, ``sgd_``, ...) takes 5 lists of tensors and validates each
 on every call; across the dispatcher and the stable ABI that costs about as
@@ -6,7 +6,7 @@ much per tensor as torch's whole fused step. A plan is made once from a
 bucket's lists (validated as the list op validates them); each eager step then
 hands over only its grads: ``bind`` checks them, and cheaply re-checks what the
 plan holds, then the stats pass and the update run over tables the plan keeps.
-The Python step plan (optim/_plan.py) owns each native plan through its bucket
+The bucket cache (optim/_bucket_cache.py) owns each native plan through its bucket
 and frees it with the bucket.
 
 Both native libraries serve plans (csrc/plan_ops_common.h; on CUDA the plan
@@ -45,8 +45,8 @@ def available(device: torch.device) -> bool:
     return ENABLED and _ops.backend(device) in ("cpu-native", "cuda")
 
 
-class StepPlan:
-    """The Python handle of one native step plan (csrc/plan_ops_common.h); the
+class NativePlan:
+    """The Python handle of one native plan (csrc/plan_ops_common.h); the
     plan is freed when the last reference to the handle goes. It is made with
     its first step's grads bound; a later step binds its own (``bind``), and the
     update (``step_``) releases them."""
@@ -91,7 +91,7 @@ class StepPlan:
 
 def make(rule_name: str, params: list[Tensor], grads: list[Tensor], states: list[Tensor], counters: list[Tensor],
          masters: list[Tensor], hyper, rounding_keys: list[Tensor] | None = None,
-         rounding_offsets: list[int] | None = None) -> StepPlan:
+         rounding_offsets: list[int] | None = None) -> NativePlan:
     """A plan of a rule's lists (validated as its list op validates them), with
     these grads bound; with rounding keys and offsets, it stores the params
     with stochastic rounding."""
@@ -100,4 +100,4 @@ def make(rule_name: str, params: list[Tensor], grads: list[Tensor], states: list
         made = maker(params, grads, states, counters, masters, hyper, rounding_keys, rounding_offsets)
     else:
         made = maker(params, grads, states, counters, masters, hyper)
-    return StepPlan(made, params[0].device)
+    return NativePlan(made, params[0].device)

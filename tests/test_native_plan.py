@@ -1,4 +1,4 @@
-"""Native step plans (fusedopt/_native_plan.py, csrc/cpu/plan_ops.cpp): an eager
+"""Native plans (fusedopt/_native_plan.py, csrc/cpu/plan_ops.cpp): an eager
 CPU step through a plan computes exactly what the list ops compute, a plan
 never writes through a pointer that went stale, and it lets go of every tensor
 it holds with its optimizer."""
@@ -20,7 +20,7 @@ from helpers import fp32_tol, set_grads
 from plan_cases import CONFIGS, assert_same_run, planned_buckets, run_plan_case
 
 pytestmark = pytest.mark.skipif(
-    not _native_plan.available(torch.device("cpu")), reason="step plans need the native CPU library"
+    not _native_plan.available(torch.device("cpu")), reason="native plans need the native CPU library"
 )
 
 @pytest.mark.parametrize("config", list(CONFIGS))
@@ -166,7 +166,7 @@ def test_plan_ops_refuse_what_they_cannot_serve():
         rule_calls.adam_plan(ps, [torch.ones(2)], *states)
     plan_id = plan.id
     del plan
-    with pytest.raises(RuntimeError, match=f"no step plan {plan_id}"):
+    with pytest.raises(RuntimeError, match=f"no native plan {plan_id}"):
         _ops.PLANS.plan_bind(gs, plan_id)
 
 
@@ -195,7 +195,7 @@ def test_plans_hold_a_steps_grads_only_until_its_update():
     assert [g._use_count() for g in gs] == base
     plan_id = plan.id
     del plan
-    with pytest.raises(RuntimeError, match=f"no step plan {plan_id}"):
+    with pytest.raises(RuntimeError, match=f"no native plan {plan_id}"):
         _ops.PLANS.plan_bind(gs, plan_id)
     assert [g._use_count() for g in gs] == base
 
@@ -207,7 +207,7 @@ def test_another_librarys_plan_does_not_fit_these_grads():
     base = [g._use_count() for g in gs]
     assert _ops.PLANS.plan_bind(gs, 1 << 40) is False
     assert [g._use_count() for g in gs] == base
-    with pytest.raises(RuntimeError, match="no step plan 12345"):
+    with pytest.raises(RuntimeError, match="no native plan 12345"):
         _ops.PLANS.plan_bind(gs, 12345)  # one of this library's own, unknown: a bug, refused
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from . import _quant8_states, _stochastic_rounding, _validate
-from ._plan import Route, layout_of, native_eligible
+from ._buckets import Route, layout_of, native_eligible
 
 
 class ParamStateMixin:

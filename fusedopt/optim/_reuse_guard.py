@@ -1,11 +1,11 @@
 """The reuse guard of a bucket: what a bucket was built for, captured when it
 is built, and the check that a later step's params, grads and states still
-fit it (the cache that keeps buckets between steps: _planner.py).
+fit it (the cache that keeps buckets between steps: _bucket_cache.py).
 
-A bucket (the work item, _plan.Bucket) says what a kernel call takes; its
+A bucket (the work item, _buckets.Bucket) says what a kernel call takes; its
 guard says whether the next step may take the same bucket again instead of
 re-routing every param. A bucket with a native plan leaves the tensors'
-dtypes, shapes, addresses and layouts to the plan's bind (csrc/step_plan.h),
+dtypes, shapes, addresses and layouts to the plan's bind (csrc/held_lists.h),
 which checks them again on every step anyway; the guard then checks only what
 the native side cannot see: which tensor objects the state dicts and the
 group hold.
@@ -88,14 +88,14 @@ class ReuseGuard:
         if not _bulk.items_are(self.check_dicts, self.check_keys, self.check_tensors):
             return None
         if b.native_plan is not None:
-            # the rest is the plan's bind (csrc/step_plan.h), which sees the
+            # the rest is the plan's bind (csrc/held_lists.h), which sees the
             # tensors only once they are in a list of plain tensors
             return sel if _bulk.all_type(sel, Tensor) else None
         return sel if self._still_fits(sel) else None
 
     def _still_fits(self, grads: list[Tensor]) -> bool:
         """Whether a bucket without a native plan still takes these grads and
-        what it holds: the Python twin of csrc/step_plan.h's re-check, for the
+        what it holds: the Python twin of csrc/held_lists.h's re-check, for the
         list ops and the reference path, which fail (or compute something
         else) on a tensor whose dtype, shape, device or layout changed under
         ``.data``. A list op that refused mid-step would leave earlier buckets

@@ -1,11 +1,11 @@
-"""The step planner: the optimizer's per-group caches of buckets, kept between
+"""The bucket cache: the optimizer's per-group caches of buckets, kept between
 eager steps, and what is read from them (reduction groups, backends).
 
-A cache belongs to its group: the planner keeps one per param group, at the
+A cache belongs to its group: the bucket cache keeps one per param group, at the
 group's index, and a cache whose group is no longer there (a group deleted or
 replaced by another dict) is dropped by the next step, with everything it
-holds (its buckets' native step plans included; see cache_at and keep).
-The optimizer owns its planner (FusedOptimizer._planner); nothing else keeps
+holds (its buckets' native plans included; see cache_at and keep).
+The optimizer owns its bucket cache (FusedOptimizer._bucket_cache); nothing else keeps
 buckets between steps.
 """
 
@@ -16,9 +16,9 @@ import dataclasses
 from torch import Tensor
 
 from .. import _bulk, _collectives, _dtensor, _ops
-from ._plan import Bucket
+from ._buckets import Bucket
 
-__all__ = ["GroupCache", "StepPlanner"]
+__all__ = ["GroupCache", "BucketCache"]
 
 
 class GroupCache:
@@ -33,7 +33,7 @@ class GroupCache:
     touched)."""
 
     def __init__(self, group, signature, params, mask, buckets, guards, reduce_groups, has_dtensor):
-        self.group = group  # the dict it describes, compared by identity (see StepPlanner.cache_at)
+        self.group = group  # the dict it describes, compared by identity (see BucketCache.cache_at)
         self.signature = signature
         self.params = list(params)  # compared by identity (the buckets hold them anyway)
         self.mask = mask
@@ -71,7 +71,7 @@ class GroupCache:
             guard.record_steps()
 
 
-class StepPlanner:
+class BucketCache:
     """The caches of one optimizer, one per param group (None where none was built yet)."""
 
     def __init__(self) -> None:

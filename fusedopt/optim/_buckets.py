@@ -1,6 +1,6 @@
 """The work items of a step: which tensors each kernel call takes (buckets),
 and how a param is routed into one. Each bucket is built with its reuse guard
-(_reuse_guard.py); the group caches that keep both between steps: _planner.py.
+(_reuse_guard.py); the group caches that keep both between steps: _bucket_cache.py.
 
 A param group's params are routed into buckets (one device, one dtype per
 list, one kernel call each); building re-checks everything before any tensor
