@@ -4,8 +4,12 @@ A rule's list op (``adam_``, ``sgd_``, ...) takes 5 lists of tensors and validat
 on every call; across the dispatcher and the stable ABI that costs about as
 much per tensor as torch's whole fused step. A plan is made once from a
 bucket's lists (validated as the list op validates them); each eager step then
-hands over only its grads: ``bind`` checks them, and cheaply re-checks what the
+hands over only its grads: a bind checks them, and cheaply re-checks what the
 plan holds, then the stats pass and the update run over tables the plan keeps.
+The binds of a step's reused plans go with the op that runs first (its stats
+pass or its first update: PendingBinds), which checks them all before it
+writes anything, so a step without a stats pass crosses the dispatcher once
+per bucket.
 The bucket cache (optim/_bucket_cache.py) owns each native plan through its bucket
 and frees it with the bucket.
 
@@ -27,6 +31,9 @@ from torch import Tensor
 from . import _ops
 
 ENABLED = os.environ.get("FUSEDOPT_DISABLE_PLANS", "") in ("", "0")
+# Whether a step's binds go with its first op (else each plan binds on its own
+# call first, one more dispatcher crossing per bucket): off only to measure that
+FOLD_BINDS = True
 
 # What the plan ops dispatch on (they take no list that says where they run):
 # an empty tensor on the plan's device, whatever happens to the params since.
@@ -68,14 +75,24 @@ class NativePlan:
             # routes them where they belong, or refuses them as torch does.
             return False
 
-    def grad_stats_(self, grad_scale, found_inf, sumsq, max_value: float) -> None:
-        _ops.PLANS.plan_grad_stats_(self.id, grad_scale, found_inf, sumsq, max_value)
+    def grad_stats_(self, grad_scale, found_inf, sumsq, max_value: float, binds=None) -> None:
+        """grad_stats_ over the bound grads; with ``binds`` (PendingBinds), binds those first."""
+        args = (self.id, grad_scale, found_inf, sumsq, max_value)
+        if binds is None:
+            _ops.PLANS.plan_grad_stats_(*args)
+        else:
+            run_binding(_ops.PLANS.plan_grad_stats_, args, binds)
 
     def step_(self, hyper, hyper_tensor, lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value,
-              maximize) -> None:
-        """The rule's list op over the lists the plan holds (its arguments after master_params)."""
-        _ops.PLANS.plan_step_(self.anchor, self.id, hyper, hyper_tensor, lr, lr_tensor, grad_scale, found_inf,
-                              sumsq, max_norm, max_value, maximize)
+              maximize, binds=None) -> None:
+        """The rule's list op over the lists the plan holds (its arguments after
+        master_params); with ``binds`` (PendingBinds), binds those first."""
+        args = (self.anchor, self.id, hyper, hyper_tensor, lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm,
+                max_value, maximize)
+        if binds is None:
+            _ops.PLANS.plan_step_(*args)
+        else:
+            run_binding(_ops.PLANS.plan_step_, args, binds)
 
     def release(self) -> None:
         """Lets go of the bound grads: for a step whose update goes elsewhere
@@ -87,6 +104,43 @@ class NativePlan:
             _ops.PLANS.plan_free(self.anchor, self.id)
         except Exception:  # noqa: BLE001 - interpreter shutdown: the registry outlives us
             pass
+
+
+class Refit(Exception):
+    """A reused plan does not fit this step's tensors, as the op that runs
+    first in the step found before it wrote anything: the step rebuilds its
+    buckets (validated in full: a real problem is named) and runs again."""
+
+
+class PendingBinds:
+    """The grads of a step's reused plans, for the op that runs first
+    (csrc/plan_ops_common.h, bind_each): it binds and checks every one of them
+    before it writes anything. Handed over once; the ops after it bind nothing."""
+
+    __slots__ = ("grads", "ids")
+
+    def __init__(self, buckets) -> None:
+        self.grads = [g for b in buckets for g in b.grads]
+        self.ids = [b.native_plan.id for b in buckets]
+
+    def take(self) -> tuple:
+        taken = (self.grads, self.ids)
+        self.grads, self.ids = None, []
+        return taken
+
+
+def run_binding(op, args: tuple, binds: PendingBinds) -> bool:
+    """``op`` (plan_grad_stats_ or plan_step_) with the pending binds; Refit
+    where a plan does not fit them (the op wrote nothing then)."""
+    grads, ids = binds.take()
+    try:
+        fits = op(*args, grads, ids)
+    except NotImplementedError:
+        # no kernel for these grads (one turned sparse, say): as in bind
+        fits = False
+    if not fits:
+        raise Refit
+    return True
 
 
 def make(rule_name: str, params: list[Tensor], grads: list[Tensor], states: list[Tensor], counters: list[Tensor],

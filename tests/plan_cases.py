@@ -33,15 +33,26 @@ def plan_params(config, device="cpu", shapes=((7,), (3, 5), (1,), (0,), (64,))):
 
 
 def recorded_binds(monkeypatch) -> list[bool]:
-    """A list that gets what every plan bind answers from now on."""
+    """A list that gets what every plan bind answers from now on: a plan's
+    own, or the binds a step's first op makes for all its reused plans."""
     binds = []
-    bind = _native_plan.NativePlan.bind
+    bind, run_binding = _native_plan.NativePlan.bind, _native_plan.run_binding
 
     def recorded(plan, grads):
         binds.append(bind(plan, grads))
         return binds[-1]
 
+    def recorded_run(op, args, pending):
+        try:
+            run_binding(op, args, pending)
+        except _native_plan.Refit:
+            binds.append(False)
+            raise
+        binds.append(True)
+        return True
+
     monkeypatch.setattr(_native_plan.NativePlan, "bind", recorded)
+    monkeypatch.setattr(_native_plan, "run_binding", recorded_run)
     return binds
 
 

@@ -178,7 +178,7 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
         if plan is not None and native:
             # made for this group's state lists: a change of them (amsgrad, momentum)
             # changes the group's signature, which rebuilds the cache and its plans
-            plan.step_(hyper, hyper_tensor, *tail)
+            plan.step_(hyper, hyper_tensor, *tail, binds=bucket.binds)
             return
         if plan is not None:
             plan.release()  # the grads it holds for this step: the list op or the reference updates
@@ -383,10 +383,24 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
                 _masters.retire(self, dropped)
             if not state_same:
                 self._snapshot_state()
+        need_stats = self.max_grad_norm is not None or find_infs
+        if not eager:
+            return self._run_step(work, False, need_stats, grad_scale, found_inf, find_infs)
+        try:
+            return self._run_step(work, True, need_stats, grad_scale, found_inf, find_infs)
+        except _native_plan.Refit:
+            # a reused plan refused this step's tensors before anything was
+            # written: every group's buckets are built anew, validated in full
+            self._forget_buckets()
+            return self._fused_step(grad_scale, found_inf, find_infs=find_infs)
+
+    def _run_step(self, work, eager: bool, need_stats: bool, grad_scale, found_inf, find_infs: bool):
+        """The step over its buckets, once every Python-side check has passed."""
+        if eager:
+            self._bind_reused(work, need_stats)
             if self.master_weights:
                 # every check has passed: masters of params written by others are re-seeded
                 _masters.follow(work)
-        need_stats = self.max_grad_norm is not None or find_infs
         # ranks that share params' norm or inf flags (sharded params, ZeRO): all
         # join the same collectives, even with no grad (or an empty shard) here
         groups = self._reduce_groups() if need_stats or found_inf is not None else []
@@ -414,6 +428,41 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
                 # the snapshot must hold them, or a reset of them would go unseen
                 self._snapshot_state()
         return computed
+
+    def _bind_reused(self, work, need_stats: bool) -> None:
+        """This step's grads for its reused native plans. They go with the op
+        that runs first (the first bucket's stats pass or update), which checks
+        every plan before it writes anything: a step without a stats pass then
+        crosses the dispatcher once per bucket. Where the first write is not
+        such an op (a bucket without a plan, masters re-seeded first, plans in
+        both native libraries), each plan binds now. Refit: one does not fit."""
+        pending = [b for _, buckets in work for b in buckets.values() if b.unbound]
+        if not pending:
+            return
+        first = None if self.master_weights or not _native_plan.FOLD_BINDS else self._first_plan_op(work, need_stats)
+        if first is not None:
+            library = first.native_plan.anchor.device.type
+            if all(b.native_plan.anchor.device.type == library for b in pending):
+                first.binds = _native_plan.PendingBinds(pending)
+                return
+        for b in pending:
+            if not b.native_plan.bind(b.grads):
+                raise _native_plan.Refit
+
+    def _first_plan_op(self, work, need_stats: bool) -> Bucket | None:
+        """The bucket whose plan op is the step's first write, or None where
+        the first write is something else."""
+        for group, buckets in work:
+            for b in buckets.values():
+                if need_stats and b.repeat:
+                    continue  # the stats pass leaves repeats out (see _step_stats.device_amp)
+                if b.native_plan is None:
+                    return None
+                if need_stats:
+                    return b
+                # the update goes through the plan (see _apply_bucket)
+                return b if self._ops_for_group(_ops.ops_for(b.device), group) is not _ops.reference else None
+        return None
 
     def _reduce_groups(self) -> list:
         """The reduction groups of this optimizer's params, in the order every

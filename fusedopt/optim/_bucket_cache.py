@@ -54,15 +54,12 @@ class GroupCache:
             sel = guards[key].grads_for(b, grads, state, state_same)
             if sel is None:
                 return None
+            # a native plan binds these grads with the step's first op (see
+            # FusedOptimizer._bind_reused), which also makes its checks
             out[key] = Bucket(
                 b.kind, b.device, b.params, sel, b.lists, b.keys, b.reduce, b.written, b.repeat, b.native_plan,
-                b.masters,
+                b.masters, b.native_plan is not None,
             )
-        # Bound last, once every Python-side check has passed: a plan's bind
-        # replaces the grads it held (a refused step leaves none bound).
-        for b in out.values():
-            if b.native_plan is not None and not b.native_plan.bind(b.grads):
-                return None
         return out
 
     def record_steps(self) -> None:

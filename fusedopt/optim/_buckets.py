@@ -55,6 +55,11 @@ class Bucket:
     # the params with fp32 masters and what each looked like after the last step
     # that wrote it (fusedopt/optim/_masters.py); shared with the step's copies
     masters: Any = None
+    # a reused plan whose grads this step has not bound yet (see
+    # FusedOptimizer._bind_reused), and, on the bucket whose plan op runs first
+    # in the step, the binds that op makes for every such plan
+    unbound: bool = False
+    binds: Any = None
 
     @property
     def native(self) -> bool:
