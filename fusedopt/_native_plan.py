@@ -58,11 +58,12 @@ class NativePlan:
     its first step's grads bound; a later step binds its own (``bind``), and the
     update (``step_``) releases them."""
 
-    __slots__ = ("id", "anchor")
+    __slots__ = ("id", "anchor", "library")
 
     def __init__(self, plan_id: int, device: torch.device) -> None:
         self.id = plan_id
         self.anchor = _anchor(device)
+        self.library = device.type  # the native library that holds it
 
     def bind(self, grads: list[Tensor]) -> bool:
         """This step's grads; False: the plan no longer fits them or the

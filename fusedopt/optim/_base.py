@@ -439,12 +439,16 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
         pending = [b for _, buckets in work for b in buckets.values() if b.unbound]
         if not pending:
             return
-        first = None if self.master_weights or not _native_plan.FOLD_BINDS else self._first_plan_op(work, need_stats)
-        if first is not None:
-            library = first.native_plan.anchor.device.type
-            if all(b.native_plan.anchor.device.type == library for b in pending):
-                first.binds = _native_plan.PendingBinds(pending)
-                return
+        if _native_plan.FOLD_BINDS and not self.master_weights:
+            first = self._first_plan_op(work, need_stats)
+            if first is not None:
+                library = first.native_plan.library
+                for b in pending:
+                    if b.native_plan.library != library:
+                        break
+                else:
+                    first.binds = _native_plan.PendingBinds(pending)
+                    return
         for b in pending:
             if not b.native_plan.bind(b.grads):
                 raise _native_plan.Refit
