@@ -5,7 +5,7 @@ fusedopt/_C       CPU kernels and every op schema; always built.
 fusedopt/_C_cuda  CUDA kernels; built whenever nvcc is found (FUSEDOPT_CUDA=0
                   skips it, =1 makes a missing nvcc an error), also against a
                   CPU-only torch: the stable ABI needs no CUDA build of torch.
-fusedopt/_bulk_c  the step plan's per-tensor checks as C loops (fusedopt/_bulk.py);
+fusedopt/_bulk_c  the bucket cache's per-tensor checks as C loops (fusedopt/_bulk.py);
                   plain C on CPython's limited API (3.10), nothing from torch.
 
 The torch libraries use only the stable C shims of torch >= 2.10 and, of Python, only four
@@ -299,7 +299,7 @@ def _extensions() -> list[Extension]:
         sources=[str(CSRC / "ops.cpp"), str(CSRC / "glibc_floor.cpp"), *_sources("cpu", (".cpp",))],
         py_limited_api=True,
     )
-    # the per-tensor checks of a reused step plan, in C (fusedopt/_bulk.py)
+    # the per-tensor checks of reused buckets, in C (fusedopt/_bulk.py)
     bulk = Extension("fusedopt._bulk_c", sources=[str(CSRC / "python" / "bulk.c")], py_limited_api=True)
     exts = [cpu, bulk]
     want = _env_flag("FUSEDOPT_CUDA")

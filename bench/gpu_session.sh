@@ -7,10 +7,10 @@
 #            imported from outside the source tree, so that everything after it
 #            is also the wheel proof. Without a wheel: a build here.
 #   tests    the `cuda` tests (kernels against the CPU kernels and torch's
-#            fused CUDA optimizers, step plans against the list ops, graphs)
+#            fused CUDA optimizers, native plans against the list ops, graphs)
 #   bench    the goals: the AMP + clip + AdamW step and AdamW alone against
 #            torch, on the 1B decoder, GPT-2 small, 2000 x 4096 and huge tensors
-#   host     the host cost per tensor, through step plans and through the list ops
+#   host     the host cost per tensor, through native plans and through the list ops
 #   memcheck, racecheck   compute-sanitizer over tests/native/sanitize_step.py,
 #            caching allocator off
 #   bounds   only with ADAM_BOUNDS_AB=1, from a source build: the Adam kernels'

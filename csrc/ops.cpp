@@ -50,13 +50,16 @@ STABLE_TORCH_LIBRARY(fusedopt, m) {
   // in one pass (torch's clamp_min_ then clamp_max_, also for clip_value < 0).
   m.def("clip_value_(Tensor(a!)[] grads, float clip_value) -> ()");
   m.def("cpu_isa() -> str");
-  // Step plans (eager steps only, CPU and CUDA; csrc/plan_ops_common.h): a bucket's lists
+  // Native plans (eager steps only, CPU and CUDA; csrc/plan_ops_common.h): a bucket's lists
   // held native-side between steps, so that a step passes its grads and a
   // handle. <rule>_plan_make validates as <rule>_ does and binds the first step's
   // grads; plan_bind binds a later step's (false: the plan no longer fits, make
-  // a new one; also for another backend's plan, where these grads are not); plan_grad_stats_ is grad_stats_ over the bound grads; the
-  // plan_step_ is the rule's list op over the plan (the plan knows its rule)
-  // and releases the grads. They write tensors the plan holds, which no schema
+  // a new one; also for another backend's plan, where these grads are not);
+  // plan_grad_stats_ is grad_stats_ over the bound grads; plan_step_ is the
+  // rule's list op over the plan (the plan knows its rule) and releases the
+  // grads. Given bind_grads and bind_plans, the last two first bind those (a
+  // step's reused plans, folded into its first op: false, with nothing
+  // written, where one does not fit). They write tensors the plan holds, which no schema
   // can name: torch.compile and opcheck see the list ops instead. `anchor`, an empty tensor on the plan's
   // device, picks the backend (not a param: a param moved to another device by
   // p.data = ... would send the call, plan_free included, to a backend that does
@@ -65,11 +68,11 @@ STABLE_TORCH_LIBRARY(fusedopt, m) {
   m.def("plan_bind(Tensor[] grads, int plan) -> bool");
   m.def(
       "plan_grad_stats_(int plan, Tensor? grad_scale, Tensor(a!) found_inf, Tensor(b!) sumsq, "
-      "float max_value=0.) -> ()");
+      "float max_value=0., Tensor[]? bind_grads=None, int[] bind_plans=[]) -> bool");
   m.def(
       "plan_step_(Tensor anchor, int plan, float[] hyper, Tensor? hyper_tensor, float lr, Tensor? lr_tensor, "
       "Tensor? grad_scale, Tensor? found_inf, Tensor? sumsq, float max_norm, float max_value=0., "
-      "bool maximize=False) -> ()");
+      "bool maximize=False, Tensor[]? bind_grads=None, int[] bind_plans=[]) -> bool");
   m.def("plan_release(Tensor anchor, int plan) -> ()");  // unbinds, for an update not through the plan
   m.def("plan_free(Tensor anchor, int plan) -> ()");
 }

@@ -1,5 +1,5 @@
 // The plan ops' backend-independent half (schemas in csrc/ops.cpp; what a plan
-// is: plan_registry.h and step_plan.h). A plan is made from a bucket's lists,
+// is: plan_registry.h and held_lists.h). A plan is made from a bucket's lists,
 // validated as the rule's list op validates them; each later step binds its
 // grads (the only list that crosses the dispatcher), runs the stats pass and
 // the update over a prepared call the plan keeps, and lets go of the grads.
@@ -39,7 +39,7 @@
 #include "op_args.h"
 #include "plan_registry.h"
 #include "rules/registry.h"
-#include "step_plan.h"
+#include "held_lists.h"
 
 namespace fusedopt {
 
@@ -93,7 +93,7 @@ struct RulePlanCall final : PlanCall {
 };
 
 template <class Backend>
-struct StepPlan {
+struct NativePlan {
   static constexpr int64_t kFirstId = Backend::kFirstId;
 
   std::unique_ptr<PlanCall> call;
@@ -112,6 +112,17 @@ struct StepPlan {
   bool bind(ListArg& grads_now) {
     unbind();
     grads_now.hand_to(grads);
+    return check_bound_grads();
+  }
+
+  // The same for grads split off a longer list (bind_each).
+  bool bind(TensorList&& grads_now) {
+    unbind();
+    grads = std::move(grads_now);
+    return check_bound_grads();
+  }
+
+  bool check_bound_grads() {
     bool fits = false;
     try {
       fits = fits_bound();
@@ -141,7 +152,7 @@ struct StepPlan {
   static bool same_place(const Place& a, const Place& b) { return a.cuda == b.cuda && a.index == b.index; }
 
   void check_bound(const char* op) const {
-    FO_CHECK(bound, op, ": the step plan has no grads bound for this step (plan_bind first)");
+    FO_CHECK(bound, op, ": the native plan has no grads bound for this step (plan_bind first)");
   }
 
   void unbind() {
@@ -151,10 +162,55 @@ struct StepPlan {
 };
 
 template <class Backend>
-using PlansOf = PlanRegistry<StepPlan<Backend>>;
+using PlansOf = PlanRegistry<NativePlan<Backend>>;
 
 // The plan ops' entry points, one set per backend (schemas in csrc/ops.cpp).
 namespace plan_ops {
+
+// The binds a step folds into the op that runs first (plan_grad_stats_ or
+// plan_step_), so that a step without clipping or AMP crosses the dispatcher
+// once per bucket: each plan of `plan_ids` takes its share of `grads`, in
+// order (as many as it holds params), checked as plan_bind checks it. They
+// all run before the op writes anything; false if any plan does not fit
+// (then none of them keeps grads, and the op writes nothing: the Python side
+// rebuilds its buckets, fully validated, and starts the step again).
+template <class Backend>
+bool bind_each(std::optional<StableListHandle> grads, const std::vector<int64_t>& plan_ids, const char* op) {
+  TensorList all;
+  if (grads.has_value()) all.take(*grads);  // owned (and freed) whatever happens
+  if (plan_ids.empty()) {
+    FO_CHECK(all.empty(), op, ": bind_grads given without bind_plans");
+    return true;
+  }
+  std::vector<std::shared_ptr<NativePlan<Backend>>> plans;
+  std::vector<size_t> counts;
+  size_t total = 0;
+  for (int64_t id : plan_ids) {
+    // another library's plan: these grads are not where its tensors are
+    if (!PlansOf<Backend>::in_range(id)) return false;
+    plans.push_back(PlansOf<Backend>::instance().get(id, op));
+    counts.push_back(plans.back()->held.seen[0].size());
+    total += counts.back();
+  }
+  if (total != all.size()) return false;
+  std::vector<TensorList> parts;
+  all.split_into(parts, counts);
+  for (size_t k = 0; k < plans.size(); ++k) {
+    bool fits = false;
+    {
+      std::lock_guard<std::mutex> lock(plans[k]->mu);
+      fits = plans[k]->bind(std::move(parts[k]));
+    }
+    if (!fits) {
+      for (size_t j = 0; j < k; ++j) {
+        std::lock_guard<std::mutex> lock(plans[j]->mu);
+        plans[j]->unbind();
+      }
+      return false;
+    }
+  }
+  return true;
+}
 
 // A new plan of `Rule` over the held lists, made with the first step's grads bound.
 template <class Backend, class Rule>
@@ -173,7 +229,7 @@ int64_t plan_make(StableListHandle params, StableListHandle grads, StableListHan
   const int active = Rule::active_states(unpack_hyper<Rule>(hyper, op));
   TensorList step_grads{grads};
   FO_CHECK(!held[0].empty(), Rule::kName, "_plan_make: params is empty");
-  auto plan = std::make_shared<StepPlan<Backend>>();
+  auto plan = std::make_shared<NativePlan<Backend>>();
   plan->call = std::make_unique<RulePlanCall<Backend, Rule>>(active, rounding_offsets.value_or(std::vector<int64_t>{}));
   plan->held.lists = std::move(held);
   const CallInfo d = plan->prepare(step_grads);
@@ -200,35 +256,44 @@ bool plan_bind(StableListHandle grads, int64_t plan_id) {
   return plan->bind(arg);
 }
 
+// (With bind_grads and bind_plans: binds them first, see bind_each; false,
+// with nothing written, where one does not fit.)
 template <class Backend>
-void plan_grad_stats_(int64_t plan_id, std::optional<Tensor> grad_scale, Tensor found_inf, Tensor sumsq,
-                      double max_value) {
+bool plan_grad_stats_(int64_t plan_id, std::optional<Tensor> grad_scale, Tensor found_inf, Tensor sumsq,
+                      double max_value, std::optional<StableListHandle> bind_grads, std::vector<int64_t> bind_plans) {
+  if (!bind_each<Backend>(bind_grads, bind_plans, "plan_grad_stats_")) return false;
   const auto plan = PlansOf<Backend>::instance().get(plan_id, "plan_grad_stats_");
   std::lock_guard<std::mutex> lock(plan->mu);
   plan->check_bound("plan_grad_stats_");
   plan->call->stats(plan->place, grad_scale, found_inf, sumsq, max_value);
+  return true;
 }
 
 // The rule's update over a plan with grads bound: checks the step's scalars
 // where the plan's tensors live, runs it, and releases the grads whatever
 // happens. `anchor` (an empty tensor on the plan's device) only picks the
 // dispatch key.
+// (With bind_grads and bind_plans: binds them first, see bind_each; false,
+// with nothing written, where one does not fit.)
 template <class Backend>
-void plan_step_(const Tensor& /*anchor*/, int64_t plan_id, std::vector<double> hyper,
+bool plan_step_(const Tensor& /*anchor*/, int64_t plan_id, std::vector<double> hyper,
                 std::optional<Tensor> hyper_tensor, double lr, std::optional<Tensor> lr_tensor,
                 std::optional<Tensor> grad_scale, std::optional<Tensor> found_inf, std::optional<Tensor> sumsq,
-                double max_norm, double max_value, bool maximize) {
+                double max_norm, double max_value, bool maximize, std::optional<StableListHandle> bind_grads,
+                std::vector<int64_t> bind_plans) {
   const char* op = "plan_step_";
+  if (!bind_each<Backend>(bind_grads, bind_plans, op)) return false;
   const auto plan = PlansOf<Backend>::instance().get(plan_id, op);
   std::lock_guard<std::mutex> lock(plan->mu);
   struct Unbind {
-    StepPlan<Backend>& plan;
+    NativePlan<Backend>& plan;
     ~Unbind() { plan.unbind(); }
   } release{*plan};
   plan->check_bound(op);
   check_step_scalars(plan->place, lr_tensor, grad_scale, found_inf, sumsq);
   const StepScalars s{lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value, maximize};
   plan->call->step(hyper, hyper_tensor, s);
+  return true;
 }
 
 // Lets go of the bound grads, for a step whose update did not go through the plan.

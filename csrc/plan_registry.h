@@ -1,4 +1,4 @@
-// Step plans kept native-side between optimizer steps, found by an integer id.
+// Native plans kept native-side between optimizer steps, found by an integer id.
 //
 // A plan holds references to the tensors of one bucket of an eager step
 // (params, states, step counters), validated when the plan is made and again
@@ -45,7 +45,7 @@ class PlanRegistry {
   std::shared_ptr<Plan> get(int64_t id, const char* op) {
     std::lock_guard<std::mutex> lock(mu_);
     const auto it = plans_.find(id);
-    FO_CHECK(it != plans_.end(), op, ": no step plan ", id, " (freed, or made by another backend)");
+    FO_CHECK(it != plans_.end(), op, ": no native plan ", id, " (freed, or made by another backend)");
     return it->second;
   }
 

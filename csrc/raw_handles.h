@@ -168,6 +168,19 @@ class TensorList {
     }
   }
 
+  // Hands this list's tensors to `parts`, counts[k] of them to parts[k], in
+  // order, and is left empty. The counts add up to size() (checked by the caller).
+  void split_into(std::vector<TensorList>& parts, const std::vector<size_t>& counts) {
+    parts.resize(counts.size());
+    size_t at = 0;
+    for (size_t k = 0; k < counts.size(); ++k) {
+      parts[k].release();
+      parts[k].handles_.assign(handles_.begin() + at, handles_.begin() + at + counts[k]);
+      at += counts[k];
+    }
+    handles_.clear();
+  }
+
   size_t size() const { return handles_.size(); }
   bool empty() const { return handles_.empty(); }
   TensorRef operator[](size_t i) const { return handles_[i]; }

@@ -1,6 +1,6 @@
-"""Checks over whole lists that a reused step plan makes every step, once per
-tensor (see optim/_plan.py): a param's grad, and that the params and their
-state tensors are the very objects the plan was built from.
+"""Checks over whole lists that a reused bucket cache makes every step, once per
+tensor (see optim/_buckets.py): a param's grad, and that the params and their
+state tensors are the very objects the buckets were built from.
 
 Even as map() over builtins, each costs 15-90 ns per tensor in the interpreter,
 together as much as the native update of a small tensor. fusedopt._bulk_c
@@ -66,6 +66,6 @@ if os.environ.get("FUSEDOPT_DISABLE_NATIVE", "") in ("", "0"):
         REASON = f"not loaded ({err}); the Python loops serve"
     else:
         IMPLEMENTATION = "c"
-        REASON = "loaded _bulk_c.abi3.so (plan checks in C)"
+        REASON = "loaded _bulk_c.abi3.so (reuse checks in C)"
 
 __all__ = ["attrs", "same", "all_type", "nones_match", "take", "items_are", "IMPLEMENTATION", "REASON", "python"]

@@ -87,7 +87,7 @@ def local_state(p: Tensor, t: Tensor, name: str) -> Tensor:
 
 def local_grads(grads: list, specs: list) -> list[Tensor] | None:
     """The local shards of ``grads``, or None when a grad is not laid out as the
-    one the step plan was built for (its spec is compared by identity first: FSDP2
+    one the cached bucket was built for (its spec is compared by identity first: FSDP2
     reuses its param's spec object, so this costs nothing there)."""
     if not all(map(is_, map(getattr, grads, repeat("_spec"), repeat(None)), specs)):
         for g, spec in zip(grads, specs):

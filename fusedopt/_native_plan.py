@@ -1,12 +1,16 @@
-"""Native step plans: a bucket's lists kept in a native library between steps.
+"""Native plans: a bucket's lists kept in a native library between steps.
 
 A rule's list op (``adam_``, ``sgd_``, ...) takes 5 lists of tensors and validates each
 on every call; across the dispatcher and the stable ABI that costs about as
 much per tensor as torch's whole fused step. A plan is made once from a
 bucket's lists (validated as the list op validates them); each eager step then
-hands over only its grads: ``bind`` checks them, and cheaply re-checks what the
+hands over only its grads: a bind checks them, and cheaply re-checks what the
 plan holds, then the stats pass and the update run over tables the plan keeps.
-The Python step plan (optim/_plan.py) owns each native plan through its bucket
+The binds of a step's reused plans go with the op that runs first (its stats
+pass or its first update: PendingBinds), which checks them all before it
+writes anything, so a step without a stats pass crosses the dispatcher once
+per bucket.
+The bucket cache (optim/_bucket_cache.py) owns each native plan through its bucket
 and frees it with the bucket.
 
 Both native libraries serve plans (csrc/plan_ops_common.h; on CUDA the plan
@@ -27,6 +31,9 @@ from torch import Tensor
 from . import _ops
 
 ENABLED = os.environ.get("FUSEDOPT_DISABLE_PLANS", "") in ("", "0")
+# Whether a step's binds go with its first op (else each plan binds on its own
+# call first, one more dispatcher crossing per bucket): off only to measure that
+FOLD_BINDS = True
 
 # What the plan ops dispatch on (they take no list that says where they run):
 # an empty tensor on the plan's device, whatever happens to the params since.
@@ -45,18 +52,18 @@ def available(device: torch.device) -> bool:
     return ENABLED and _ops.backend(device) in ("cpu-native", "cuda")
 
 
-class StepPlan:
-    """The Python handle of one native step plan (csrc/plan_ops_common.h); the
+class NativePlan:
+    """The Python handle of one native plan (csrc/plan_ops_common.h); the
     plan is freed when the last reference to the handle goes. It is made with
     its first step's grads bound; a later step binds its own (``bind``), and the
     update (``step_``) releases them."""
 
-    __slots__ = ("id", "active", "anchor")
+    __slots__ = ("id", "anchor", "library")
 
-    def __init__(self, plan_id: int, active: int, device: torch.device) -> None:
+    def __init__(self, plan_id: int, device: torch.device) -> None:
         self.id = plan_id
-        self.active = active  # the state lists it holds (Adam: 3 with amsgrad; SGD: 0 without momentum)
         self.anchor = _anchor(device)
+        self.library = device.type  # the native library that holds it
 
     def bind(self, grads: list[Tensor]) -> bool:
         """This step's grads; False: the plan no longer fits them or the
@@ -69,14 +76,24 @@ class StepPlan:
             # routes them where they belong, or refuses them as torch does.
             return False
 
-    def grad_stats_(self, grad_scale, found_inf, sumsq, max_value: float) -> None:
-        _ops.PLANS.plan_grad_stats_(self.id, grad_scale, found_inf, sumsq, max_value)
+    def grad_stats_(self, grad_scale, found_inf, sumsq, max_value: float, binds=None) -> None:
+        """grad_stats_ over the bound grads; with ``binds`` (PendingBinds), binds those first."""
+        args = (self.id, grad_scale, found_inf, sumsq, max_value)
+        if binds is None:
+            _ops.PLANS.plan_grad_stats_(*args)
+        else:
+            run_binding(_ops.PLANS.plan_grad_stats_, args, binds)
 
     def step_(self, hyper, hyper_tensor, lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm, max_value,
-              maximize) -> None:
-        """The rule's list op over the lists the plan holds (its arguments after master_params)."""
-        _ops.PLANS.plan_step_(self.anchor, self.id, hyper, hyper_tensor, lr, lr_tensor, grad_scale, found_inf,
-                              sumsq, max_norm, max_value, maximize)
+              maximize, binds=None) -> None:
+        """The rule's list op over the lists the plan holds (its arguments after
+        master_params); with ``binds`` (PendingBinds), binds those first."""
+        args = (self.anchor, self.id, hyper, hyper_tensor, lr, lr_tensor, grad_scale, found_inf, sumsq, max_norm,
+                max_value, maximize)
+        if binds is None:
+            _ops.PLANS.plan_step_(*args)
+        else:
+            run_binding(_ops.PLANS.plan_step_, args, binds)
 
     def release(self) -> None:
         """Lets go of the bound grads: for a step whose update goes elsewhere
@@ -90,9 +107,46 @@ class StepPlan:
             pass
 
 
+class Refit(Exception):
+    """A reused plan does not fit this step's tensors, as the op that runs
+    first in the step found before it wrote anything: the step rebuilds its
+    buckets (validated in full: a real problem is named) and runs again."""
+
+
+class PendingBinds:
+    """The grads of a step's reused plans, for the op that runs first
+    (csrc/plan_ops_common.h, bind_each): it binds and checks every one of them
+    before it writes anything. Handed over once; the ops after it bind nothing."""
+
+    __slots__ = ("grads", "ids")
+
+    def __init__(self, buckets) -> None:
+        self.grads = [g for b in buckets for g in b.grads]
+        self.ids = [b.native_plan.id for b in buckets]
+
+    def take(self) -> tuple:
+        taken = (self.grads, self.ids)
+        self.grads, self.ids = None, []
+        return taken
+
+
+def run_binding(op, args: tuple, binds: PendingBinds) -> bool:
+    """``op`` (plan_grad_stats_ or plan_step_) with the pending binds; Refit
+    where a plan does not fit them (the op wrote nothing then)."""
+    grads, ids = binds.take()
+    try:
+        fits = op(*args, grads, ids)
+    except NotImplementedError:
+        # no kernel for these grads (one turned sparse, say): as in bind
+        fits = False
+    if not fits:
+        raise Refit
+    return True
+
+
 def make(rule_name: str, params: list[Tensor], grads: list[Tensor], states: list[Tensor], counters: list[Tensor],
-         masters: list[Tensor], hyper, active: int, rounding_keys: list[Tensor] | None = None,
-         rounding_offsets: list[int] | None = None) -> StepPlan:
+         masters: list[Tensor], hyper, rounding_keys: list[Tensor] | None = None,
+         rounding_offsets: list[int] | None = None) -> NativePlan:
     """A plan of a rule's lists (validated as its list op validates them), with
     these grads bound; with rounding keys and offsets, it stores the params
     with stochastic rounding."""
@@ -101,4 +155,4 @@ def make(rule_name: str, params: list[Tensor], grads: list[Tensor], states: list
         made = maker(params, grads, states, counters, masters, hyper, rounding_keys, rounding_offsets)
     else:
         made = maker(params, grads, states, counters, masters, hyper)
-    return StepPlan(made, active, params[0].device)
+    return NativePlan(made, params[0].device)

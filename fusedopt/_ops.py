@@ -163,7 +163,7 @@ if _NATIVE is not None:
     for _name in LIST_OPS:
         getattr(_NATIVE, _name)
 
-# The step-plan ops (fusedopt/_native_plan.py), served by both native libraries
+# The native-plan ops (fusedopt/_native_plan.py), served by both native libraries
 # (they dispatch on their grads, found_inf or anchor), called through their
 # default overloads; each rule's plan maker is ``<rule>_plan_make``.
 PLAN_OPS = (*(r + "_plan_make" for r in RULES), "plan_bind", "plan_grad_stats_", "plan_step_", "plan_release",

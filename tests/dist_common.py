@@ -170,7 +170,7 @@ def train_pair(seed: int, ma, oa, mb, ob, steps: int, clip: float | None = None,
     """fusedopt's optimizer `oa` (or a ZeRO around one) on model `ma` and torch's
     `ob` on its twin `mb`, on the same batches; torch's side clips with torch's
     global clip, and fusedopt's last_grad_norm must be that norm. Returns the
-    step plans after the first step, for assert_plans_kept."""
+    bucket caches after the first step, for assert_plans_kept."""
     plans = {}
     for step in range(steps):
         x = batch(seed, step, features)
@@ -186,13 +186,13 @@ def train_pair(seed: int, ma, oa, mb, ob, steps: int, clip: float | None = None,
         ma.zero_grad()
         mb.zero_grad()
         if step == 0:
-            planner = getattr(oa, "_planner", None)  # a ZeRO wrapper has none
-            plans = list(planner.caches) if planner is not None else []
+            cache = getattr(oa, "_bucket_cache", None)  # a ZeRO wrapper has none
+            plans = list(cache.caches) if cache is not None else []
     return plans
 
 
 def assert_plans_kept(opt, plans: list) -> None:
-    """New grad DTensors every step (FSDP2), or new specs (TP): the step plan is
+    """New grad DTensors every step (FSDP2), or new specs (TP): the bucket cache is
     reused all the same."""
-    kept = len(opt._planner.caches) == len(plans) and all(map(operator.is_, opt._planner.caches, plans))
-    assert plans and kept, "the step plan was rebuilt"
+    kept = len(opt._bucket_cache.caches) == len(plans) and all(map(operator.is_, opt._bucket_cache.caches, plans))
+    assert plans and kept, "the bucket cache was rebuilt"

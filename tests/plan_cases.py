@@ -1,4 +1,4 @@
-"""The step-plan cases both backends' plan tests run (tests/test_native_plan.py
+"""The native-plan cases both backends' plan tests run (tests/test_native_plan.py
 on the CPU, tests/test_cuda_plans.py on a GPU): an optimizer driven for a few
 steps with native plans on or off, everything else equal, so that the two runs
 can be compared bit for bit."""
@@ -33,15 +33,26 @@ def plan_params(config, device="cpu", shapes=((7,), (3, 5), (1,), (0,), (64,))):
 
 
 def recorded_binds(monkeypatch) -> list[bool]:
-    """A list that gets what every plan bind answers from now on."""
+    """A list that gets what every plan bind answers from now on: a plan's
+    own, or the binds a step's first op makes for all its reused plans."""
     binds = []
-    bind = _native_plan.StepPlan.bind
+    bind, run_binding = _native_plan.NativePlan.bind, _native_plan.run_binding
 
     def recorded(plan, grads):
         binds.append(bind(plan, grads))
         return binds[-1]
 
-    monkeypatch.setattr(_native_plan.StepPlan, "bind", recorded)
+    def recorded_run(op, args, pending):
+        try:
+            run_binding(op, args, pending)
+        except _native_plan.Refit:
+            binds.append(False)
+            raise
+        binds.append(True)
+        return True
+
+    monkeypatch.setattr(_native_plan.NativePlan, "bind", recorded)
+    monkeypatch.setattr(_native_plan, "run_binding", recorded_run)
     return binds
 
 
@@ -81,8 +92,8 @@ def run_plan_case(config, steps, plans, monkeypatch, scaler=False, channels_last
 
 
 def planned_buckets(opt):
-    """The buckets of `opt`'s stored step plans that have a native plan."""
-    return [b for plan in opt._planner.caches for b in plan.buckets.values() if b.native_plan is not None]
+    """The buckets of `opt`'s cached buckets that have a native plan."""
+    return [b for plan in opt._bucket_cache.caches for b in plan.buckets.values() if b.native_plan is not None]
 
 
 def assert_same_run(a, b):

@@ -1,4 +1,4 @@
-"""Step plans against torch.optim under the edits a training script (or a
+"""Native plans against torch.optim under the edits a training script (or a
 library around it) makes between steps: storage replaced under params and
 states, states replaced or reset, grads of another layout or dtype, param
 groups added, deleted, replaced and reordered (tests/test_plan_scenarios.py).

@@ -44,8 +44,8 @@ ADAM_PLAN_STEP = (ADAM_HYPER, None, 1e-3, None, None, None, None, 0.0, 0.0, Fals
 
 
 def adam_plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, master_params=(), hyper=ADAM_HYPER):
-    """A native Adam step plan (fusedopt/_native_plan.py) of these lists, these grads bound."""
+    """A native Adam native plan (fusedopt/_native_plan.py) of these lists, these grads bound."""
     from fusedopt import _native_plan
 
     return _native_plan.make("adam", params, grads, [*exp_avgs, *exp_avg_sqs, *max_exp_avg_sqs], steps,
-                             list(master_params), hyper, 3 if hyper[5] else 2)
+                             list(master_params), hyper)

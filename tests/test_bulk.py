@@ -1,4 +1,4 @@
-"""fusedopt._bulk: the whole-list checks of a reused step plan. The C versions
+"""fusedopt._bulk: the whole-list checks of reused buckets. The C versions
 (csrc/python/bulk.c) must answer exactly as the Python ones, which are the
 fallback where the C module is not built."""
 

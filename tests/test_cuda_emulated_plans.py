@@ -1,4 +1,4 @@
-"""The CUDA step plans (csrc/cuda/plan_ops.cpp, calls.h) and the whole Python
+"""The CUDA native plans (csrc/cuda/plan_ops.cpp, calls.h) and the whole Python
 step above them, under the CUDA emulation (tests/cuda_emu): fusedopt's
 optimizers and GradScaler on CPU tensors, with the op table the CPU backend
 uses pointed at the emulated CUDA library (torch.ops.fusedopt_emu), so every

@@ -1,4 +1,4 @@
-"""Native step plans on CUDA (csrc/cuda/plan_ops.cpp): an eager CUDA step
+"""Native plans on CUDA (csrc/cuda/plan_ops.cpp): an eager CUDA step
 through a plan launches what the list ops launch, over the same pointers, so
 the two paths must agree bit for bit; a plan follows params and states whose
 memory was replaced; it lets go of each step's grads after the update; and the
@@ -162,7 +162,7 @@ def test_cuda_plans_hold_a_steps_grads_only_until_its_update():
     assert not plan.bind([g.cpu() for g in gs])  # CPU grads go to the CPU library: not its plan
     plan_id = plan.id
     del plan
-    with pytest.raises(RuntimeError, match=f"no step plan {plan_id}"):
+    with pytest.raises(RuntimeError, match=f"no native plan {plan_id}"):
         _ops.PLANS.plan_bind(gs, plan_id)
     assert [g._use_count() for g in gs] == base
 
@@ -180,7 +180,7 @@ def test_cuda_plan_ops_refuse_what_they_cannot_serve():
     assert not plan.bind([torch.ones(3, dtype=torch.float64, device=DEV), gs[1]])
     # a CUDA plan's id sent to the CPU library is unknown there, not another plan
     cpu = torch.empty(0)
-    with pytest.raises(RuntimeError, match=f"no step plan {plan.id}"):
+    with pytest.raises(RuntimeError, match=f"no native plan {plan.id}"):
         _ops.PLANS.plan_step_(cpu, plan.id, *rule_calls.ADAM_PLAN_STEP)
 
 

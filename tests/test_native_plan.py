@@ -1,4 +1,4 @@
-"""Native step plans (fusedopt/_native_plan.py, csrc/cpu/plan_ops.cpp): an eager
+"""Native plans (fusedopt/_native_plan.py, csrc/cpu/plan_ops.cpp): an eager
 CPU step through a plan computes exactly what the list ops compute, a plan
 never writes through a pointer that went stale, and it lets go of every tensor
 it holds with its optimizer."""
@@ -20,7 +20,7 @@ from helpers import fp32_tol, set_grads
 from plan_cases import CONFIGS, assert_same_run, planned_buckets, run_plan_case
 
 pytestmark = pytest.mark.skipif(
-    not _native_plan.available(torch.device("cpu")), reason="step plans need the native CPU library"
+    not _native_plan.available(torch.device("cpu")), reason="native plans need the native CPU library"
 )
 
 @pytest.mark.parametrize("config", list(CONFIGS))
@@ -166,7 +166,7 @@ def test_plan_ops_refuse_what_they_cannot_serve():
         rule_calls.adam_plan(ps, [torch.ones(2)], *states)
     plan_id = plan.id
     del plan
-    with pytest.raises(RuntimeError, match=f"no step plan {plan_id}"):
+    with pytest.raises(RuntimeError, match=f"no native plan {plan_id}"):
         _ops.PLANS.plan_bind(gs, plan_id)
 
 
@@ -195,7 +195,7 @@ def test_plans_hold_a_steps_grads_only_until_its_update():
     assert [g._use_count() for g in gs] == base
     plan_id = plan.id
     del plan
-    with pytest.raises(RuntimeError, match=f"no step plan {plan_id}"):
+    with pytest.raises(RuntimeError, match=f"no native plan {plan_id}"):
         _ops.PLANS.plan_bind(gs, plan_id)
     assert [g._use_count() for g in gs] == base
 
@@ -207,7 +207,7 @@ def test_another_librarys_plan_does_not_fit_these_grads():
     base = [g._use_count() for g in gs]
     assert _ops.PLANS.plan_bind(gs, 1 << 40) is False
     assert [g._use_count() for g in gs] == base
-    with pytest.raises(RuntimeError, match="no step plan 12345"):
+    with pytest.raises(RuntimeError, match="no native plan 12345"):
         _ops.PLANS.plan_bind(gs, 12345)  # one of this library's own, unknown: a bug, refused
 
 
@@ -221,3 +221,84 @@ def test_release_lets_go_of_the_bound_grads():
     assert [g._use_count() for g in gs] == base
     with pytest.raises(RuntimeError, match="no grads bound"):
         plan.step_(*rule_calls.ADAM_PLAN_STEP)
+
+
+def test_a_steps_first_op_binds_every_reused_plan_before_it_writes():
+    # the binds a step folds into its first op (csrc/plan_ops_common.h,
+    # bind_each): one plan that does not fit refuses the op with nothing
+    # written and no grads kept; when all fit, the later plans are bound by it
+    def lists():
+        return [torch.zeros(3)], [torch.zeros(3)], [torch.zeros(3)], [], [torch.zeros(())]
+
+    (pa, *sa), (pb, *sb) = lists(), lists()
+    ga, gb = [torch.ones(3)], [torch.full((3,), 2.0)]
+    a, b = rule_calls.adam_plan(pa, ga, *sa), rule_calls.adam_plan(pb, gb, *sb)
+    a.release()
+    b.release()
+    base = [g._use_count() for g in ga + gb]
+    args = rule_calls.ADAM_PLAN_STEP
+    bad = [torch.ones(4)]  # b's param has 3 elements
+    assert _ops.PLANS.plan_step_(pa[0], a.id, *args, ga + bad, [a.id, b.id]) is False
+    assert torch.equal(pa[0], torch.zeros(3)) and torch.equal(sa[3][0], torch.zeros(()))  # nothing written
+    assert [g._use_count() for g in ga + gb] == base  # and no grads kept
+    with pytest.raises(RuntimeError, match="no grads bound"):
+        _ops.PLANS.plan_step_(pb[0], b.id, *args)
+    assert _ops.PLANS.plan_step_(pa[0], a.id, *args, ga + gb, [a.id, b.id]) is True
+    assert _ops.PLANS.plan_step_(pb[0], b.id, *args) is True  # bound by a's op
+    assert [g._use_count() for g in ga + gb] == base
+    # what each plan gives stepped on its own
+    (qa, *ra), (qb, *rb) = lists(), lists()
+    for q, r, g in ((qa, ra, ga), (qb, rb, gb)):
+        rule_calls.adam_plan(q, g, *r).step_(*args)
+    for x, y in ((pa, qa), (pb, qb), (sa[0], ra[0]), (sb[1], rb[1])):
+        assert torch.equal(x[0], y[0])
+
+
+def _two_groups(clip):
+    torch.manual_seed(0)
+    groups = [[torch.nn.Parameter(torch.randn(5)) for _ in range(2)] for _ in range(2)]
+    opt = fusedopt.AdamW([{"params": g} for g in groups], lr=0.1, max_grad_norm=1.0 if clip else None)
+    return [p for g in groups for p in g], opt
+
+
+def _count_plan_ops(monkeypatch):
+    counts = {}
+    plans = _ops.PLANS
+
+    class Counting:
+        def __getattr__(self, name):
+            def call(*args):
+                counts[name] = counts.get(name, 0) + 1
+                return getattr(plans, name)(*args)
+            return call
+
+    monkeypatch.setattr(_ops, "PLANS", Counting())
+    return counts
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_a_later_buckets_plan_that_no_longer_fits_updates_no_bucket_twice(clip, monkeypatch):
+    a, oa = _two_groups(clip)
+    b, ob = _two_groups(clip)
+    gen = torch.Generator().manual_seed(1)
+    counts = _count_plan_ops(monkeypatch)
+    for step in range(4):
+        gs = [torch.randn(5, generator=gen) for _ in a]
+        set_grads(a, [g.clone() for g in gs])
+        counts.clear()
+        oa.step()
+        if step == 1:
+            # two buckets reused: one plan op each (two with the stats pass), the binds in the first
+            assert counts == ({"plan_grad_stats_": 2, "plan_step_": 2} if clip else {"plan_step_": 2})
+        with monkeypatch.context() as m:
+            m.setattr(_native_plan, "ENABLED", False)
+            set_grads(b, gs)
+            ob.step()
+        if step == 1:
+            # the second group's plan no longer fits; the step's first op (the
+            # first group's) finds it before writing, and the step starts again
+            a[3].data, b[3].data = a[3].data.clone(), b[3].data.clone()
+    for x, y in zip(a, b):
+        assert torch.equal(x.detach(), y.detach())
+    for x, y in zip(a, b):
+        assert torch.equal(oa.state[x]["exp_avg"], ob.state[y]["exp_avg"])

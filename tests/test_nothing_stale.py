@@ -1,7 +1,7 @@
-"""Nothing a step plan holds goes stale (issue 25, cases F1-F9 but F4, which
+"""Nothing a native plan holds goes stale (issue 25, cases F1-F9 but F4, which
 has tests/test_master_follow.py): whatever changes between two steps, a step
 either does what torch.optim's does with the same change, or refuses it as
-torch does, with nothing modified. Each case runs with step plans as they
+torch does, with nothing modified. Each case runs with native plans as they
 are, and with them off (FUSEDOPT_DISABLE_PLANS, the list ops)."""
 
 import gc

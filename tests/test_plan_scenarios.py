@@ -1,4 +1,4 @@
-"""Step plans against torch.optim across what changes between steps (the
+"""Native plans against torch.optim across what changes between steps (the
 scenarios of issue 25's audit; the runner is tests/plan_scenarios.py): storage
 replaced under params and states, states replaced or reset, grads changing
 layout or dtype, param groups edited; from several threads at once and in a

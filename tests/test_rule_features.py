@@ -175,10 +175,10 @@ def test_native_plans_change_no_bit_and_report_their_backend(name, monkeypatch):
     pb = clone_params(pa)
     oa = _run(cls, pa, kw)
     assert oa.step_backends() == {"cpu-native": len(SHAPES)}
-    assert all(b.native_plan is not None for c in oa._planner.caches for b in c.buckets.values())
+    assert all(b.native_plan is not None for c in oa._bucket_cache.caches for b in c.buckets.values())
     monkeypatch.setattr(_native_plan, "ENABLED", False)
     ob = _run(cls, pb, kw)
-    assert all(b.native_plan is None for c in ob._planner.caches for b in c.buckets.values())
+    assert all(b.native_plan is None for c in ob._bucket_cache.caches for b in c.buckets.values())
     for a, b in zip(pa, pb):
         assert torch.equal(a.detach(), b.detach())
 

@@ -10,7 +10,7 @@ import torch
 
 import fusedopt
 from fusedopt import _ops
-from fusedopt.optim._plan import call_lists
+from fusedopt.optim._buckets import call_lists
 
 pytestmark = pytest.mark.skipif(not _ops.CPU_LIB.loaded, reason="the native CPU library is not loaded "
                                 "(FUSEDOPT_DISABLE_NATIVE=1 runs these through the reference only)")

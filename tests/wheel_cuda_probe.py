@@ -57,7 +57,7 @@ def main() -> None:
         "shim_from": defining_object(cuda_lib[0], SHIM) if cuda_lib and _ops.CUDA_LIB.loaded else None,
         # every op the dispatcher knows in the namespace, with its kernels
         "ops": {n: {k: has(n, k) for k in ("CPU", "CUDA", "CompositeExplicitAutograd")} for n in names},
-        # the ops the package itself calls for tensors (the list ops, the step plans')
+        # the ops the package itself calls for tensors (the list ops, the native plans')
         "bound": sorted(f"fusedopt::{n}" for n in (*_ops.LIST_OPS, *_ops.PLAN_OPS)),
     }))
 

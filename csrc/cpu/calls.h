@@ -1,4 +1,4 @@
-// The CPU stats pass and AMP helpers shared by the list ops and the step plans
+// The CPU stats pass and AMP helpers shared by the list ops and the native plans
 // (a rule's call: rule_call.h).
 #pragma once
 

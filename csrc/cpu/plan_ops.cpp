@@ -1,4 +1,4 @@
-// Step plans on the CPU: a rule's prepared CPU call (rule_call.h) and the
+// Native plans on the CPU: a rule's prepared CPU call (rule_call.h) and the
 // bound grads as the stats pass reads them, for the plan ops of
 // plan_ops_common.h. The rules' list ops remain what torch.compile and opcheck see.
 #include "../plan_ops_common.h"

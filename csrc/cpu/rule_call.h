@@ -1,5 +1,5 @@
 // A validated CPU call of one rule, ready to run: the kernel and each tensor's
-// pointers. The list op prepares one and runs it at once; a step plan
+// pointers. The list op prepares one and runs it at once; a native plan
 // (plan_ops.cpp) prepares one when its lists are validated and runs it each step.
 #pragma once
 

@@ -1,5 +1,5 @@
 // A validated CUDA call, ready to launch: each tensor's pointers, gathered once.
-// The rules' list ops gather and launch at once; a step plan (plan_ops.cpp) gathers
+// The rules' list ops gather and launch at once; a native plan (plan_ops.cpp) gathers
 // when its lists are validated, refreshes only the grads' pointers per step,
 // and launches the same way.
 #pragma once

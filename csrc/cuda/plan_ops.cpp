@@ -1,4 +1,4 @@
-// Step plans on CUDA: the launch pointers for the plan ops of
+// Native plans on CUDA: the launch pointers for the plan ops of
 // plan_ops_common.h. A step binds its grads (their data pointers replace the
 // last step's), then the stats pass and the update launch over the pointers the
 // plan gathered when it was made, as the list ops and grad_stats_ launch over theirs:

@@ -1,8 +1,8 @@
-/* fusedopt._bulk_c: the per-tensor checks of a reused step plan, as C loops.
+/* fusedopt._bulk_c: the per-tensor checks of reused buckets, as C loops.
  *
- * A step that reuses its plan (fusedopt/optim/_plan.py) must still look at every
+ * A step that reuses its cached buckets (fusedopt/optim/_reuse_guard.py) must still look at every
  * param each step: its grad, that the params and their state tensors are the
- * ones the plan holds. Written with map() over builtins that costs 20-90 ns per
+ * ones the buckets hold. Written with map() over builtins that costs 20-90 ns per
  * tensor per check in the interpreter; these loops do the same reads without
  * an interpreter round trip per element. fusedopt/_bulk.py holds the same
  * functions in Python (used when this module is not built, and the reference
@@ -194,7 +194,7 @@ static PyMethodDef bulk_methods[] = {
 };
 
 static struct PyModuleDef bulk_module = {
-    PyModuleDef_HEAD_INIT, "_bulk_c", "Per-tensor checks of a reused step plan, as C loops.", -1, bulk_methods,
+    PyModuleDef_HEAD_INIT, "_bulk_c", "Per-tensor checks of reused buckets, as C loops.", -1, bulk_methods,
     NULL, NULL, NULL, NULL,
 };
 

@@ -1,6 +1,6 @@
 """What every fusedopt optimizer shares: the step's skeleton. The pieces it is made
 of live beside it: each param's state and route (_param_state.py), the step
-plan (_plan.py), the stats pass and AMP control tensors (_step_stats.py),
+buckets (_buckets.py, kept between steps by _bucket_cache.py), the stats pass and AMP control tensors (_step_stats.py),
 checkpoints (_checkpoint.py), validation (_validate.py), master weights that
 follow their params (_masters.py) and the compiled route (_compile.py).
 
@@ -28,12 +28,12 @@ from torch.optim import Optimizer
 
 from .. import _bulk, _collectives, _dtensor, _native_plan, _ops
 from .._versions import bump
-from . import _compile, _masters, _plan, _stochastic_rounding, _torch_impl, _validate
+from . import _compile, _masters, _buckets, _stochastic_rounding, _torch_impl, _validate
 from ._amp_flag import AmpScalingFlag
 from ._checkpoint import CheckpointMixin
 from ._param_state import ParamStateMixin
-from ._plan import Bucket, Route, call_lists, layout_of, native_eligible  # noqa: F401 (the subclasses' imports)
-from ._planner import StepPlanner
+from ._buckets import Bucket, Route, call_lists, layout_of, native_eligible  # noqa: F401 (the subclasses' imports)
+from ._bucket_cache import BucketCache
 from ._rule import Rule
 from ._step_stats import DeviceAmp, device_amp
 
@@ -85,9 +85,9 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
         # dynamo drops attribute stores on an Optimizer made inside the compiled
         # step (torch 2.13) or refuses them (2.11), but keeps a dict's updates.
         self._step_io: dict[str, Any] = {"last_grad_norm": None}
-        # the per-group caches of buckets and their native step plans (a copy or
+        # the per-group caches of buckets and their native plans (a copy or
         # an unpickled optimizer starts without any: CheckpointMixin.__setstate__)
-        self._planner = StepPlanner()
+        self._bucket_cache = BucketCache()
         super().__init__(params, defaults)
         # torch checks these after the params, in this order
         _validate.check_differentiable(
@@ -130,7 +130,7 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
         """The group's step through torch's own implementation (differentiable=True)."""
         raise NotImplementedError
 
-    def _plan_signature(self, group: dict) -> tuple:
+    def _bucket_signature(self, group: dict) -> tuple:
         """Group settings that change the buckets (not lr and the like), and
         inference mode, in which tensors made inside it may be written."""
         return (
@@ -139,12 +139,12 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
         )
 
     def _native_plan_for(self, bucket: Bucket, group: dict):
-        """A native step plan of the bucket's lists (fusedopt/_native_plan.py)."""
+        """A native plan of the bucket's lists (fusedopt/_native_plan.py)."""
         states, counters, masters = call_lists(bucket)
         keys = bucket.lists.get("rounding_keys")
         offsets = [_stochastic_rounding.global_offset(p) for p in bucket.keys] if keys else None
         return _native_plan.make(self.rule.name, bucket.params, bucket.grads, states, counters, masters,
-                                 self._hyper(group, native=True), self.rule.active(group), keys, offsets)
+                                 self._hyper(group, native=True), keys, offsets)
 
     def _hyper(self, group: dict, native: bool) -> tuple:
         """The group's packed hyperparameters; for an eager native op, as floats."""
@@ -178,7 +178,7 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
         if plan is not None and native:
             # made for this group's state lists: a change of them (amsgrad, momentum)
             # changes the group's signature, which rebuilds the cache and its plans
-            plan.step_(hyper, hyper_tensor, *tail)
+            plan.step_(hyper, hyper_tensor, *tail, binds=bucket.binds)
             return
         if plan is not None:
             plan.release()  # the grads it holds for this step: the list op or the reference updates
@@ -254,56 +254,56 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
         # handling, ~10x the cost of a plain attribute read
         with torch._C.DisableTorchFunctionSubclass():
             grads = _bulk.attrs(params, "grad")
-        signature = self._plan_signature(group)
+        signature = self._bucket_signature(group)
         if index is None:
             index = _index_of(self.param_groups, group)
-        cache = self._planner.cache_at(index)
+        cache = self._bucket_cache.cache_at(index)
         if cache is not None and cache.group is group:
             buckets = cache.reuse(signature, params, grads, self.state, state_same)
             if buckets is not None:
                 return buckets
         # what the old cache's masters last looked like, for the new one to compare
         _masters.retire(self, [cache])
-        buckets = _plan.build_buckets(
+        buckets, guards = _buckets.build_buckets(
             self._route, self.state, _collectives.of_norm_group(self.norm_group), group, params, grads
         )
-        for b in buckets.values():
+        for key, b in buckets.items():
             if b.native and _native_plan.available(b.device):
                 b.native_plan = self._native_plan_for(b, group)  # validates, binds these grads
-            _plan.record_held(b)
+            guards[key].record(b)
         _masters.track(self, buckets)
         mask = list(map(is_not, grads, repeat(None)))
-        self._planner.store(index, group, signature, params, mask, buckets)
+        self._bucket_cache.store(index, group, signature, params, mask, buckets, guards)
         return buckets
 
     def _init_group(self, group: dict, flat: list[Tensor]) -> tuple | None:
         """The compiled step's bucketing: torch.compile calls this eagerly, by
         name, as it does torch's optimizers' _init_group (see _compile.py). It
-        stores the group's plan as the eager step does (the reduction groups and
+        stores the group's buckets as the eager step does (the reduction groups and
         step_backends() read it). None: the group has DTensor params, which the
         compiled route does not take (the step then runs eagerly)."""
         params = group["params"]
         if any(map(_dtensor.is_dtensor, params)):
             return None
         grads = [p.grad for p in params]
-        buckets = _plan.build_buckets(
+        buckets, guards = _buckets.build_buckets(
             self._route, self.state, _collectives.of_norm_group(self.norm_group), group, params, grads
         )
-        for b in buckets.values():
-            # what an eager step that reuses this cache re-checks (_plan._still_fits)
-            _plan.record_held(b)
+        for key, b in buckets.items():
+            # what an eager step that reuses this cache re-checks (ReuseGuard.grads_for)
+            guards[key].record(b)
         mask = list(map(is_not, grads, repeat(None)))
         index = _index_of(self.param_groups, group)
-        self._planner.store(index, group, self._plan_signature(group), params, mask, buckets)
+        self._bucket_cache.store(index, group, self._bucket_signature(group), params, mask, buckets, guards)
         return _compile.flatten(buckets, flat)
 
-    def _forget_plans(self) -> None:
-        _masters.retire(self, self._planner.keep(0))
+    def _forget_buckets(self) -> None:
+        _masters.retire(self, self._bucket_cache.keep(0))
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
         self.__dict__.pop("_param_index", None)
-        self._forget_plans()
+        self._forget_buckets()
 
     # -- the step --------------------------------------------------------------------
 
@@ -360,7 +360,7 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
         finds inf/nan grads itself in its stats pass and returns the per-device
         found_inf tensors it computed; a step with infs then updates nothing."""
         # Everything is checked before the first kernel (a refused step changes
-        # nothing): each group's hyperparameters, then, while the plans are built,
+        # nothing): each group's hyperparameters, then, while the buckets are built,
         # its tensors. any() stops at the first param with a grad.
         for index, group in enumerate(self.param_groups):
             if any(p.grad is not None for p in group["params"]):
@@ -377,16 +377,30 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
         else:
             state_same = self._state_unchanged()
             work = [(group, self._bucket_group(group, state_same, i)) for i, group in enumerate(self.param_groups)]
-            # the plans of groups deleted since the last step go, and all they hold
-            dropped = self._planner.keep(len(work))
+            # the cached buckets of groups deleted since the last step go, and all they hold
+            dropped = self._bucket_cache.keep(len(work))
             if dropped:
                 _masters.retire(self, dropped)
             if not state_same:
                 self._snapshot_state()
+        need_stats = self.max_grad_norm is not None or find_infs
+        if not eager:
+            return self._run_step(work, False, need_stats, grad_scale, found_inf, find_infs)
+        try:
+            return self._run_step(work, True, need_stats, grad_scale, found_inf, find_infs)
+        except _native_plan.Refit:
+            # a reused plan refused this step's tensors before anything was
+            # written: every group's buckets are built anew, validated in full
+            self._forget_buckets()
+            return self._fused_step(grad_scale, found_inf, find_infs=find_infs)
+
+    def _run_step(self, work, eager: bool, need_stats: bool, grad_scale, found_inf, find_infs: bool):
+        """The step over its buckets, once every Python-side check has passed."""
+        if eager:
+            self._bind_reused(work, need_stats)
             if self.master_weights:
                 # every check has passed: masters of params written by others are re-seeded
                 _masters.follow(work)
-        need_stats = self.max_grad_norm is not None or find_infs
         # ranks that share params' norm or inf flags (sharded params, ZeRO): all
         # join the same collectives, even with no grad (or an empty shard) here
         groups = self._reduce_groups() if need_stats or found_inf is not None else []
@@ -406,7 +420,7 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
                     bump(bucket.written)  # the plain-torch paths' in-place ops bump their own
         if eager:
             # after every write of the step (a param listed twice is written twice)
-            _plan.record_steps(work)
+            self._bucket_cache.record_steps()
             if self.master_weights:
                 _masters.record(work)
             if len(self.state) != len(self.__dict__["_state_snapshot"][1]):
@@ -415,25 +429,64 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
                 self._snapshot_state()
         return computed
 
+    def _bind_reused(self, work, need_stats: bool) -> None:
+        """This step's grads for its reused native plans. They go with the op
+        that runs first (the first bucket's stats pass or update), which checks
+        every plan before it writes anything: a step without a stats pass then
+        crosses the dispatcher once per bucket. Where the first write is not
+        such an op (a bucket without a plan, masters re-seeded first, plans in
+        both native libraries), each plan binds now. Refit: one does not fit."""
+        pending = [b for _, buckets in work for b in buckets.values() if b.unbound]
+        if not pending:
+            return
+        if _native_plan.FOLD_BINDS and not self.master_weights:
+            first = self._first_plan_op(work, need_stats)
+            if first is not None:
+                library = first.native_plan.library
+                for b in pending:
+                    if b.native_plan.library != library:
+                        break
+                else:
+                    first.binds = _native_plan.PendingBinds(pending)
+                    return
+        for b in pending:
+            if not b.native_plan.bind(b.grads):
+                raise _native_plan.Refit
+
+    def _first_plan_op(self, work, need_stats: bool) -> Bucket | None:
+        """The bucket whose plan op is the step's first write, or None where
+        the first write is something else."""
+        for group, buckets in work:
+            for b in buckets.values():
+                if need_stats and b.repeat:
+                    continue  # the stats pass leaves repeats out (see _step_stats.device_amp)
+                if b.native_plan is None:
+                    return None
+                if need_stats:
+                    return b
+                # the update goes through the plan (see _apply_bucket)
+                return b if self._ops_for_group(_ops.ops_for(b.device), group) is not _ops.reference else None
+        return None
+
     def _reduce_groups(self) -> list:
         """The reduction groups of this optimizer's params, in the order every
-        rank joins them (see fusedopt/_collectives.py); the plans hold them."""
+        rank joins them (see fusedopt/_collectives.py); the bucket cache holds them."""
         norm = _collectives.of_norm_group(self.norm_group)
         if torch.compiler.is_compiling():
             # a compiled step has no DTensor params (those steps run eagerly), so
-            # no plan holds a group of its own; and dynamo (torch < 2.13) cannot
+            # no bucket has a group of its own; and dynamo (torch < 2.13) cannot
             # trace id() of a dict
             return _collectives.ordered_groups([norm])
-        planner = self._planner
+        cache = self._bucket_cache
         if self.max_grad_norm is not None and self.norm_group is None:
-            if not planner.has_dtensor():
+            if not cache.has_dtensor():
                 _collectives.warn_local_norm_once(self)
-        return _collectives.ordered_groups([norm] + planner.reduce_groups())
+        return _collectives.ordered_groups([norm] + cache.reduce_groups())
 
     def step_backends(self) -> dict[str, int]:
         """How many params each backend ("cuda", "cpu-native", "reference",
-        "sparse") updated in the last step, read from the step plans."""
-        return self._planner.backends()
+        "sparse") updated in the last step, read from the bucket cache."""
+        return self._bucket_cache.backends()
 
 
 def _index_of(groups: list[dict], group: dict) -> int:

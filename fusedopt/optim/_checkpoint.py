@@ -38,10 +38,10 @@ class CheckpointMixin:
                 state[name] = default
         super().__setstate__(state)
         self.__dict__.setdefault("_step_io", {"last_grad_norm": None})
-        if "_planner" not in self.__dict__:
-            from ._planner import StepPlanner
+        if "_bucket_cache" not in self.__dict__:
+            from ._bucket_cache import BucketCache
 
-            self._planner = StepPlanner()
+            self._bucket_cache = BucketCache()
 
     # -- state_dict loading --------------------------------------------------------------
 
@@ -111,7 +111,7 @@ class CheckpointMixin:
                     _quant8_states.convert_loaded(self, p, st)
             self._after_load()
 
-        self._forget_plans()
+        self._forget_buckets()
         pre = self.register_load_state_dict_pre_hook(set_aside)
         post = self.register_load_state_dict_post_hook(restore, prepend=True)
         try:

@@ -1,9 +1,9 @@
 """The step's route under torch.compile.
 
-Eagerly, a step buckets its params in Python and keeps the result in a plan
-(see _planner.GroupCache) that later steps check and reuse. Under torch.compile neither
+Eagerly, a step buckets its params in Python and keeps the result in a bucket cache
+(see _bucket_cache.GroupCache) that later steps check and reuse. Under torch.compile neither
 is wanted in the graph: dynamo would trace the per-param Python on every
-(re)compilation, tens of milliseconds a param, and the plan's checks are what
+(re)compilation, tens of milliseconds a param, and the cache's checks are what
 its guards already do. So the compiled step asks for its buckets through the
 optimizer's ``_init_group``, which dynamo calls *eagerly* (untraced) for any
 torch.optim.Optimizer while it traces ``step``, as it does for torch's own

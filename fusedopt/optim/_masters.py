@@ -20,9 +20,9 @@ check reads nothing there on the host. Not seen: in-place writes through
 ``.data`` (``p.data.copy_(w)``: ``.data`` is made to hide writes from autograd),
 and compiled steps (dynamo cannot branch on a version counter).
 
-The records live with the plan's buckets (the step's copies share them); when
-a plan is replaced, its records move to a table keyed weakly by master, where
-the next plan holding that master finds them.
+The records live with the cached buckets (the step's copies share them); when
+a group's cache is replaced, its records move to a table keyed weakly by master,
+where the next cache holding that master finds them.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class MasterTrack:
         self.versions = versions
         self.ptrs = ptrs
         # a native plan re-checks its params' data pointers on every step it
-        # binds (csrc/step_plan.h): then only a new plan's first step reads them
+        # binds (csrc/held_lists.h): then only a new plan's first step reads them
         self.planned = planned
         self.fresh = True
 
@@ -75,7 +75,7 @@ def reseed(p: Tensor, master: Tensor) -> None:
 
 def _seen(opt) -> WeakIdKeyDictionary:
     """master -> (id of its param, the param's version, its data pointer) as a
-    retired plan last recorded them."""
+    retired cache last recorded them."""
     seen = opt.__dict__.get("_masters_seen")
     if seen is None:
         seen = opt.__dict__["_masters_seen"] = WeakIdKeyDictionary()
@@ -83,7 +83,7 @@ def _seen(opt) -> WeakIdKeyDictionary:
 
 
 def track(opt, buckets: dict) -> None:
-    """Gives each new bucket with masters its records: a retired plan's, where
+    """Gives each new bucket with masters its records: a retired cache's, where
     one held the same master for the same param, else the params as they are."""
     if not opt.master_weights:
         return
@@ -104,10 +104,10 @@ def track(opt, buckets: dict) -> None:
         b.masters = MasterTrack(params, masters, versions, ptrs, planned=b.native_plan is not None)
 
 
-def retire(opt, plans: list) -> None:
-    """Keeps the records of plans that are being replaced or dropped."""
+def retire(opt, caches: list) -> None:
+    """Keeps the records of group caches that are being replaced or dropped."""
     tracks = [
-        b.masters for plan in plans if plan is not None for b in plan.buckets.values() if b.masters is not None
+        b.masters for cache in caches if cache is not None for b in cache.buckets.values() if b.masters is not None
     ]
     if not tracks:
         return

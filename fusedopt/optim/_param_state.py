@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .. import _dtensor
 from . import _quant8_states, _stochastic_rounding, _validate
-from ._plan import Route, layout_of, native_eligible
+from ._buckets import Route, layout_of, native_eligible
 
 
 class ParamStateMixin:

@@ -1,6 +1,6 @@
 """The optimizer descriptor: what a fusedopt optimizer class declares about its
 update rule. The base class (_base.FusedOptimizer) does everything else with
-it: state creation, bucketing, routing, step plans, AMP, checkpoints, the
+it: state creation, bucketing, routing, native plans, AMP, checkpoints, the
 compiled route.
 
 A rule named ``x`` has a native list op ``torch.ops.fusedopt.x_`` and a plan

@@ -33,7 +33,7 @@ class DeviceAmp:
 def _stats_of(b):
     """The bucket's stats pass: over its native plan's bound grads, or a list op."""
     if b.native_plan is not None:
-        return b.native_plan.grad_stats_
+        return b.native_plan.grad_stats_ if b.binds is None else partial(b.native_plan.grad_stats_, binds=b.binds)
     return partial((_ops.ops_for(b.device) if b.native else _ops.reference).grad_stats_, b.grads)
 
 

@@ -3,7 +3,7 @@
 A step either runs whole or refuses with nothing modified, in any group. So
 everything a kernel could trip over is checked up front:
 
-* when a group's step plan is (re)built: each param's grad and state tensors
+* when a group's buckets are (re)built: each param's grad and state tensors
   (shapes, not only element counts; devices; grad dtypes), fused=True on
   devices torch's fused kernels refuse;
 * on every step, per group (not per tensor): the hyperparameters, which a user
@@ -56,7 +56,7 @@ def check_differentiable(name: str, differentiable: bool, fused, **kernel_option
         )
 
 
-# -- per param, when a plan is built ---------------------------------------------------------
+# -- per param, when buckets are built ------------------------------------------------------
 
 
 def check_fused_device(p: Tensor, group: dict, cuda_unsupported: bool = False) -> None:

@@ -114,10 +114,10 @@ class Adagrad(FusedOptimizer):
             value = complex(value, value)
         return torch.full_like(p, value, dtype=self._state_dtype_for(p), memory_format=torch.preserve_format)
 
-    def _plan_signature(self, group: dict) -> tuple:
+    def _bucket_signature(self, group: dict) -> tuple:
         # sparse grads refuse weight decay when routed: a decay switched on
         # later must route them again, as torch refuses it on every step
-        return super()._plan_signature(group) + (group["weight_decay"] != 0,)
+        return super()._bucket_signature(group) + (group["weight_decay"] != 0,)
 
     def _check_group(self, group: dict, index: int) -> None:
         _validate.check_reals(group, index, ("lr", "lr_decay", "weight_decay", "eps"), tensor_ok=("lr",))

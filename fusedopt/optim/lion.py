@@ -73,11 +73,14 @@ class Lion(FusedOptimizer):
         super().__setstate__(state)
 
     def _hyper(self, group: dict, native: bool) -> tuple:
-        beta1, beta2 = group["betas"]
-        weight_decay = group["weight_decay"]
-        if self.decoupled_wd:
-            weight_decay = weight_decay / self._init_lr  # lion-pytorch: wd /= init_lr
-        return (float(beta1), float(beta2), float(weight_decay))
+        # Lion.rule.hyper packs the group; decoupled_weight_decay is this
+        # instance's, not the group's: lion-pytorch divides the decay by the
+        # initial lr
+        hyper = super()._hyper(group, native)
+        if not self.decoupled_wd:
+            return hyper
+        beta1, beta2, weight_decay = hyper
+        return (beta1, beta2, weight_decay / self._init_lr)
 
     def _check_group(self, group: dict, index: int) -> None:
         _validate.check_reals(group, index, ("lr", "weight_decay"), tensor_ok=("lr",))
@@ -114,6 +117,6 @@ Lion.rule = Rule(
     signed=(True,),
     counter=None,
     active=lambda group: 1,
-    hyper=lambda group: (group["betas"][0], group["betas"][1], group["weight_decay"]),  # see Lion._hyper
+    hyper=lambda group: (group["betas"][0], group["betas"][1], group["weight_decay"]),  # Lion._hyper scales the decay
     reference=lion_,
 )

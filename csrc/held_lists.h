@@ -1,4 +1,4 @@
-// The backend-independent half of a native step plan (see plan_registry.h):
+// The backend-independent half of a native plan (see plan_registry.h):
 // the tensors of one bucket that stay the same from step to step (params,
 // states, step counters), and the cheap check that they still are.
 //

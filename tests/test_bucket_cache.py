@@ -1,6 +1,6 @@
-"""The cached step plan (fusedopt/optim/_base.py) must never update stale
+"""The cached buckets (fusedopt/optim/_bucket_cache.py) must never update stale
 tensors: every change a user can make between steps either keeps torch's
-result or rebuilds the plan, and a refused step changes nothing."""
+result or rebuilds the buckets, and a refused step changes nothing."""
 
 import copy
 import pickle
