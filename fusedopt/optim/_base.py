@@ -28,7 +28,7 @@ from torch.optim import Optimizer
 
 from .. import _bulk, _collectives, _dtensor, _native_plan, _ops
 from .._versions import bump
-from . import _compile, _masters, _buckets, _stochastic_rounding, _torch_impl, _validate
+from . import _buckets, _compile, _masters, _plan_binds, _stochastic_rounding, _torch_impl, _validate
 from ._amp_flag import AmpScalingFlag
 from ._checkpoint import CheckpointMixin
 from ._param_state import ParamStateMixin
@@ -397,7 +397,7 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
     def _run_step(self, work, eager: bool, need_stats: bool, grad_scale, found_inf, find_infs: bool):
         """The step over its buckets, once every Python-side check has passed."""
         if eager:
-            self._bind_reused(work, need_stats)
+            _plan_binds.bind_reused(self, work, need_stats)
             if self.master_weights:
                 # every check has passed: masters of params written by others are re-seeded
                 _masters.follow(work)
@@ -428,45 +428,6 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
                 # the snapshot must hold them, or a reset of them would go unseen
                 self._snapshot_state()
         return computed
-
-    def _bind_reused(self, work, need_stats: bool) -> None:
-        """This step's grads for its reused native plans. They go with the op
-        that runs first (the first bucket's stats pass or update), which checks
-        every plan before it writes anything: a step without a stats pass then
-        crosses the dispatcher once per bucket. Where the first write is not
-        such an op (a bucket without a plan, masters re-seeded first, plans in
-        both native libraries), each plan binds now. Refit: one does not fit."""
-        pending = [b for _, buckets in work for b in buckets.values() if b.unbound]
-        if not pending:
-            return
-        if _native_plan.FOLD_BINDS and not self.master_weights:
-            first = self._first_plan_op(work, need_stats)
-            if first is not None:
-                library = first.native_plan.library
-                for b in pending:
-                    if b.native_plan.library != library:
-                        break
-                else:
-                    first.binds = _native_plan.PendingBinds(pending)
-                    return
-        for b in pending:
-            if not b.native_plan.bind(b.grads):
-                raise _native_plan.Refit
-
-    def _first_plan_op(self, work, need_stats: bool) -> Bucket | None:
-        """The bucket whose plan op is the step's first write, or None where
-        the first write is something else."""
-        for group, buckets in work:
-            for b in buckets.values():
-                if need_stats and b.repeat:
-                    continue  # the stats pass leaves repeats out (see _step_stats.device_amp)
-                if b.native_plan is None:
-                    return None
-                if need_stats:
-                    return b
-                # the update goes through the plan (see _apply_bucket)
-                return b if self._ops_for_group(_ops.ops_for(b.device), group) is not _ops.reference else None
-        return None
 
     def _reduce_groups(self) -> list:
         """The reduction groups of this optimizer's params, in the order every

@@ -55,7 +55,7 @@ class GroupCache:
             if sel is None:
                 return None
             # a native plan binds these grads with the step's first op (see
-            # FusedOptimizer._bind_reused), which also makes its checks
+            # _plan_binds.bind_reused), which also makes its checks
             out[key] = Bucket(
                 b.kind, b.device, b.params, sel, b.lists, b.keys, b.reduce, b.written, b.repeat, b.native_plan,
                 b.masters, b.native_plan is not None,

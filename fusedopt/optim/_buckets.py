@@ -56,7 +56,7 @@ class Bucket:
     # that wrote it (fusedopt/optim/_masters.py); shared with the step's copies
     masters: Any = None
     # a reused plan whose grads this step has not bound yet (see
-    # FusedOptimizer._bind_reused), and, on the bucket whose plan op runs first
+    # _plan_binds.bind_reused), and, on the bucket whose plan op runs first
     # in the step, the binds that op makes for every such plan
     unbound: bool = False
     binds: Any = None

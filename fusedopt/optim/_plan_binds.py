@@ -1,0 +1,49 @@
+"""Where a step's reused native plans get their grads (fusedopt/_native_plan.py):
+with the step's first plan op, which checks every plan before it writes, or
+each on its own where that first write is something else."""
+
+from __future__ import annotations
+
+from .. import _native_plan, _ops
+from ._buckets import Bucket
+
+
+def bind_reused(opt, work, need_stats: bool) -> None:
+    """This step's grads for its reused native plans. They go with the op
+    that runs first (the first bucket's stats pass or update), which checks
+    every plan before it writes anything: a step without a stats pass then
+    crosses the dispatcher once per bucket. Where the first write is not
+    such an op (a bucket without a plan, masters re-seeded first, plans in
+    both native libraries), each plan binds now. Refit: one does not fit."""
+    pending = [b for _, buckets in work for b in buckets.values() if b.unbound]
+    if not pending:
+        return
+    if _native_plan.FOLD_BINDS and not opt.master_weights:
+        first = first_plan_op(opt, work, need_stats)
+        if first is not None:
+            library = first.native_plan.library
+            for b in pending:
+                if b.native_plan.library != library:
+                    break
+            else:
+                first.binds = _native_plan.PendingBinds(pending)
+                return
+    for b in pending:
+        if not b.native_plan.bind(b.grads):
+            raise _native_plan.Refit
+
+
+def first_plan_op(opt, work, need_stats: bool) -> Bucket | None:
+    """The bucket whose plan op is the step's first write, or None where
+    the first write is something else."""
+    for group, buckets in work:
+        for b in buckets.values():
+            if need_stats and b.repeat:
+                continue  # the stats pass leaves repeats out (see _step_stats.device_amp)
+            if b.native_plan is None:
+                return None
+            if need_stats:
+                return b
+            # the update goes through the plan (see _apply_bucket)
+            return b if opt._ops_for_group(_ops.ops_for(b.device), group) is not _ops.reference else None
+    return None
