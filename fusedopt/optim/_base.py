@@ -397,7 +397,9 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
     def _run_step(self, work, eager: bool, need_stats: bool, grad_scale, found_inf, find_infs: bool):
         """The step over its buckets, once every Python-side check has passed."""
         if eager:
-            _plan_binds.bind_reused(self, work, need_stats)
+            _plan_binds.bind_reused(
+                work, need_stats, masters=self.master_weights, ops_for_group=self._ops_for_group
+            )
             if self.master_weights:
                 # every check has passed: masters of params written by others are re-seeded
                 _masters.follow(work)

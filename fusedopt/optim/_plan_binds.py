@@ -4,22 +4,26 @@ each on its own where that first write is something else."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 from .. import _native_plan, _ops
 from ._buckets import Bucket
 
 
-def bind_reused(opt, work, need_stats: bool) -> None:
+def bind_reused(work, need_stats: bool, *, masters: bool, ops_for_group: Callable) -> None:
     """This step's grads for its reused native plans. They go with the op
     that runs first (the first bucket's stats pass or update), which checks
     every plan before it writes anything: a step without a stats pass then
     crosses the dispatcher once per bucket. Where the first write is not
     such an op (a bucket without a plan, masters re-seeded first, plans in
-    both native libraries), each plan binds now. Refit: one does not fit."""
+    both native libraries), each plan binds now. Refit: one does not fit.
+    ``ops_for_group(ops, group)``: the ops a group's native bucket runs on
+    (the optimizer's choice: Adam's tensor betas take the reference)."""
     pending = [b for _, buckets in work for b in buckets.values() if b.unbound]
     if not pending:
         return
-    if _native_plan.FOLD_BINDS and not opt.master_weights:
-        first = first_plan_op(opt, work, need_stats)
+    if _native_plan.FOLD_BINDS and not masters:
+        first = first_plan_op(work, need_stats, ops_for_group)
         if first is not None:
             library = first.native_plan.library
             for b in pending:
@@ -33,7 +37,7 @@ def bind_reused(opt, work, need_stats: bool) -> None:
             raise _native_plan.Refit
 
 
-def first_plan_op(opt, work, need_stats: bool) -> Bucket | None:
+def first_plan_op(work, need_stats: bool, ops_for_group: Callable) -> Bucket | None:
     """The bucket whose plan op is the step's first write, or None where
     the first write is something else."""
     for group, buckets in work:
@@ -45,5 +49,5 @@ def first_plan_op(opt, work, need_stats: bool) -> Bucket | None:
             if need_stats:
                 return b
             # the update goes through the plan (see _apply_bucket)
-            return b if opt._ops_for_group(_ops.ops_for(b.device), group) is not _ops.reference else None
+            return b if ops_for_group(_ops.ops_for(b.device), group) is not _ops.reference else None
     return None
