@@ -35,12 +35,21 @@ $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 
 build: $(VENV)/.built
 
-# second pass: the pure-torch fallback; the slow build checks (wheel, ISA paths) and the CUDA
-# kernels under the CPU emulation (tests/cuda_emu), which need no fallback, ran in the first
+# Files whose checks never go through fusedopt's backends, so the fallback pass
+# would only repeat them: the math headers against their plain-torch twins and
+# libm, the build checks, the C plan checks against their Python twins, and the
+# benchmark harness's own checks (the fallback's benchmark rows run in both passes).
+NOT_BACKEND := test_fma_emulation.py test_quant8.py test_stochastic_rounding.py test_cuda_build.py \
+	test_lowmem_math_cuda_build.py test_bulk.py test_bench_fallback_rows.py test_bench_lowmem_quality.py
+
+# second pass: the pure-torch fallback; the slow build checks (wheel, ISA paths), the CUDA
+# kernels under the CPU emulation (tests/cuda_emu) and NOT_BACKEND, which need no fallback,
+# ran in the first
 test: build
 	$(PY) -m fusedopt info
 	FUSEDOPT_DISABLE_NATIVE= $(PY) -m pytest -q tests
-	FUSEDOPT_DISABLE_NATIVE=1 $(PY) -m pytest -q -m "not slow and not cuda_emulated" tests
+	FUSEDOPT_DISABLE_NATIVE=1 $(PY) -m pytest -q -m "not slow and not cuda_emulated" \
+		$(addprefix --ignore=tests/,$(NOT_BACKEND)) tests
 
 bench: build
 	$(PY) -m fusedopt bench --out bench/results/latest.json

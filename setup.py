@@ -19,6 +19,7 @@ torch, and its flags pull in the unstable ATen headers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -28,6 +29,8 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -148,6 +151,58 @@ def _run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
+class ObjectCache:
+    """Compiled objects under build/objects, keyed by the compile command, the
+    content of every file in csrc/, the torch built against and the compilers'
+    versions: `make build` (an editable install, which compiles in a temporary
+    folder) and the wheel built from the same checkout then compile once, not
+    twice (a full CUDA build takes minutes on a small machine). Nothing outside
+    csrc/ but torch's and the toolchains' headers is included, and those are
+    named by the torch version and the compiler versions in the key."""
+
+    KEEP_S = 86400  # objects no build has used for a day are removed
+
+    def __init__(self, torch_include: Path):
+        self.dir = ROOT / "build" / "objects"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tree = hashlib.sha256()
+        for f in sorted(p for p in (ROOT / CSRC).rglob("*") if p.is_file()):
+            tree.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
+        version = torch_include.parent / "version.py"  # torch's version, git commit and CUDA
+        tree.update(version.read_bytes() if version.exists() else str(torch_include).encode())
+        self.tree = tree.hexdigest()
+        self.compilers: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def _compiler(self, exe: str) -> str:
+        with self.lock:
+            if exe not in self.compilers:
+                out = subprocess.run([exe, "--version"], capture_output=True, text=True)
+                self.compilers[exe] = out.stdout + out.stderr
+            return self.compilers[exe]
+
+    def compile(self, cmd: list[str]) -> None:
+        assert cmd[-2] == "-o", cmd
+        obj = Path(cmd[-1])
+        key = hashlib.sha256(json.dumps([self.tree, self._compiler(cmd[0]), cmd[:-2]]).encode()).hexdigest()
+        cached = self.dir / f"{key}.o"
+        if cached.exists():
+            os.utime(cached)
+            print(f"{obj.name}: compiled before ({cached.name[:12]})", flush=True)
+        else:
+            _run(cmd)
+            tmp = self.dir / f"{key}.{os.getpid()}.{threading.get_ident()}.tmp"
+            shutil.copy2(obj, tmp)
+            os.replace(tmp, cached)
+        shutil.copy2(cached, obj)
+
+    def prune(self) -> None:
+        now = time.time()
+        for f in self.dir.glob("*.o"):
+            if now - f.stat().st_mtime > self.KEEP_S:
+                f.unlink(missing_ok=True)
+
+
 class BuildNative(build_ext):
     """Compiles each source with its own flags (ISA files, nvcc) in parallel."""
 
@@ -181,9 +236,11 @@ class BuildNative(build_ext):
         return [f"-I{self.torch_include}", f"-I{CSRC}"]
 
     def _compile_all(self, jobs: list[list[str]]) -> None:
+        cache = ObjectCache(self.torch_include)
         with ThreadPoolExecutor(self.jobs) as pool:
-            for fut in [pool.submit(_run, cmd) for cmd in jobs]:
+            for fut in [pool.submit(cache.compile, cmd) for cmd in jobs]:
                 fut.result()
+        cache.prune()
 
     def _cxx_job(self, src: Path, obj: Path, extra: list[str]) -> list[str]:
         return [self.cxx, *COMMON_CXX_FLAGS, *self._includes(), *extra, "-c", str(src), "-o", str(obj)]

@@ -5,7 +5,7 @@ fresh venvs with the floor (2.10.0), the CUDA 13.0 build the GPU machines run
 beside the newest on another CPython. In each: `python -m fusedopt info`, the
 CUDA library where the torch is a CUDA build of the same CUDA major (it must
 load and register every op), a short training against torch.optim, and the CPU
-suite. No GPU runs anything here.
+suite (all of it or a part: tests/torch_matrix.py). No GPU runs anything here.
 
 The matrix downloads several GB per CUDA build of torch. It runs where
 FUSEDOPT_TORCH_MATRIX is set (.ci/run sets it); there a version that cannot be
@@ -61,11 +61,12 @@ def test_the_suite_lists_name_test_files_that_exist():
     """A renamed or deleted file must not silently drop out of the matrix: the
     two lists name existing test files, and none is in both."""
     here = Path(__file__).parent
-    for name in torch_matrix.SELF_CHECKS + torch_matrix.TORCH_FACING:
+    for name in torch_matrix.SELF_CHECKS + torch_matrix.TORCH_FACING + torch_matrix.INSTALLED:
         assert (here / name).is_file(), name
     assert not set(torch_matrix.SELF_CHECKS) & set(torch_matrix.TORCH_FACING)
+    assert set(torch_matrix.INSTALLED) <= set(torch_matrix.TORCH_FACING)
     kinds = {e.suite for e in ENTRIES}
-    assert kinds == {"wide", "torch-facing"}, kinds
+    assert kinds == {"wide", "torch-facing", "installed"}, kinds
     wide = torch_matrix.suite_args(ENTRIES[0], here)
     assert wide[0] == str(here) and len(wide) == 1 + len(torch_matrix.SELF_CHECKS)
 
