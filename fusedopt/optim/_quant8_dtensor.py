@@ -41,8 +41,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .. import _dtensor
-from ._quant8_states import ABSMAX, _q8
+# (imported by _quant8_states.py and _param_state.py only once a DTensor param has 8-bit states,
+# when fusedopt/_quant8.py's maps are needed anyway)
+from .. import _dtensor, _quant8
+from ._quant8_names import ABSMAX
 
 
 class _Layout(NamedTuple):
@@ -73,7 +75,7 @@ def _layout(p: Tensor) -> _Layout:
         dim = placement.dim
         tag += [dim, getattr(placement, "split_factor", 1)]
         sizes[dim] = -(-sizes[dim] // mesh.size(i))
-    blocks = _q8().num_blocks(math.prod(sizes))
+    blocks = _quant8.num_blocks(math.prod(sizes))
     placements = [Replicate()] * mesh.ndim
     for j, i in enumerate(sharding):
         placements[i] = Shard(j)
@@ -84,7 +86,7 @@ def _layout(p: Tensor) -> _Layout:
 
 
 def _local_blocks(p: Tensor, layout: _Layout) -> int:
-    blocks = _q8().num_blocks(p._local_tensor.numel())
+    blocks = _quant8.num_blocks(p._local_tensor.numel())
     if blocks > layout.blocks:
         # (a placement whose shards are not torch.chunk's: refused, never cut short)
         raise NotImplementedError(
@@ -102,7 +104,7 @@ def quantize(p: Tensor, local_value: Tensor, signed: bool) -> tuple[Tensor, Tens
 
     layout = _layout(p)
     blocks = _local_blocks(p, layout)
-    codes, absmax = _q8().quantize_blockwise(local_value.detach().to(torch.float32).contiguous(), signed)
+    codes, absmax = _quant8.quantize_blockwise(local_value.detach().to(torch.float32).contiguous(), signed)
     padded = torch.zeros(layout.local_shape, dtype=torch.float32, device=absmax.device)
     flat = padded.view(-1)
     flat[:blocks] = absmax
@@ -118,7 +120,7 @@ def quantize(p: Tensor, local_value: Tensor, signed: bool) -> tuple[Tensor, Tens
 def local_scales(p: Tensor, scales: Tensor) -> Tensor:
     """The rank's block scales as the kernels take them: a 1-D view of the
     scales' local piece, one per block of p's local shard (writes go to it)."""
-    return scales._local_tensor.view(-1)[: _q8().num_blocks(p._local_tensor.numel())]
+    return scales._local_tensor.view(-1)[: _quant8.num_blocks(p._local_tensor.numel())]
 
 
 def local_tensors(p: Tensor, tensors: list[Tensor]) -> list[Tensor]:
@@ -197,10 +199,10 @@ def dequantize(codes: Tensor, scales: Tensor, signed: bool) -> Tensor:
         )
     local = codes._local_tensor.contiguous()
     flat = scales._local_tensor.reshape(-1)
-    blocks = _q8().num_blocks(local.numel())
+    blocks = _quant8.num_blocks(local.numel())
     if flat.numel() < blocks:
         raise ValueError(f"fusedopt: a local shard of {local.numel()} codes needs {blocks} block scales; its "
                          f"scales' local piece holds {flat.numel()}")
-    values = _q8().dequantize_blockwise(local, flat[:blocks].to(local.device), signed)
+    values = _quant8.dequantize_blockwise(local, flat[:blocks].to(local.device), signed)
     return DTensor.from_local(values, codes.device_mesh, codes.placements, run_check=False, shape=codes.shape,
                               stride=codes.stride())

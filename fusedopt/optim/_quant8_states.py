@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .. import _dtensor
+from ._quant8_names import ABSMAX
 
 
 # fusedopt/_quant8.py makes its maps when imported (50 ms): imported here when
@@ -27,8 +28,6 @@ def _q8():
     from .. import _quant8
 
     return _quant8
-
-ABSMAX = "_absmax"
 
 
 def quantize(value: Tensor, signed: bool, p: Tensor | None = None, name: str = "") -> tuple[Tensor, Tensor]:
