@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -166,3 +167,12 @@ def test_every_emulated_cuda_test_file_is_marked():
     unmarked = [f.name for f in sorted(here.glob("test_cuda_emulated_*.py"))
                 if "pytest.mark.cuda_emulated" not in f.read_text()]
     assert not unmarked, unmarked
+
+
+def test_every_file_that_imports_the_benchmark_harness_is_a_self_check():
+    """The matrix runs a copy of tests/ away from the source tree, where bench/
+    (not part of the wheel) cannot be imported: such a file must be a self-check."""
+    here = Path(__file__).parent
+    imports = re.compile(r"^\s*(from bench\b|import bench\b)", re.M)
+    importing = {f.name for f in here.glob("test_*.py") if imports.search(f.read_text())}
+    assert importing <= set(torch_matrix.SELF_CHECKS), sorted(importing - set(torch_matrix.SELF_CHECKS))

@@ -42,8 +42,8 @@ OTHER_PYTHON = "3.12"  # a CPython other than the 3.11 the main venv runs on
 # and the main pass runs them once.
 SELF_CHECKS = (
     "test_bench_fallback_rows.py", "test_bench_lowmem_quality.py", "test_bench_pytest_suite.py",
-    "test_bench_smoke.py", "test_bulk.py", "test_cuda_build.py", "test_duplicates.py", "test_fma_emulation.py",
-    "test_list_op_handles.py", "test_lowmem_math_cuda_build.py", "test_master_follow.py", "test_native_plan.py",
+    "test_bench_smoke.py", "test_bench_step_memory.py", "test_bulk.py", "test_cuda_build.py", "test_duplicates.py",
+    "test_fma_emulation.py", "test_list_op_handles.py", "test_lowmem_math_cuda_build.py", "test_master_follow.py", "test_native_plan.py",
     "test_plan_scenarios.py", "test_quant8.py", "test_bucket_cache.py", "test_stochastic_rounding.py",
 )
 # The files where torch is the oracle, or where the torch API fusedopt uses
