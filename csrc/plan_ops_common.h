@@ -176,6 +176,16 @@ namespace plan_ops {
 // rebuilds its buckets, fully validated, and starts the step again).
 template <class Backend>
 bool bind_each(std::optional<StableListHandle> grads, const std::vector<int64_t>& plan_ids, const char* op) {
+  if (plan_ids.size() == 1 && grads.has_value()) {
+    // One plan (the usual step: one bucket): its grads go straight into the
+    // plan's list, whose buffer is kept from step to step, as plan_bind does.
+    // Splitting them off a list of their own cost ~0.05 us per tensor more.
+    ListArg arg{*grads};  // handed to the plan, or freed
+    if (!PlansOf<Backend>::in_range(plan_ids[0])) return false;
+    const auto plan = PlansOf<Backend>::instance().get(plan_ids[0], op);
+    std::lock_guard<std::mutex> lock(plan->mu);
+    return plan->bind(arg);
+  }
   TensorList all;
   if (grads.has_value()) all.take(*grads);  // owned (and freed) whatever happens
   if (plan_ids.empty()) {

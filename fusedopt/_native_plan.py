@@ -121,7 +121,10 @@ class PendingBinds:
     __slots__ = ("grads", "ids")
 
     def __init__(self, buckets) -> None:
-        self.grads = [g for b in buckets for g in b.grads]
+        grads = []
+        for b in buckets:
+            grads += b.grads  # C speed: a comprehension costs ~0.03 us per grad
+        self.grads = grads
         self.ids = [b.native_plan.id for b in buckets]
 
     def take(self) -> tuple:
