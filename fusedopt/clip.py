@@ -23,7 +23,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from . import _collectives, _dtensor, _native_plan, _ops
+from . import _bulk, _collectives, _dtensor, _native_plan, _ops
 from ._repeats import rounds
 from ._versions import bump
 from .optim import _idiom
@@ -64,7 +64,8 @@ def clip_grad_norm_(
         parameters = [parameters]
     else:
         parameters = list(parameters)
-    grads = [p.grad for p in parameters if p.grad is not None]
+    # each .grad read once, in one C loop (a Parameter's .grad is a Python-level getter)
+    grads = [g for g in _bulk.attrs(parameters, "grad") if g is not None]
     norm_type = float(norm_type)
     if grads and norm_type == 2.0 and _idiom.any_holding():
         # after scaler.unscale_(opt): the grads of opt's native plans, if these are exactly those
@@ -115,7 +116,8 @@ def _clip_through_plans(grads: list[Tensor], max_norm: float, error_if_nonfinite
         for device in dict.fromkeys(g.device for g in grads) if len(found) > 1 else found:
             part = found[device][1].to(first, non_blocking=True)
             total = part if total is None else total + part
-        total_norm = _in_grad_dtype(total.sqrt(), grads)
+        # a plan's grads have one dtype: each bucket's first says which
+        total_norm = _in_grad_dtype(total.sqrt(), [b.grads[0] for b in held.buckets])
         coef = _clip_coef(total_norm, max_norm, error_if_nonfinite)
         coefs = {d: coef.to(d, non_blocking=True).reshape(1) for d in found}
         for b in held.buckets:

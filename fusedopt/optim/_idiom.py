@@ -120,7 +120,7 @@ def unscale_(opt, inv_scale: Tensor, found_inf: Tensor, allow_fp16: bool) -> dic
     buckets = _reused_buckets(opt, allow_fp16)
     if not buckets:
         return None
-    grads = [g for b in buckets for g in b.grads]
+    grads = buckets[0].grads if len(buckets) == 1 else [g for b in buckets for g in b.grads]
     if len({b.native_plan.library for b in buckets}) != 1 or len(set(map(id, grads))) != len(grads):
         return None  # plans in both libraries, or one grad held twice (the list path unscales it twice)
     found: dict[torch.device, Tensor] = {}
