@@ -67,7 +67,7 @@ def clip_grad_norm_(
     # each .grad read once, in one C loop (a Parameter's .grad is a Python-level getter)
     grads = [g for g in _bulk.attrs(parameters, "grad") if g is not None]
     norm_type = float(norm_type)
-    if grads and norm_type == 2.0 and _idiom.any_holding():
+    if grads and norm_type == 2.0 and not torch.compiler.is_compiling() and _idiom.any_holding():
         # after scaler.unscale_(opt): the grads of opt's native plans, if these are exactly those
         total_norm = _clip_through_plans(grads, max_norm, error_if_nonfinite)
         if total_norm is not None:
