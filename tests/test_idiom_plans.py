@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import fusedopt
-from conftest import requires_native_cpu
+from conftest import requires_cuda_kernels, requires_native_cpu
 from fusedopt import _native_plan, _ops
 from fusedopt.optim import _idiom
 from plan_cases import recorded_binds
@@ -24,24 +24,24 @@ CONFIGS = {
 }
 
 
-def _params(dtype, shapes=SHAPES):
+def _params(dtype, shapes=SHAPES, device="cpu"):
     gen = torch.Generator().manual_seed(0)
-    return [torch.nn.Parameter(torch.randn(s, generator=gen).to(dtype)) for s in shapes]
+    return [torch.nn.Parameter(torch.randn(s, generator=gen).to(dtype).to(device)) for s in shapes]
 
 
-def run_idiom(config, dtype, steps, served, monkeypatch, in_place=False, between=None, groups=1):
+def run_idiom(config, dtype, steps, served, monkeypatch, in_place=False, between=None, groups=1, device="cpu"):
     """``steps`` AMP steps of torch's idiom with fusedopt's classes; ``served``:
     unscale_ through the plans (else the list ops, as before them). Returns the
     params, the optimizer, the scaler and, per step, the grads after unscale_,
     the norm clip_grad_norm_ returned and the grads after it. ``between(step,
     params)`` runs between unscale_ and the clip."""
     cls, kw = CONFIGS[config]
-    params = _params(dtype)
+    params = _params(dtype, device=device)
     if groups == 2:
         opt = cls([{"params": params[:2]}, {"params": params[2:], "weight_decay": 0.0}], **kw)
     else:
         opt = cls(params, **kw)
-    scaler = fusedopt.GradScaler("cpu", init_scale=SCALE, growth_interval=3)
+    scaler = fusedopt.GradScaler(torch.device(device).type, init_scale=SCALE, growth_interval=3)
     gen = torch.Generator().manual_seed(1)
     log = []
     with monkeypatch.context() as m:
@@ -49,12 +49,12 @@ def run_idiom(config, dtype, steps, served, monkeypatch, in_place=False, between
             m.setattr(_idiom, "unscale_", lambda *args: None)
         for step in range(steps):
             for p in params:
-                g = (torch.randn(p.shape, generator=gen) * scaler.get_scale()).to(dtype)
+                g = (torch.randn(p.shape, generator=gen) * scaler.get_scale()).to(dtype).to(device)
                 if in_place and p.grad is not None:
                     p.grad.copy_(g)  # backward accumulating into zeroed grads
                 else:
                     p.grad = g  # after zero_grad(set_to_none=True)
-            scaler.scale(torch.ones(()))
+            scaler.scale(torch.ones((), device=device))
             if step == 2:
                 params[3].grad[5] = float("inf")  # this step is skipped, the scale backs off
             scaler.unscale_(opt)
@@ -362,3 +362,19 @@ def test_clip_of_other_params_takes_the_list_ops(monkeypatch):
         assert native.counts == {"grad_stats_": 2, "unscale_": 3}
         scaler.step(opt)
         scaler.update()
+
+
+@pytest.mark.cuda
+@pytest.mark.usefixtures("cuda_backend")
+@requires_cuda_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_idiom_through_plans_equals_the_list_ops_bit_for_bit(dtype, monkeypatch):
+    from cuda_common import DEV
+
+    plans = Counting(_ops.PLANS)
+    with monkeypatch.context() as m:
+        m.setattr(_ops, "PLANS", plans)
+        planned = run_idiom("adamw", dtype, 6, True, m, device=DEV)
+    assert plans.counts["plan_unscale_"] == 10  # steps 1-5: unscale_ and the clip's scaling
+    assert all(b.native_plan.id >= 1 << 40 for c in planned[1]._bucket_cache.caches for b in c.buckets.values())
+    assert_same(planned, run_idiom("adamw", dtype, 6, False, monkeypatch, device=DEV))
