@@ -73,6 +73,12 @@ STABLE_TORCH_LIBRARY(fusedopt, m) {
       "plan_step_(Tensor anchor, int plan, float[] hyper, Tensor? hyper_tensor, float lr, Tensor? lr_tensor, "
       "Tensor? grad_scale, Tensor? found_inf, Tensor? sumsq, float max_norm, float max_value=0., "
       "bool maximize=False, Tensor[]? bind_grads=None, int[] bind_plans=[]) -> bool");
+  // plan_unscale_ is unscale_ over the bound grads, which stay bound (torch's AMP
+  // idiom: csrc/plan_bound_ops.h). Given bind_plans without bind_grads, the ops
+  // that take binds re-check the grads those plans still hold instead.
+  m.def(
+      "plan_unscale_(int plan, Tensor(a!) found_inf, Tensor inv_scale, Tensor[]? bind_grads=None, "
+      "int[] bind_plans=[]) -> bool");
   m.def("plan_release(Tensor anchor, int plan) -> ()");  // unbinds, for an update not through the plan
   m.def("plan_free(Tensor anchor, int plan) -> ()");
 }

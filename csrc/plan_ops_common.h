@@ -222,6 +222,10 @@ bool bind_each(std::optional<StableListHandle> grads, const std::vector<int64_t>
   return true;
 }
 
+// bind_each, or a re-check of grads an earlier op bound (plan_bound_ops.h).
+template <class Backend>
+bool take_binds(std::optional<StableListHandle> grads, const std::vector<int64_t>& plan_ids, const char* op);
+
 // A new plan of `Rule` over the held lists, made with the first step's grads bound.
 template <class Backend, class Rule>
 int64_t plan_make(StableListHandle params, StableListHandle grads, StableListHandle states, StableListHandle counters,
@@ -271,7 +275,7 @@ bool plan_bind(StableListHandle grads, int64_t plan_id) {
 template <class Backend>
 bool plan_grad_stats_(int64_t plan_id, std::optional<Tensor> grad_scale, Tensor found_inf, Tensor sumsq,
                       double max_value, std::optional<StableListHandle> bind_grads, std::vector<int64_t> bind_plans) {
-  if (!bind_each<Backend>(bind_grads, bind_plans, "plan_grad_stats_")) return false;
+  if (!take_binds<Backend>(bind_grads, bind_plans, "plan_grad_stats_")) return false;
   const auto plan = PlansOf<Backend>::instance().get(plan_id, "plan_grad_stats_");
   std::lock_guard<std::mutex> lock(plan->mu);
   plan->check_bound("plan_grad_stats_");
@@ -292,7 +296,7 @@ bool plan_step_(const Tensor& /*anchor*/, int64_t plan_id, std::vector<double> h
                 double max_norm, double max_value, bool maximize, std::optional<StableListHandle> bind_grads,
                 std::vector<int64_t> bind_plans) {
   const char* op = "plan_step_";
-  if (!bind_each<Backend>(bind_grads, bind_plans, op)) return false;
+  if (!take_binds<Backend>(bind_grads, bind_plans, op)) return false;
   const auto plan = PlansOf<Backend>::instance().get(plan_id, op);
   std::lock_guard<std::mutex> lock(plan->mu);
   struct Unbind {
@@ -323,6 +327,8 @@ void plan_free(const Tensor& /*anchor*/, int64_t plan_id) {
 
 }  // namespace fusedopt
 
+#include "plan_bound_ops.h"
+
 // Registers one backend's plan ops for its dispatch key (in its plan_ops.cpp).
 #define FO_RULE_PLAN_MAKE_IMPL(name, Rule) \
   m.impl(#name "_plan_make", TORCH_BOX((&fusedopt::plan_ops::plan_make<FO_PLAN_BACKEND, Rule>)));
@@ -332,6 +338,7 @@ void plan_free(const Tensor& /*anchor*/, int64_t plan_id) {
     m.impl("plan_bind", TORCH_BOX(&fusedopt::plan_ops::plan_bind<Backend>));               \
     m.impl("plan_grad_stats_", TORCH_BOX(&fusedopt::plan_ops::plan_grad_stats_<Backend>)); \
     m.impl("plan_step_", TORCH_BOX(&fusedopt::plan_ops::plan_step_<Backend>));             \
+    m.impl("plan_unscale_", TORCH_BOX(&fusedopt::plan_ops::plan_unscale_<Backend>));       \
     m.impl("plan_release", TORCH_BOX(&fusedopt::plan_ops::plan_release<Backend>));         \
     m.impl("plan_free", TORCH_BOX(&fusedopt::plan_ops::plan_free<Backend>));               \
   }

@@ -95,6 +95,16 @@ class NativePlan:
         else:
             run_binding(_ops.PLANS.plan_step_, args, binds)
 
+    def unscale_(self, found_inf, inv_scale, binds=None) -> None:
+        """unscale_ over the bound grads (grads *= inv_scale, found_inf := 1 on
+        any inf/nan), which stay bound; with ``binds`` (PendingBinds or
+        PendingRechecks), takes those first (torch's AMP idiom: optim/_idiom.py)."""
+        args = (self.id, found_inf, inv_scale)
+        if binds is None:
+            _ops.PLANS.plan_unscale_(*args)
+        else:
+            run_binding(_ops.PLANS.plan_unscale_, args, binds)
+
     def release(self) -> None:
         """Lets go of the bound grads: for a step whose update goes elsewhere
         (the update through the plan releases them itself)."""
@@ -133,9 +143,23 @@ class PendingBinds:
         return taken
 
 
+class PendingRechecks(PendingBinds):
+    """Plans that still hold this step's grads, bound by an earlier call of the
+    step (torch's AMP idiom: scaler.unscale_ bound them, see optim/_idiom.py):
+    the op that runs first re-checks what each holds (csrc/plan_bound_ops.h)
+    instead of taking the grads across the dispatcher again. The caller has
+    checked that every param's .grad is still the tensor bound."""
+
+    __slots__ = ()
+
+    def __init__(self, plans) -> None:
+        self.grads = None
+        self.ids = [p.id for p in plans]
+
+
 def run_binding(op, args: tuple, binds: PendingBinds) -> bool:
-    """``op`` (plan_grad_stats_ or plan_step_) with the pending binds; Refit
-    where a plan does not fit them (the op wrote nothing then)."""
+    """``op`` (plan_grad_stats_, plan_step_ or plan_unscale_) with the pending
+    binds; Refit where a plan does not fit them (the op wrote nothing then)."""
     grads, ids = binds.take()
     try:
         fits = op(*args, grads, ids)

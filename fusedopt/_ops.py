@@ -166,8 +166,8 @@ if _NATIVE is not None:
 # The native-plan ops (fusedopt/_native_plan.py), served by both native libraries
 # (they dispatch on their grads, found_inf or anchor), called through their
 # default overloads; each rule's plan maker is ``<rule>_plan_make``.
-PLAN_OPS = (*(r + "_plan_make" for r in RULES), "plan_bind", "plan_grad_stats_", "plan_step_", "plan_release",
-            "plan_free")
+PLAN_OPS = (*(r + "_plan_make" for r in RULES), "plan_bind", "plan_grad_stats_", "plan_step_", "plan_unscale_",
+            "plan_release", "plan_free")
 PLANS = SimpleNamespace(**{n: getattr(torch.ops.fusedopt, n).default for n in PLAN_OPS}) if CPU_LIB.loaded else None
 
 

@@ -23,6 +23,7 @@ from torch.amp.grad_scaler import OptState
 from . import _collectives, _dtensor, _ops
 from ._repeats import rounds
 from ._versions import bump
+from .optim import _idiom
 from .optim._base import FusedOptimizer, native_eligible
 
 
@@ -34,7 +35,14 @@ class GradScaler(torch.amp.GradScaler):
         fused launch per device (native ops where they serve the grads). DTensor
         grads are unscaled as their local shards, and found_inf is then maxed over
         the ranks that hold their other shards, as torch's DTensor handler of the
-        unscale op does, so every rank skips and backs off alike."""
+        unscale op does, so every rank skips and backs off alike.
+        With a fusedopt optimizer whose plans serve the step, the unscale runs
+        through them and leaves them holding the grads for the clip and the
+        step (optim/_idiom.py)."""
+        if isinstance(optimizer, FusedOptimizer):
+            found = _idiom.unscale_(optimizer, inv_scale, found_inf, allow_fp16)
+            if found is not None:
+                return found
         per_device: dict[torch.device, list[torch.Tensor]] = defaultdict(list)
         shared_with: dict[torch.device, list] = defaultdict(list)
         sharded: list[torch.Tensor] = []
@@ -76,6 +84,15 @@ class GradScaler(torch.amp.GradScaler):
                 found_per_device[device] = found
             bump(sharded)
         return found_per_device
+
+    def update(self, new_scale=None):
+        # grads an unscale_ left bound to a fusedopt optimizer's plans, where no
+        # step consumed them (a step skipped by the caller): let go of them
+        if not torch.compiler.is_compiling():
+            for opt in list(_idiom._HOLDING):
+                if id(opt) in self._per_optimizer_states:
+                    _idiom.release(opt)
+        return super().update(new_scale)
 
     def step(self, optimizer, *args, **kwargs):
         if not (self._enabled and _fused_amp_step(optimizer)) or args or kwargs:

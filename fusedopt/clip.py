@@ -23,9 +23,10 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from . import _collectives, _dtensor, _ops
+from . import _bulk, _collectives, _dtensor, _native_plan, _ops
 from ._repeats import rounds
 from ._versions import bump
+from .optim import _idiom
 from .optim._base import native_eligible
 
 _PLAIN = (Tensor, torch.nn.Parameter)
@@ -63,8 +64,14 @@ def clip_grad_norm_(
         parameters = [parameters]
     else:
         parameters = list(parameters)
-    grads = [p.grad for p in parameters if p.grad is not None]
+    # each .grad read once, in one C loop (a Parameter's .grad is a Python-level getter)
+    grads = [g for g in _bulk.attrs(parameters, "grad") if g is not None]
     norm_type = float(norm_type)
+    if grads and norm_type == 2.0 and not torch.compiler.is_compiling() and _idiom.any_holding():
+        # after scaler.unscale_(opt): the grads of opt's native plans, if these are exactly those
+        total_norm = _clip_through_plans(grads, max_norm, error_if_nonfinite)
+        if total_norm is not None:
+            return total_norm
     if grads and norm_type == 2.0 and all(map(_dtensor.is_dtensor, grads)):
         if all(native_eligible(g, g, ()) and not any(p.is_partial() for p in g.placements) for g in grads):
             return _clip_dtensor_grads(grads, max_norm, error_if_nonfinite)
@@ -80,7 +87,46 @@ def clip_grad_norm_(
     return total_norm
 
 
-def _scale_by_norm_(by_device, total_norm: Tensor, max_norm: float, error_if_nonfinite: bool) -> None:
+def _clip_through_plans(grads: list[Tensor], max_norm: float, error_if_nonfinite: bool) -> Tensor | None:
+    """The clip over grads a fusedopt optimizer's native plans hold since
+    scaler.unscale_ (optim/_idiom.py): the same stats pass and scaling as the
+    list ops, run over the plans' bound grads (re-checked by the first op)
+    instead of a list crossing the dispatcher twice. None, with nothing
+    written, where no plans hold exactly these grads or one no longer fits."""
+    opt, held = _idiom.holding(grads)
+    if held is None:
+        return None
+    found: dict[torch.device, Tensor] = {}
+    for b in held.buckets:
+        if b.device not in found:
+            found[b.device] = torch.zeros(2, dtype=torch.float32, device=b.device)
+    binds = held.first_binds()
+    try:
+        with torch.no_grad():
+            for i, b in enumerate(held.buckets):
+                f = found[b.device]
+                b.native_plan.grad_stats_(None, f[0:1], f[1:2], 0.0, binds=binds if i == 0 else None)
+    except _native_plan.Refit:
+        _idiom.take(opt)  # they hold nothing now; the step binds anew
+        return None
+    with torch.no_grad():
+        # summed over devices in the order the list path meets them
+        first = grads[0].device
+        total = None
+        for device in dict.fromkeys(g.device for g in grads) if len(found) > 1 else found:
+            part = found[device][1].to(first, non_blocking=True)
+            total = part if total is None else total + part
+        # a plan's grads have one dtype: each bucket's first says which
+        total_norm = _in_grad_dtype(total.sqrt(), [b.grads[0] for b in held.buckets])
+        coef = _clip_coef(total_norm, max_norm, error_if_nonfinite)
+        coefs = {d: coef.to(d, non_blocking=True).reshape(1) for d in found}
+        for b in held.buckets:
+            b.native_plan.unscale_(torch.zeros(1, device=b.device), coefs[b.device])
+        bump(held.grads)
+    return total_norm
+
+
+def _clip_coef(total_norm: Tensor, max_norm: float, error_if_nonfinite: bool) -> Tensor:
     if error_if_nonfinite and torch.logical_or(total_norm.isnan(), total_norm.isinf()):
         raise RuntimeError(
             "The total norm of order 2.0 for gradients from "
@@ -89,7 +135,11 @@ def _scale_by_norm_(by_device, total_norm: Tensor, max_norm: float, error_if_non
             "set `error_if_nonfinite=False`"
         )
     # as torch: coef = clamp(max_norm / (norm + 1e-6), max=1), applied unconditionally (no sync)
-    coef = torch.clamp(float(max_norm) / (total_norm.float() + 1e-6), max=1.0)
+    return torch.clamp(float(max_norm) / (total_norm.float() + 1e-6), max=1.0)
+
+
+def _scale_by_norm_(by_device, total_norm: Tensor, max_norm: float, error_if_nonfinite: bool) -> None:
+    coef = _clip_coef(total_norm, max_norm, error_if_nonfinite)
     for device, gs in by_device.items():
         c = coef.to(device, non_blocking=True).reshape(1)
         # unscale_ is a multi-tensor "grads *= factor"; its inf flag is discarded

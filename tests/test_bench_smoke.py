@@ -196,11 +196,13 @@ def keep_threads():
     torch.set_num_threads(threads)  # the command measures on one thread
 
 
-def test_host_cost_runs_and_reports(tmp_path, capsys, keep_threads):
+@pytest.mark.parametrize("amp", [False, True])
+def test_host_cost_runs_and_reports(tmp_path, capsys, keep_threads, amp):
     out = tmp_path / "host.json"
-    assert host_cost.main(["--small", "4", "--large", "40", "--rounds", "1", "--budget", "400", "--out", str(out)]) == 0
+    args = ["--small", "4", "--large", "40", "--rounds", "1", "--budget", "400", "--out", str(out)]
+    assert host_cost.main(args + (["--amp"] if amp else [])) == 0
     report = json.loads(out.read_text())
-    assert set(report["results"]) == set(host_cost.IMPLS)
+    assert set(report["results"]) == set(host_cost.IMPLS) | (set(host_cost.AMP_IMPLS) if amp else set())
     for r in report["results"].values():
         assert math.isfinite(r["us_per_tensor"]) and math.isfinite(r["ratio_to_torch_fused"])
     assert "host cost per tensor" in capsys.readouterr().out

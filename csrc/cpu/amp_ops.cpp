@@ -97,10 +97,14 @@ void run_grad_stats(const GradList& g, const std::optional<Tensor>& grad_scale, 
 
 void unscale_(StableListHandle grads_arg, Tensor found_inf, Tensor inv_scale) {
   const TensorList grads{grads_arg};
-  const Grads<void*> g = read_grads<void*>(grads, "unscale_");
-  check_found_inf(found_inf, "unscale_");
+  run_unscale(grads, found_inf, inv_scale, "unscale_");
+}
+
+void run_unscale(const TensorList& grads, const Tensor& found_inf, const Tensor& inv_scale, const char* op) {
+  const Grads<void*> g = read_grads<void*>(grads, op);
+  check_found_inf(found_inf, op);
   FO_CHECK(inv_scale.numel() == 1 && inv_scale.scalar_type() == ScalarType::Float && inv_scale.is_cpu(),
-           "unscale_: inv_scale must be a one-element float32 CPU tensor");
+           op, ": inv_scale must be a one-element float32 CPU tensor");
   const float inv = *static_cast<const float*>(inv_scale.data_ptr());
 
   const KernelTable& k = active_kernels();

@@ -27,6 +27,10 @@ using GradList = Grads<const void*>;
 void run_grad_stats(const GradList& g, const std::optional<Tensor>& grad_scale, const Tensor& found_inf,
                     const Tensor& sumsq, double max_value);
 
+// grads *= inv_scale, found_inf := 1 on any inf/nan grad (unscale_, and a
+// native plan's plan_unscale_ over its bound grads); `op` names the caller in errors.
+void run_unscale(const TensorList& grads, const Tensor& found_inf, const Tensor& inv_scale, const char* op);
+
 // The one-element float32 CPU tensors grad_stats_ writes.
 void check_stats_outputs(const std::optional<Tensor>& grad_scale, const Tensor& found_inf, const Tensor& sumsq,
                          const char* op);

@@ -14,6 +14,11 @@ struct CpuPlans {
   static constexpr bool kCuda = false;
   static constexpr int64_t kFirstId = 1;
 
+  // plan_unscale_ over a plan's bound grads (plan_bound_ops.h)
+  static void unscale(const TensorList& grads, const Tensor& found_inf, const Tensor& inv_scale, const char* op) {
+    run_unscale(grads, found_inf, inv_scale, op);
+  }
+
   template <class Rule>
   struct Call {
     RuleCall<Rule> rule_call;

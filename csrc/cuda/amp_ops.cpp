@@ -112,11 +112,15 @@ void grad_stats_(
 
 void unscale_(StableListHandle grads_arg, Tensor found_inf, Tensor inv_scale) {
   const TensorList grads{grads_arg};
+  run_unscale(grads, found_inf, inv_scale, "unscale_");
+}
+
+void run_unscale(const TensorList& grads, const Tensor& found_inf, const Tensor& inv_scale, const char* op) {
   const Place at = place_of(found_inf);
-  FO_CHECK(at.cuda, "unscale_: found_inf is not a CUDA tensor");
+  FO_CHECK(at.cuda, op, ": found_inf is not a CUDA tensor");
   check_scalar(found_inf, at, ScalarType::Float, "found_inf");
   check_scalar(inv_scale, at, ScalarType::Float, "inv_scale");
-  const ByDType g = split_grads(grads, at, "unscale_", /*writable=*/true);
+  const ByDType g = split_grads(grads, at, op, /*writable=*/true);
   torch::stable::accelerator::DeviceGuard guard(at.index);
   void* stream = current_stream(at.index);
   for (int k = 0; k < 3; ++k) {
@@ -128,7 +132,7 @@ void unscale_(StableListHandle grads_arg, Tensor found_inf, Tensor inv_scale) {
     a.dtype = static_cast<DType>(k);
     a.found_inf = static_cast<float*>(found_inf.mutable_data_ptr());
     a.inv_scale = static_cast<const float*>(inv_scale.const_data_ptr());
-    check_launch(launch_unscale(a, stream), "unscale_");
+    check_launch(launch_unscale(a, stream), op);
   }
 }
 

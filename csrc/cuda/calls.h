@@ -43,6 +43,11 @@ struct StatsGroup {
   DType dtype;
 };
 
+// grads *= inv_scale, found_inf := 1 on any inf/nan grad, on found_inf's device
+// (unscale_, and a native plan's plan_unscale_ over its bound grads); `op`
+// names the caller in errors.
+void run_unscale(const TensorList& grads, const Tensor& found_inf, const Tensor& inv_scale, const char* op);
+
 // The one-element float32 tensors grad_stats_ reads and writes, on `at`.
 void check_stats_outputs(const Place& at, const std::optional<Tensor>& grad_scale, const Tensor& found_inf,
                          const Tensor& sumsq);

@@ -16,6 +16,11 @@ struct CudaPlans {
   static constexpr bool kCuda = true;
   static constexpr int64_t kFirstId = kPlanIdSpan;  // the block after the CPU library's
 
+  // plan_unscale_ over a plan's bound grads (plan_bound_ops.h)
+  static void unscale(const TensorList& grads, const Tensor& found_inf, const Tensor& inv_scale, const char* op) {
+    run_unscale(grads, found_inf, inv_scale, op);
+  }
+
   template <class Rule>
   struct Call {
     CallInfo call;  // dtypes, element counts and device the launches use

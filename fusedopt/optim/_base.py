@@ -28,7 +28,7 @@ from torch.optim import Optimizer
 
 from .. import _bulk, _collectives, _dtensor, _native_plan, _ops
 from .._versions import bump
-from . import _buckets, _compile, _masters, _plan_binds, _stochastic_rounding, _torch_impl, _validate
+from . import _buckets, _compile, _idiom, _masters, _plan_binds, _stochastic_rounding, _torch_impl, _validate
 from ._amp_flag import AmpScalingFlag
 from ._checkpoint import CheckpointMixin
 from ._param_state import ParamStateMixin
@@ -398,7 +398,8 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
         """The step over its buckets, once every Python-side check has passed."""
         if eager:
             _plan_binds.bind_reused(
-                work, need_stats, masters=self.master_weights, ops_for_group=self._ops_for_group
+                work, need_stats, masters=self.master_weights, ops_for_group=self._ops_for_group,
+                held=_idiom.take(self),
             )
             if self.master_weights:
                 # every check has passed: masters of params written by others are re-seeded

@@ -10,7 +10,7 @@ from .. import _native_plan, _ops
 from ._buckets import Bucket
 
 
-def bind_reused(work, need_stats: bool, *, masters: bool, ops_for_group: Callable) -> None:
+def bind_reused(work, need_stats: bool, *, masters: bool, ops_for_group: Callable, held=None) -> None:
     """This step's grads for its reused native plans. They go with the op
     that runs first (the first bucket's stats pass or update), which checks
     every plan before it writes anything: a step without a stats pass then
@@ -18,7 +18,10 @@ def bind_reused(work, need_stats: bool, *, masters: bool, ops_for_group: Callabl
     such an op (a bucket without a plan, masters re-seeded first, plans in
     both native libraries), each plan binds now. Refit: one does not fit.
     ``ops_for_group(ops, group)``: the ops a group's native bucket runs on
-    (the optimizer's choice: Adam's tensor betas take the reference)."""
+    (the optimizer's choice: Adam's tensor betas take the reference).
+    ``held``: what an unscale_ of this step left bound (optim/_idiom.py);
+    where the pending plans are those, with the same grads, the first op
+    re-checks them instead of binding again."""
     pending = [b for _, buckets in work for b in buckets.values() if b.unbound]
     if not pending:
         return
@@ -30,7 +33,10 @@ def bind_reused(work, need_stats: bool, *, masters: bool, ops_for_group: Callabl
                 if b.native_plan.library != library:
                     break
             else:
-                first.binds = _native_plan.PendingBinds(pending)
+                if held is not None and held.holds_buckets(pending):
+                    first.binds = held.first_binds()
+                else:
+                    first.binds = _native_plan.PendingBinds(pending)
                 return
     for b in pending:
         if not b.native_plan.bind(b.grads):
