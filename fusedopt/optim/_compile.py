@@ -31,12 +31,21 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .. import _ops
+from .. import _collectives, _dtensor, _ops
 
 
-def flatten(buckets: dict[tuple, Any], out: list[Tensor]) -> tuple:
+def flatten(buckets: dict[tuple, Any], out: list[Tensor], state: dict) -> tuple:
     """Appends every tensor of `buckets` to `out`; returns the constant layout
-    that `unflatten` rebuilds them from (places, kinds, devices, list lengths)."""
+    that `unflatten` rebuilds them from (places, kinds, devices, list lengths,
+    whether the bucket is of DTensor params, its reduction group's traced form).
+
+    A bucket of DTensor params hands over the DTensors themselves (params,
+    grads, states; `state` is the optimizer's), not the local shards its lists
+    hold: dynamo knows a source for each DTensor (the param group, p.grad, the
+    state dict) and reads it afresh on every call, where a local shard, a tensor
+    it was never shown, would be held by a weak reference to that very tensor:
+    FSDP2 makes new grads every step, and a step would read the dead or stale
+    one. The trace unwraps them (unflatten)."""
     layout = []
     # a bucket's place stands for its key: dynamo makes the layout a constant of
     # the graph, and keys hold objects it cannot (the norm's ReduceGroup)
@@ -44,27 +53,67 @@ def flatten(buckets: dict[tuple, Any], out: list[Tensor]) -> tuple:
         # resolve the backend now (eagerly), so that the traced step finds it cached
         _ops.backend(b.device)
         names = tuple(b.lists)
-        out.extend(b.params)
-        out.extend(b.grads)
-        for name in names:
-            out.extend(b.lists[name])
-        layout.append((key, b.kind, b.device, len(b.params), tuple((n, len(b.lists[n])) for n in names)))
+        sharded = bool(b.keys) and _dtensor.is_dtensor(b.keys[0])
+        if sharded:
+            whole = _dtensors_of(b.keys, state)
+            out.extend(b.keys)
+            out.extend(p.grad for p in b.keys)
+            for name in names:
+                out.extend(whole(t, name) for t in b.lists[name])
+        else:
+            out.extend(b.params)
+            out.extend(b.grads)
+            for name in names:
+                out.extend(b.lists[name])
+        layout.append((key, b.kind, b.device, len(b.params), tuple((n, len(b.lists[n])) for n in names), sharded,
+                       _collectives.traced(b.reduce)))
     return tuple(layout)
+
+
+def _dtensors_of(params: list[Tensor], state: dict) -> Callable:
+    """A lookup of the DTensor state whose local shard is a bucket list's entry
+    (per-rank plain states, the step and the rounding key, are themselves)."""
+    by_local = {}
+    plain = set()
+    for p in params:
+        for t in state[p].values():
+            if _dtensor.is_dtensor(t):
+                by_local[id(t._local_tensor)] = t
+            elif isinstance(t, Tensor):
+                plain.add(id(t))
+
+    def whole(t: Tensor, name: str) -> Tensor:
+        found = by_local.get(id(t))
+        if found is not None:
+            return found
+        if id(t) in plain:
+            return t
+        raise RuntimeError(f"fusedopt: internal error: list {name!r} of a DTensor bucket holds a tensor "
+                           "that is not a state of its params")
+
+    return whole
 
 
 def unflatten(layout: tuple, flat: list[Tensor], make_bucket: Callable) -> dict[tuple, Any]:
     """The buckets `flatten` described, made with ``make_bucket(kind, device,
-    params, grads, lists)``, holding the tensors dynamo handed the trace."""
+    params, grads, lists, keys, reduce)``, holding the tensors dynamo handed the
+    trace; a DTensor bucket's lists hold their local shards (DTensor params are
+    its keys, as in an eager step's buckets)."""
     buckets = {}
     at = 0
-    for key, kind, device, n, names in layout:
+    for key, kind, device, n, names, sharded, reduce in layout:
         params, grads = flat[at : at + n], flat[at + n : at + 2 * n]
         at += 2 * n
+        keys = params
+        if sharded:
+            params, grads = [_dtensor.local(p) for p in params], [_dtensor.local(g) for g in grads]
         lists = defaultdict(list)
         for name, length in names:
             lists[name] = flat[at : at + length]
+            if sharded:
+                lists[name] = [_dtensor.local(t) for t in lists[name]]
             at += length
-        buckets[key] = make_bucket(kind, device, params, grads, lists)
+        buckets[key] = make_bucket(kind, device, params, grads, lists, keys, reduce)
     return buckets
 
 
