@@ -71,25 +71,23 @@ def flatten(buckets: dict[tuple, Any], out: list[Tensor], state: dict) -> tuple:
 
 
 def _dtensors_of(params: list[Tensor], state: dict) -> Callable:
-    """A lookup of the DTensor state whose local shard is a bucket list's entry
-    (per-rank plain states, the step and the rounding key, are themselves)."""
+    """A lookup of the DTensor state whose local shard is a bucket list's entry.
+    Per-rank 0-dim states (the step, SGD's first-step flags) are handed over as
+    they are, as the plain-tensor route hands them."""
     by_local = {}
-    plain = set()
     for p in params:
         for t in state[p].values():
             if _dtensor.is_dtensor(t):
                 by_local[id(t._local_tensor)] = t
-            elif isinstance(t, Tensor):
-                plain.add(id(t))
 
     def whole(t: Tensor, name: str) -> Tensor:
         found = by_local.get(id(t))
         if found is not None:
             return found
-        if id(t) in plain:
+        if t.dim() == 0:
             return t
-        raise RuntimeError(f"fusedopt: internal error: list {name!r} of a DTensor bucket holds a tensor "
-                           "that is not a state of its params")
+        raise RuntimeError(f"fusedopt: internal error: list {name!r} of a DTensor bucket holds a local tensor "
+                           "that is no state of its params")
 
     return whole
 
