@@ -19,8 +19,22 @@ param, which guards it fully on torch 2.13. Where a grad's dtype or layout
 change is not guarded, the kernels' own argument checks, inductor's stride
 asserts or the reference path's dtype check (fusedopt/_traced_checks.py)
 raise instead. The graph itself holds only the fused ops (and the reference
-path's torch ops for tensors the kernels do not take). DTensor params are not
-taken: a step with any runs eagerly (see run_eagerly).
+path's torch ops for tensors the kernels do not take).
+
+DTensor params (FSDP2, HSDP, tensor parallel) compile too. _init_group hands
+dynamo the DTensors themselves (params, grads, states), not their local
+shards: a DTensor comes from a source dynamo knows (the param group, p.grad,
+the state dict), so it is guarded there and read afresh on every call, FSDP2's
+new grad DTensors of each step included; a local shard would be a tensor
+dynamo was never shown, held by a weak reference to that one tensor (stale or
+dead by the next step). The trace unwraps each to its local shard (unflatten),
+and the kernels update the shards as in an eager step. The global norm's
+all-reduce (and found_inf's) is a functional collective inside the graph: the
+layout names each bucket's reduction group by its process groups' names
+(_collectives.traced), constants of the graph. A step with 8-bit states or
+stochastic rounding on DTensor params still runs eagerly (see run_eagerly):
+their per-shard quantization blocks and rounding offsets are not handed to the
+trace.
 """
 
 from __future__ import annotations
@@ -156,5 +170,6 @@ def float64_input(x, device: torch.device) -> Tensor:
 
 def run_eagerly(step, *args, **kwargs):
     """Runs `step` outside the compiled graph (a graph break; an error under
-    fullgraph=True): for what the compiled route does not take (DTensor params)."""
+    fullgraph=True): for what the compiled route does not take (8-bit states or
+    stochastic rounding on DTensor params)."""
     return torch.compiler.disable(step)(*args, **kwargs)
