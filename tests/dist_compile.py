@@ -52,9 +52,10 @@ def compiled_step(ctx, name: str, clip: float | None, backend: str = "aot_eager"
         assert counter.frame_count == 1, counter.frame_count
 
 
-# (each scenario compiles once, seconds on a 2-core machine: a few cover the rules,
-# with and without the norm's collective)
-scenario("compile_fsdp2_Adam", name="Adam", clip=None)(compiled_step)
+# Each scenario compiles, seconds on a 2-core machine: a few cover the rules, with
+# and without the norm's collective; the slow ones (first pass only) add Adam's
+# amsgrad and the eager route of 8-bit states, which test_compile.py also runs on 1 rank.
+scenario("compile_fsdp2_Adam", slow=True, name="Adam", clip=None)(compiled_step)
 scenario("compile_fsdp2_AdamW_clip", name="AdamW", clip=MAX_NORM, reload=True)(compiled_step)
 scenario("compile_fsdp2_SGD_clip", name="SGD", clip=MAX_NORM)(compiled_step)
 
@@ -138,7 +139,7 @@ def compiled_step_with_a_scaler(ctx) -> None:
     assert counter.frame_count == 1, counter.frame_count
 
 
-@scenario("compile_fsdp2_8bit_states_step_eagerly")
+@scenario("compile_fsdp2_8bit_states_step_eagerly", slow=True)
 def compiled_8bit_steps_eagerly(ctx) -> None:
     """8-bit states of DTensor params are not taken by the compiled route: the
     compiled step runs them eagerly (a graph break, so no fullgraph) and equals
