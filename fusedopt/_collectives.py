@@ -88,6 +88,12 @@ def traced(rg: ReduceGroup | None) -> tuple | None:
     return tuple(g.group_name for g in rg.groups), rg.device_types
 
 
+def device_of(rg) -> torch.device:
+    """Where a buffer for reduction group ``rg`` (a ReduceGroup or its traced
+    form) lives when no tensor says otherwise."""
+    return rg.device() if isinstance(rg, ReduceGroup) else _reduce_device(rg[1])
+
+
 def all_reduce_(rg, buf: Tensor, op: str = "sum") -> None:
     """buf := its sum (op="max": its max) over reduction group ``rg``: a
     ReduceGroup (eager) or its traced() form (a compiled step)."""

@@ -451,9 +451,17 @@ def test_dtensor_params_compile_fullgraph(one_rank_mesh):
     step bit for bit (2 ranks of FSDP2: tests/dist_compile.py)."""
     (pa, oa), (pb, ob) = _dtensor_pair(one_rank_mesh)
     counter = CompileCounter()
-    _dtensor_steps(one_rank_mesh, pa, pb, torch.compile(oa.step, backend=counter, fullgraph=True), ob)
+    step = torch.compile(oa.step, backend=counter, fullgraph=True)
+    _dtensor_steps(one_rank_mesh, pa, pb, step, ob)
     assert counter.frame_count == 1
     assert torch.equal(oa.last_grad_norm, ob.last_grad_norm)
+    # no grad on this rank: it still joins its mesh's all-reduce (other ranks
+    # may have grads), and nothing is written
+    before = [a.full_tensor().clone() for a in pa]
+    for a in pa:
+        a.grad = None
+    step()
+    assert all(torch.equal(a.full_tensor(), b) for a, b in zip(pa, before))
 
 
 def test_dtensor_params_with_8bit_states_run_the_step_eagerly_under_compile(one_rank_mesh):
