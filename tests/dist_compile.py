@@ -12,7 +12,21 @@ import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
 import fusedopt
-from dist_common import NATIVE_OFF, assert_bitwise, batch, fsdp, fused, loss_of, mlp, poison_local_grad, scenario, snapshot
+from dist_common import (
+    NATIVE_OFF,
+    assert_bitwise,
+    assert_same,
+    batch,
+    clip_torch,
+    fsdp,
+    fused,
+    loss_of,
+    mlp,
+    poison_local_grad,
+    scenario,
+    snapshot,
+    torch_cls,
+)
 
 HYPER = {
     "Adam": dict(lr=0.05, weight_decay=0.1, amsgrad=True),
@@ -24,10 +38,14 @@ MAX_NORM = 0.01  # below every step's norm here, so clipping acts on every step
 
 def compiled_step(ctx, name: str, clip: float | None, backend: str = "aot_eager", steps: int = 4,
                   reload: bool = False) -> None:
+    """fusedopt eager (a), fusedopt compiled (b) and torch's optimizer with
+    torch's global clip (c) on three twins: b equals a bit for bit, and c
+    within the suite's fp32 tolerance."""
     torch._dynamo.reset()
-    ma, mb = fsdp(mlp()), fsdp(mlp())
+    ma, mb, mc = fsdp(mlp()), fsdp(mlp()), fsdp(mlp())
     oa = fused(name)(ma.parameters(), max_grad_norm=clip, **HYPER[name])
     ob = fused(name)(mb.parameters(), max_grad_norm=clip, **HYPER[name])
+    oc = torch_cls(name)(mc.parameters(), **HYPER[name])
     counter = CompileCounterWithBackend(backend)
     step = torch.compile(ob.step, fullgraph=True, backend=counter)
     for i in range(steps):
@@ -35,18 +53,22 @@ def compiled_step(ctx, name: str, clip: float | None, backend: str = "aot_eager"
             # new state DTensors (as loading a checkpoint makes): the graph
             # must read them, not the ones it was traced with
             assert counter.frame_count == 1, counter.frame_count
-            for opt in (oa, ob):
+            for opt in (oa, ob, oc):
                 opt.load_state_dict(copy.deepcopy(opt.state_dict()))
         x = batch(ctx.rank, i)
-        loss_of(ma, x).backward()
-        loss_of(mb, x).backward()
+        for model in (ma, mb, mc):
+            loss_of(model, x).backward()
         oa.step()
         step()
+        if clip is not None:
+            clip_torch(mc, clip)
+        oc.step()
         assert_bitwise(snapshot(mb, ob), snapshot(ma, oa), f"step {i}")
         if clip is not None:
             assert torch.equal(ob.last_grad_norm, oa.last_grad_norm), f"step {i}: norms differ"
-        ma.zero_grad()
-        mb.zero_grad()
+        for model in (ma, mb, mc):
+            model.zero_grad()
+    assert_same(mb, ob, mc, oc)
     if not reload:
         # one graph for every step: new FSDP2 grads each step are read afresh, not recompiled for
         assert counter.frame_count == 1, counter.frame_count
