@@ -54,10 +54,7 @@ class ReduceGroup:
 
     def device(self) -> torch.device:
         """Where a buffer for this group lives when no tensor says otherwise."""
-        kind = self.device_types[0] if self.device_types and "cpu" not in self.device_types else "cpu"
-        if kind == "cpu":
-            return torch.device("cpu")
-        return torch.device(kind, getattr(torch, kind).current_device())
+        return _reduce_device(self.device_types)
 
     def all_reduce_(self, buf: Tensor, op=None) -> None:
         t = buf
@@ -68,6 +65,50 @@ class ReduceGroup:
             dist.all_reduce(t, op=dist.ReduceOp.SUM if op is None else op, group=group)
         if t is not buf:
             buf.copy_(t)
+
+
+def _reduce_device(device_types) -> torch.device:
+    kind = device_types[0] if device_types and "cpu" not in device_types else "cpu"
+    if kind == "cpu":
+        return torch.device("cpu")
+    return torch.device(kind, getattr(torch, kind).current_device())
+
+
+def traced(rg: ReduceGroup | None) -> tuple | None:
+    """A reduction group as a compiled step holds it: the names of its process
+    groups and the devices they reduce on, constants of the graph. (A
+    ReduceGroup object could reach the graph only through a guarded source; the
+    optimizer's _init_group, which finds the groups eagerly, hands the trace
+    tensors and a constant layout only.) Its all-reduce (all_reduce_) is then the
+    traceable functional collective, which takes a process group by name: the
+    global norm's all-reduce is inside the graph, and on gloo or nccl it is the
+    reduction dist.all_reduce runs, so the sums are the eager step's bit for bit."""
+    if rg is None:
+        return None
+    return tuple(g.group_name for g in rg.groups), rg.device_types
+
+
+def device_of(rg) -> torch.device:
+    """Where a buffer for reduction group ``rg`` (a ReduceGroup or its traced
+    form) lives when no tensor says otherwise."""
+    return rg.device() if isinstance(rg, ReduceGroup) else _reduce_device(rg[1])
+
+
+def all_reduce_(rg, buf: Tensor, op: str = "sum") -> None:
+    """buf := its sum (op="max": its max) over reduction group ``rg``: a
+    ReduceGroup (eager) or its traced() form (a compiled step)."""
+    if isinstance(rg, ReduceGroup):
+        rg.all_reduce_(buf, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+        return
+    from torch.distributed import _functional_collectives as funcol
+
+    names, device_types = rg
+    t = buf
+    if device_types is not None and buf.device.type not in device_types:
+        t = buf.to(_reduce_device(device_types))
+    for name in names:
+        t = funcol.all_reduce(t, op, name)
+    buf.copy_(t)
 
 
 _BY_GROUPS: dict[tuple, ReduceGroup] = {}
@@ -205,7 +246,7 @@ def global_stats(
             buf = torch.zeros(2, dtype=torch.float32, device=home)
         if flag is not None:
             buf[0:1] += flag
-        rg.all_reduce_(buf)
+        all_reduce_(rg, buf)
         total += buf
     if per_group:
         raise RuntimeError(f"fusedopt: internal error: reduction groups {list(per_group)} were not joined")
@@ -216,4 +257,4 @@ def max_found_(found: Tensor, groups) -> None:
     """found_inf := its max over every group (what torch's DTensor handler of
     the unscale op does), so that every rank skips and backs off alike."""
     for rg in groups:
-        rg.all_reduce_(found, op=dist.ReduceOp.MAX)
+        all_reduce_(rg, found, op="max")

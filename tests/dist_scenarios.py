@@ -5,6 +5,7 @@ import dist_dcp  # noqa: F401
 import dist_fsdp_8bit  # noqa: F401
 import dist_ddp_zero  # noqa: F401
 import dist_mesh2d  # noqa: F401
+import dist_compile  # noqa: F401
 from dist_common import SCENARIOS, Ctx
 
 __all__ = ["SCENARIOS", "Ctx"]

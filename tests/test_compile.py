@@ -421,27 +421,56 @@ def one_rank_mesh():
         dist.destroy_process_group()
 
 
-def test_dtensor_params_run_the_step_eagerly_under_compile(one_rank_mesh):
-    """The compiled route does not take DTensor params: the step leaves the
-    graph (a graph break) and runs eagerly, equal to the eager step; with
-    fullgraph=True that break is an error, never a wrong graph."""
+def _dtensor_pair(mesh, **kw):
     from torch.distributed.tensor import Shard, distribute_tensor
 
     def make():
         torch.manual_seed(0)
-        ps = [torch.nn.Parameter(distribute_tensor(torch.randn(8, 4), one_rank_mesh, [Shard(0)])) for _ in range(2)]
-        return ps, fusedopt.AdamW(ps, lr=0.01, max_grad_norm=1.0)
+        ps = [torch.nn.Parameter(distribute_tensor(torch.randn(8, 4), mesh, [Shard(0)])) for _ in range(2)]
+        return ps, fusedopt.AdamW(ps, lr=0.01, max_grad_norm=1.0, **kw)
 
-    (pa, oa), (pb, ob) = make(), make()
-    step = torch.compile(oa.step, backend="eager")
-    for _ in range(3):
+    return make(), make()
+
+
+def _dtensor_steps(mesh, pa, pb, step, ob, steps=3):
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    for _ in range(steps):
         for a, b in zip(pa, pb):
-            g = distribute_tensor(torch.randn(8, 4), one_rank_mesh, [Shard(0)])
-            a.grad, b.grad = g, g.clone()
+            g = distribute_tensor(torch.randn(8, 4), mesh, [Shard(0)])
+            a.grad, b.grad = g, g.clone()  # new grad DTensors every step, as FSDP2 makes
         step()
         ob.step()
     for a, b in zip(pa, pb):
         assert torch.equal(a.full_tensor(), b.full_tensor())
+
+
+def test_dtensor_params_compile_fullgraph(one_rank_mesh):
+    """DTensor params take the compiled route: one graph (fullgraph=True) over
+    their local shards, whose norm is all-reduced inside it, equal to the eager
+    step bit for bit (2 ranks of FSDP2: tests/dist_compile.py)."""
+    (pa, oa), (pb, ob) = _dtensor_pair(one_rank_mesh)
+    counter = CompileCounter()
+    step = torch.compile(oa.step, backend=counter, fullgraph=True)
+    _dtensor_steps(one_rank_mesh, pa, pb, step, ob)
+    assert counter.frame_count == 1
+    assert torch.equal(oa.last_grad_norm, ob.last_grad_norm)
+    # no grad on this rank: it still joins its mesh's all-reduce (other ranks
+    # may have grads), and nothing is written
+    before = [a.full_tensor().clone() for a in pa]
+    for a in pa:
+        a.grad = None
+    step()
+    assert all(torch.equal(a.full_tensor(), b) for a, b in zip(pa, before))
+
+
+def test_dtensor_params_with_8bit_states_run_the_step_eagerly_under_compile(one_rank_mesh):
+    """8-bit states of DTensor params are not taken by the compiled route: the
+    step leaves the graph (a graph break) and runs eagerly, equal to the eager
+    step; with fullgraph=True that break is an error, never a wrong graph."""
+    (pa, oa), (pb, ob) = _dtensor_pair(one_rank_mesh, state_dtype="8bit", min_8bit_size=0)
+    _dtensor_steps(one_rank_mesh, pa, pb, torch.compile(oa.step, backend="eager"), ob)
+    assert oa.state[pa[0]]["exp_avg"].dtype == torch.uint8
     torch._dynamo.reset()
     with pytest.raises(torch._dynamo.exc.Unsupported):
         torch.compile(oa.step, backend="eager", fullgraph=True)()

@@ -4,6 +4,10 @@ torch.nn.utils.clip_grad_norm_ then the step; fusedopt: max_grad_norm, one
 all-reduce inside the step).
 
     torchrun --nproc_per_node 2 --master_addr 127.0.0.1 -m fusedopt.benchmark.fsdp_step [--workload NAME] [--out FILE]
+        [--compiled]
+
+--compiled adds fusedopt's step under torch.compile(fullgraph=True) (inductor;
+its compilation happens in the warm-up steps, outside the timings).
 
 On CPUs the ranks use gloo; where every rank has a GPU, nccl and cuda:LOCAL_RANK
 (the same script). Each figure is the slowest rank's time for `reps` steps in a
@@ -65,7 +69,7 @@ def build(layers: int, d: int, device: torch.device) -> nn.Module:
     return model
 
 
-def implementations(params: list, clip: bool) -> dict:
+def implementations(params: list, clip: bool, compiled: bool = False) -> dict:
     def torch_step(**flags):
         opt = torch.optim.AdamW(params, lr=LR, weight_decay=WD, **flags)
         if not clip:
@@ -77,11 +81,17 @@ def implementations(params: list, clip: bool) -> dict:
 
         return step
 
-    return {
+    def fused_step():
+        return fusedopt.AdamW(params, lr=LR, weight_decay=WD, max_grad_norm=MAX_NORM if clip else None).step
+
+    out = {
         "torch-fused": torch_step(fused=True),
         "torch-foreach": torch_step(foreach=True),
-        "fusedopt": fusedopt.AdamW(params, lr=LR, weight_decay=WD, max_grad_norm=MAX_NORM if clip else None).step,
+        "fusedopt": fused_step(),
     }
+    if compiled:
+        out["fusedopt-compiled"] = torch.compile(fused_step(), fullgraph=True)
+    return out
 
 
 def seconds(step, reps: int, device: torch.device) -> float:
@@ -98,12 +108,12 @@ def seconds(step, reps: int, device: torch.device) -> float:
     return float(t) / reps
 
 
-def run(workload: str, rounds: int, reps: int, device: torch.device) -> dict:
+def run(workload: str, rounds: int, reps: int, device: torch.device, compiled: bool = False) -> dict:
     model = build(*WORKLOADS[workload], device)
     params = list(model.parameters())
     out = {}
     for clip in (False, True):
-        impls = implementations(params, clip)
+        impls = implementations(params, clip, compiled)
         for step in impls.values():  # states are made on the first step
             for _ in range(2):
                 step()
@@ -128,6 +138,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--out")
+    ap.add_argument("--compiled", action="store_true", help="also fusedopt's step under torch.compile")
     args = ap.parse_args()
     cuda = torch.cuda.is_available() and torch.cuda.device_count() >= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if cuda:
@@ -147,7 +158,7 @@ def main() -> None:
         "torch": torch.__version__,
         "rounds": args.rounds,
         "reps_per_round": args.reps,
-        "runs": [run(w, args.rounds, args.reps, device) for w in args.workload or default],
+        "runs": [run(w, args.rounds, args.reps, device, args.compiled) for w in args.workload or default],
     }
     if dist.get_rank() == 0:
         print_table(report)

@@ -237,16 +237,6 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
         popped, say): let go of what is kept beside it for params it no longer has."""
 
     def _bucket_group(self, group: dict, state_same: bool = False, index: int | None = None) -> dict[tuple, Bucket]:
-        if torch.compiler.is_compiling():
-            # dynamo runs _init_group eagerly and guards what it returns (see _compile.py)
-            flat: list[Tensor] = []
-            layout = self._init_group(group, flat)
-            if layout is None:
-                return None
-            norm = _collectives.of_norm_group(self.norm_group)
-            return _compile.unflatten(
-                layout, flat, lambda *args: Bucket(*args, keys=args[2], reduce=norm)
-            )
         params = group["params"]
         if type(params) is not list:
             params = list(params)  # the whole-list checks take lists
@@ -276,14 +266,35 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
         self._bucket_cache.store(index, group, signature, params, mask, buckets, guards)
         return buckets
 
+    def _traced_buckets(self, group: dict) -> tuple[dict[tuple, Bucket], list] | None:
+        """A compiled step's buckets of ``group`` and the traced forms of the
+        group's reduction groups (see _collectives.traced), or None where the
+        step must run eagerly (see _init_group)."""
+        # dynamo runs _init_group eagerly and guards what it returns (see _compile.py)
+        flat: list[Tensor] = []
+        layout = self._init_group(group, flat)
+        if layout is None:
+            return None
+        buckets, reduce_groups = layout
+        return _compile.unflatten(
+            buckets, flat, lambda kind, device, params, grads, lists, keys, reduce: Bucket(
+                kind, device, params, grads, lists, keys=keys, reduce=reduce)
+        ), reduce_groups
+
     def _init_group(self, group: dict, flat: list[Tensor]) -> tuple | None:
         """The compiled step's bucketing: torch.compile calls this eagerly, by
         name, as it does torch's optimizers' _init_group (see _compile.py). It
         stores the group's buckets as the eager step does (the reduction groups and
-        step_backends() read it). None: the group has DTensor params, which the
-        compiled route does not take (the step then runs eagerly)."""
+        step_backends() read it), and returns the constant layout of the tensors
+        it appended to ``flat`` with the traced forms of the reduction groups
+        this rank joins for the group (the plain params' norm group first, then
+        its DTensor params' mesh groups, as in _reduce_groups). None: the group
+        has DTensor params whose states the compiled route does not take (8-bit
+        states, stochastic rounding keyed by a shard's global offset), and the
+        step then runs eagerly."""
         params = group["params"]
-        if any(map(_dtensor.is_dtensor, params)):
+        dtensors = [p for p in params if _dtensor.is_dtensor(p)]
+        if dtensors and (self.stochastic_rounding or any(map(self._is_8bit, dtensors))):
             return None
         grads = [p.grad for p in params]
         buckets, guards = _buckets.build_buckets(
@@ -295,7 +306,9 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
         mask = list(map(is_not, grads, repeat(None)))
         index = _index_of(self.param_groups, group)
         self._bucket_cache.store(index, group, self._bucket_signature(group), params, mask, buckets, guards)
-        return _compile.flatten(buckets, flat)
+        norm = _collectives.of_norm_group(self.norm_group)
+        reduce_groups = [norm] + _collectives.ordered_groups(map(_collectives.of_dtensor, dtensors))
+        return _compile.flatten(buckets, flat, self.state), tuple(map(_collectives.traced, reduce_groups))
 
     def _forget_buckets(self) -> None:
         _masters.retire(self, self._bucket_cache.keep(0))
@@ -371,9 +384,14 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
                     )
         eager = not torch.compiler.is_compiling()
         if not eager:
-            work = [(group, self._bucket_group(group)) for group in self.param_groups]
-            if any(buckets is None for _, buckets in work):
+            traced = [self._traced_buckets(group) for group in self.param_groups]
+            if any(t is None for t in traced):
                 return _compile.run_eagerly(self._fused_step, grad_scale, found_inf, find_infs=find_infs)
+            work = [(group, t[0]) for group, t in zip(self.param_groups, traced)]
+            # every group's reduction groups in the order of _reduce_groups, as names
+            reduce_groups = []
+            for _, groups in traced:
+                reduce_groups += [rg for rg in groups if rg is not None and rg not in reduce_groups]
         else:
             state_same = self._state_unchanged()
             work = [(group, self._bucket_group(group, state_same, i)) for i, group in enumerate(self.param_groups)]
@@ -385,7 +403,7 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
                 self._snapshot_state()
         need_stats = self.max_grad_norm is not None or find_infs
         if not eager:
-            return self._run_step(work, False, need_stats, grad_scale, found_inf, find_infs)
+            return self._run_step(work, False, need_stats, grad_scale, found_inf, find_infs, reduce_groups)
         try:
             return self._run_step(work, True, need_stats, grad_scale, found_inf, find_infs)
         except _native_plan.Refit:
@@ -394,8 +412,10 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
             self._forget_buckets()
             return self._fused_step(grad_scale, found_inf, find_infs=find_infs)
 
-    def _run_step(self, work, eager: bool, need_stats: bool, grad_scale, found_inf, find_infs: bool):
-        """The step over its buckets, once every Python-side check has passed."""
+    def _run_step(self, work, eager: bool, need_stats: bool, grad_scale, found_inf, find_infs: bool,
+                  reduce_groups: list | None = None):
+        """The step over its buckets, once every Python-side check has passed.
+        ``reduce_groups``: a compiled step's (else the bucket cache's)."""
         if eager:
             _plan_binds.bind_reused(
                 work, need_stats, masters=self.master_weights, ops_for_group=self._ops_for_group,
@@ -406,7 +426,9 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
                 _masters.follow(work)
         # ranks that share params' norm or inf flags (sharded params, ZeRO): all
         # join the same collectives, even with no grad (or an empty shard) here
-        groups = self._reduce_groups() if need_stats or found_inf is not None else []
+        groups = []
+        if need_stats or found_inf is not None:
+            groups = self._reduce_groups() if reduce_groups is None else reduce_groups
         if not groups and not any(buckets for _, buckets in work):
             return {} if find_infs else None
 
@@ -436,11 +458,6 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
         """The reduction groups of this optimizer's params, in the order every
         rank joins them (see fusedopt/_collectives.py); the bucket cache holds them."""
         norm = _collectives.of_norm_group(self.norm_group)
-        if torch.compiler.is_compiling():
-            # a compiled step has no DTensor params (those steps run eagerly), so
-            # no bucket has a group of its own; and dynamo (torch < 2.13) cannot
-            # trace id() of a dict
-            return _collectives.ordered_groups([norm])
         cache = self._bucket_cache
         if self.max_grad_norm is not None and self.norm_group is None:
             if not cache.has_dtensor():

@@ -19,8 +19,22 @@ param, which guards it fully on torch 2.13. Where a grad's dtype or layout
 change is not guarded, the kernels' own argument checks, inductor's stride
 asserts or the reference path's dtype check (fusedopt/_traced_checks.py)
 raise instead. The graph itself holds only the fused ops (and the reference
-path's torch ops for tensors the kernels do not take). DTensor params are not
-taken: a step with any runs eagerly (see run_eagerly).
+path's torch ops for tensors the kernels do not take).
+
+DTensor params (FSDP2, HSDP, tensor parallel) compile too. _init_group hands
+dynamo the DTensors themselves (params, grads, states), not their local
+shards: a DTensor comes from a source dynamo knows (the param group, p.grad,
+the state dict), so it is guarded there and read afresh on every call, FSDP2's
+new grad DTensors of each step included; a local shard would be a tensor
+dynamo was never shown, held by a weak reference to that one tensor (stale or
+dead by the next step). The trace unwraps each to its local shard (unflatten),
+and the kernels update the shards as in an eager step. The global norm's
+all-reduce (and found_inf's) is a functional collective inside the graph: the
+layout names each bucket's reduction group by its process groups' names
+(_collectives.traced), constants of the graph. A step with 8-bit states or
+stochastic rounding on DTensor params still runs eagerly (see run_eagerly):
+their per-shard quantization blocks and rounding offsets are not handed to the
+trace.
 """
 
 from __future__ import annotations
@@ -31,12 +45,21 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .. import _ops
+from .. import _collectives, _dtensor, _ops
 
 
-def flatten(buckets: dict[tuple, Any], out: list[Tensor]) -> tuple:
+def flatten(buckets: dict[tuple, Any], out: list[Tensor], state: dict) -> tuple:
     """Appends every tensor of `buckets` to `out`; returns the constant layout
-    that `unflatten` rebuilds them from (places, kinds, devices, list lengths)."""
+    that `unflatten` rebuilds them from (places, kinds, devices, list lengths,
+    whether the bucket is of DTensor params, its reduction group's traced form).
+
+    A bucket of DTensor params hands over the DTensors themselves (params,
+    grads, states; `state` is the optimizer's), not the local shards its lists
+    hold: dynamo knows a source for each DTensor (the param group, p.grad, the
+    state dict) and reads it afresh on every call, where a local shard, a tensor
+    it was never shown, would be held by a weak reference to that very tensor:
+    FSDP2 makes new grads every step, and a step would read the dead or stale
+    one. The trace unwraps them (unflatten)."""
     layout = []
     # a bucket's place stands for its key: dynamo makes the layout a constant of
     # the graph, and keys hold objects it cannot (the norm's ReduceGroup)
@@ -44,27 +67,65 @@ def flatten(buckets: dict[tuple, Any], out: list[Tensor]) -> tuple:
         # resolve the backend now (eagerly), so that the traced step finds it cached
         _ops.backend(b.device)
         names = tuple(b.lists)
-        out.extend(b.params)
-        out.extend(b.grads)
-        for name in names:
-            out.extend(b.lists[name])
-        layout.append((key, b.kind, b.device, len(b.params), tuple((n, len(b.lists[n])) for n in names)))
+        sharded = bool(b.keys) and _dtensor.is_dtensor(b.keys[0])
+        if sharded:
+            whole = _dtensors_of(b.keys, state)
+            out.extend(b.keys)
+            out.extend(p.grad for p in b.keys)
+            for name in names:
+                out.extend(whole(t, name) for t in b.lists[name])
+        else:
+            out.extend(b.params)
+            out.extend(b.grads)
+            for name in names:
+                out.extend(b.lists[name])
+        layout.append((key, b.kind, b.device, len(b.params), tuple((n, len(b.lists[n])) for n in names), sharded,
+                       _collectives.traced(b.reduce)))
     return tuple(layout)
+
+
+def _dtensors_of(params: list[Tensor], state: dict) -> Callable:
+    """A lookup of the DTensor state whose local shard is a bucket list's entry.
+    Per-rank 0-dim states (the step, SGD's first-step flags) are handed over as
+    they are, as the plain-tensor route hands them."""
+    by_local = {}
+    for p in params:
+        for t in state[p].values():
+            if _dtensor.is_dtensor(t):
+                by_local[id(t._local_tensor)] = t
+
+    def whole(t: Tensor, name: str) -> Tensor:
+        found = by_local.get(id(t))
+        if found is not None:
+            return found
+        if t.dim() == 0:
+            return t
+        raise RuntimeError(f"fusedopt: internal error: list {name!r} of a DTensor bucket holds a local tensor "
+                           "that is no state of its params")
+
+    return whole
 
 
 def unflatten(layout: tuple, flat: list[Tensor], make_bucket: Callable) -> dict[tuple, Any]:
     """The buckets `flatten` described, made with ``make_bucket(kind, device,
-    params, grads, lists)``, holding the tensors dynamo handed the trace."""
+    params, grads, lists, keys, reduce)``, holding the tensors dynamo handed the
+    trace; a DTensor bucket's lists hold their local shards (DTensor params are
+    its keys, as in an eager step's buckets)."""
     buckets = {}
     at = 0
-    for key, kind, device, n, names in layout:
+    for key, kind, device, n, names, sharded, reduce in layout:
         params, grads = flat[at : at + n], flat[at + n : at + 2 * n]
         at += 2 * n
+        keys = params
+        if sharded:
+            params, grads = [_dtensor.local(p) for p in params], [_dtensor.local(g) for g in grads]
         lists = defaultdict(list)
         for name, length in names:
             lists[name] = flat[at : at + length]
+            if sharded:
+                lists[name] = [_dtensor.local(t) for t in lists[name]]
             at += length
-        buckets[key] = make_bucket(kind, device, params, grads, lists)
+        buckets[key] = make_bucket(kind, device, params, grads, lists, keys, reduce)
     return buckets
 
 
@@ -109,5 +170,6 @@ def float64_input(x, device: torch.device) -> Tensor:
 
 def run_eagerly(step, *args, **kwargs):
     """Runs `step` outside the compiled graph (a graph break; an error under
-    fullgraph=True): for what the compiled route does not take (DTensor params)."""
+    fullgraph=True): for what the compiled route does not take (8-bit states or
+    stochastic rounding on DTensor params)."""
     return torch.compiler.disable(step)(*args, **kwargs)

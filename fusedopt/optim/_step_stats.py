@@ -57,7 +57,7 @@ def device_amp(
 
     computed = None
     if need_stats or groups:
-        home = devices[0] if devices else groups[0].device()
+        home = devices[0] if devices else _collectives.device_of(groups[0])
         # a tied weight listed twice counts once in the global norm
         parts = [(b.device, b.reduce, _stats_of(b)) for _, buckets in work for b in buckets.values() if not b.repeat]
         found, sumsq = _collectives.global_stats(
