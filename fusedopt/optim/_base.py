@@ -310,6 +310,15 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
         reduce_groups = [norm] + _collectives.ordered_groups(map(_collectives.of_dtensor, dtensors))
         return _compile.flatten(buckets, flat, self.state), tuple(map(_collectives.traced, reduce_groups))
 
+    def _reused_buckets(self) -> list[dict] | None:
+        """Each group's cached buckets, reused for this step's grads (None where
+        one is missing or does not fit; builds nothing): for the work before a
+        step that goes through its plans (optim/_idiom.py)."""
+        cache = self._bucket_cache
+        if cache.has_dtensor():
+            return None
+        return cache.reuse_all(self.param_groups, self._bucket_signature, self.state, self._state_unchanged())
+
     def _forget_buckets(self) -> None:
         _masters.retire(self, self._bucket_cache.keep(0))
 

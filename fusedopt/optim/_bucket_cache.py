@@ -90,6 +90,25 @@ class BucketCache:
         self.caches.extend([None] * (index + 1 - len(self.caches)))
         self.caches[index] = cache
 
+    def reuse_all(self, groups: list[dict], signature_of, state, state_same: bool) -> list[dict] | None:
+        """Every group's buckets, reused for the grads its params hold now, in
+        group order; None where a group has no cache or its cache does not fit
+        them. Builds nothing, so makes no optimizer state."""
+        if len(self.caches) != len(groups):
+            return None
+        out = []
+        for cache, group in zip(self.caches, groups):
+            if cache is None or cache.group is not group:
+                return None
+            params = group["params"]
+            if type(params) is not list:
+                params = list(params)
+            buckets = cache.reuse(signature_of(group), params, _bulk.attrs(params, "grad"), state, state_same)
+            if buckets is None:
+                return None
+            out.append(buckets)
+        return out
+
     def keep(self, count: int) -> list:
         """Drops the caches past the first ``count`` (groups that were deleted);
         returns the dropped ones."""

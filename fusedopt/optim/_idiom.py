@@ -86,23 +86,11 @@ def _reused_buckets(opt, allow_fp16: bool) -> list[Bucket] | None:
     one group has none or cannot reuse them, or a bucket is not one this path
     serves. Never builds buckets: that makes optimizer states, which torch's
     unscale_ does not."""
-    cache = opt._bucket_cache
-    groups = opt.param_groups
-    if len(cache.caches) != len(groups) or cache.has_dtensor():
+    groups = opt._reused_buckets()
+    if groups is None:
         return None
-    state_same = opt._state_unchanged()
     out: list[Bucket] = []
-    for index, group in enumerate(groups):
-        c = cache.cache_at(index)
-        if c is None or c.group is not group:
-            return None
-        params = group["params"]
-        if type(params) is not list:
-            params = list(params)
-        grads = _bulk.attrs(params, "grad")
-        buckets = c.reuse(opt._bucket_signature(group), params, grads, opt.state, state_same)
-        if buckets is None:
-            return None
+    for buckets in groups:
         for b in buckets.values():
             if b.native_plan is None or b.repeat or (not allow_fp16 and b.grads[0].dtype is torch.float16):
                 return None
