@@ -170,7 +170,7 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
             # does not recompile (see _compile.hyper_args); eagerly the floats
             # go as they are (no tensor to make per step)
             hyper, hyper_tensor = _compile.hyper_args(hyper, device)
-        lr, lr_tensor = self._lr_args(group["lr"], device, ops)
+        lr, lr_tensor = _compile.lr_args(group["lr"], device, ops)
         maximize = bool(group.get("maximize", False))
         plan = bucket.native_plan
         tail = (lr, lr_tensor, amp.grad_scale, amp.found_inf, amp.sumsq, self.max_grad_norm or 0.0,
@@ -191,45 +191,13 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
             return
         self.rule.op(ops)(bucket.params, bucket.grads, *call_lists(bucket), hyper, hyper_tensor, *tail)
 
-    @staticmethod
-    def _lr_args(lr, device: torch.device, ops) -> tuple[float, Tensor | None]:
-        if isinstance(lr, Tensor):
-            # the kernels read a float32 or float64 lr; torch accepts any dtype
-            dtype = lr.dtype if lr.dtype in (torch.float32, torch.float64) else torch.float32
-            # a one-element lr of any shape, as torch takes it (the foreach ops
-            # of the plain-torch path take 0-dim scalar tensors only)
-            return 0.0, lr.detach().reshape(()).to(device=device, dtype=dtype, non_blocking=True)
-        if ops is not _ops.reference and torch.compiler.is_compiling():
-            # A float lr that a scheduler changes becomes a symbolic input of the
-            # graph after one recompile; passed as a native op's float argument it
-            # would be specialized again, one recompile per value. As a float64
-            # tensor it stays an input (the kernels read it as the same double;
-            # how it is made matters to AOT backends: see float64_input).
-            # (The reference's torch ops take the symbolic float as it is, and so
-            # compute what they compute eagerly.)
-            return 0.0, _compile.float64_input(lr, device)
-        return float(lr), None
-
     # -- bucketing ---------------------------------------------------------------------
 
     def _state_unchanged(self) -> bool:
-        """Whether self.state holds exactly the per-param dicts (same keys, same
-        dict objects, in order) it held after the last eager step's bucketing.
-        Iterating a dict hashes nothing, where looking each param up calls
-        Tensor.__hash__, a Python function, once per param."""
-        snap = self.__dict__.get("_state_snapshot")
-        state = self.state
-        return (
-            snap is not None
-            and snap[0] is state
-            and len(state) == len(snap[1])
-            and _bulk.same(state.keys(), snap[1])
-            and _bulk.same(state.values(), snap[2])
-        )
+        return self._bucket_cache.state_unchanged(self.state)
 
     def _snapshot_state(self) -> None:
-        state = self.state
-        self.__dict__["_state_snapshot"] = (state, list(state.keys()), list(state.values()))
+        self._bucket_cache.snapshot_state(self.state)
         self._state_changed()
 
     def _state_changed(self) -> None:
@@ -457,7 +425,7 @@ class FusedOptimizer(ParamStateMixin, CheckpointMixin, Optimizer):
             self._bucket_cache.record_steps()
             if self.master_weights:
                 _masters.record(work)
-            if len(self.state) != len(self.__dict__["_state_snapshot"][1]):
+            if len(self.state) != self._bucket_cache.snapshot_len():
                 # the update made states (torch's own SGD, for sparse grads, does):
                 # the snapshot must hold them, or a reset of them would go unseen
                 self._snapshot_state()

@@ -73,6 +73,30 @@ class BucketCache:
 
     def __init__(self) -> None:
         self.caches: list[GroupCache | None] = []
+        # the optimizer's state dict, its keys and its per-param dicts, as the
+        # last eager step's bucketing left them (see state_unchanged)
+        self.state_snapshot: tuple | None = None
+
+    def state_unchanged(self, state: dict) -> bool:
+        """Whether ``state`` holds exactly the per-param dicts (same keys, same
+        dict objects, in order) it held at the last snapshot_state. Iterating
+        a dict hashes nothing, where looking each param up calls
+        Tensor.__hash__, a Python function, once per param."""
+        snap = self.state_snapshot
+        return (
+            snap is not None
+            and snap[0] is state
+            and len(state) == len(snap[1])
+            and _bulk.same(state.keys(), snap[1])
+            and _bulk.same(state.values(), snap[2])
+        )
+
+    def snapshot_state(self, state: dict) -> None:
+        self.state_snapshot = (state, list(state.keys()), list(state.values()))
+
+    def snapshot_len(self) -> int:
+        """How many params had state at the last snapshot_state (-1: none taken)."""
+        return -1 if self.state_snapshot is None else len(self.state_snapshot[1])
 
     def cache_at(self, index: int) -> GroupCache | None:
         """The cache kept at ``index`` (built for the group at that index then:

@@ -129,6 +129,27 @@ def unflatten(layout: tuple, flat: list[Tensor], make_bucket: Callable) -> dict[
     return buckets
 
 
+def lr_args(lr, device: torch.device, ops) -> tuple[float, Tensor | None]:
+    """A group's lr as a native or reference op takes it: (float, None), or
+    (0.0, tensor) for a tensor lr and, under torch.compile, for a float one."""
+    if isinstance(lr, Tensor):
+        # the kernels read a float32 or float64 lr; torch accepts any dtype
+        dtype = lr.dtype if lr.dtype in (torch.float32, torch.float64) else torch.float32
+        # a one-element lr of any shape, as torch takes it (the foreach ops
+        # of the plain-torch path take 0-dim scalar tensors only)
+        return 0.0, lr.detach().reshape(()).to(device=device, dtype=dtype, non_blocking=True)
+    if ops is not _ops.reference and torch.compiler.is_compiling():
+        # A float lr that a scheduler changes becomes a symbolic input of the
+        # graph after one recompile; passed as a native op's float argument it
+        # would be specialized again, one recompile per value. As a float64
+        # tensor it stays an input (the kernels read it as the same double;
+        # how it is made matters to AOT backends: see float64_input).
+        # (The reference's torch ops take the symbolic float as it is, and so
+        # compute what they compute eagerly.)
+        return 0.0, float64_input(lr, device)
+    return float(lr), None
+
+
 def hyper_args(hyper: tuple, device: torch.device) -> tuple[list[float], Tensor]:
     """A native op's hyperparameters under torch.compile: the values as a float64
     tensor on `device` (the kernels read it: csrc/cpu/rule_call.h hyper_of, the
@@ -137,7 +158,7 @@ def hyper_args(hyper: tuple, device: torch.device) -> tuple[list[float], Tensor]
 
     Why: a float a scheduler changes (OneCycleLR's betas or momentum) becomes a
     symbolic input of the graph after dynamo's first recompile, as lr does (see
-    _base._lr_args). Handed to the op's ``float[] hyper`` it would be specialized
+    lr_args). Handed to the op's ``float[] hyper`` it would be specialized
     again, one recompile per value; in a tensor it stays an input. The float list
     still carries what the host side reads from it: the structure of the call
     (Adam's amsgrad, SGD's momentum == 0 vs not, which decide the state lists

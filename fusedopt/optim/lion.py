@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .. import _ops
 from .._reference_lion import lion_
-from . import _validate
+from . import _compile, _validate
 from ._base import Bucket, DeviceAmp, FusedOptimizer, Route
 from ._rule import Rule
 
@@ -100,7 +100,7 @@ class Lion(FusedOptimizer):
         if bucket.kind != "sparse":
             super()._apply_bucket(ops, bucket, group, amp, device)
             return
-        lr, lr_tensor = self._lr_args(group["lr"], device, _ops.reference)
+        lr, lr_tensor = _compile.lr_args(group["lr"], device, _ops.reference)
         hyper = self._hyper(group, native=False)
         for p, g in zip(bucket.params, bucket.grads):
             state, moments, _ = self._rule_tensors(p, group, 0)
