@@ -41,13 +41,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 import weakref
 
 import torch
 
 import fusedopt
 from fusedopt.benchmark.workloads import WORKLOADS
+
+# run as a script beside it (see the usage above), as that one is
+from compiled_vs_eager import _burst
 
 _LIB = torch.library.Library("fusedopt_probe", "DEF")
 _LIB.define("held_step_(Tensor(a!) anchor, Tensor(b!)[] params, Tensor[] grads, int opt) -> ()")
@@ -79,13 +81,6 @@ def _opt(shapes, seed):
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen) * 1e-3
     return fusedopt.AdamW(params, lr=1e-3, weight_decay=0.1)
-
-
-def _burst(step, calls):
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        step()
-    return (time.perf_counter() - t0) / calls
 
 
 def _routes(shapes):
