@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,7 @@ class Outcome:
     training: dict = field(default_factory=dict)
     suite: str = ""
     oldest_wheel: Path | None = None
+    seconds: dict = field(default_factory=dict)  # each step's wall time, for tuning CI's time
 
 
 class Runner:
@@ -149,6 +151,7 @@ class Runner:
         self.oldest_wheel: Future = Future()
         self.pool = ThreadPoolExecutor(2)
         self.lock = threading.Lock()
+        self.seconds: dict[str, dict] = {}  # entry -> step -> wall seconds
         self.futures = {e.name: self.pool.submit(self._run, e) for e in entries()}
 
     def result(self, name: str) -> Outcome:
@@ -172,6 +175,7 @@ class Runner:
                 "training_max_param_diff": max(r["max_param_diff"] for r in o.training["results"]),
                 "suite": o.suite,
                 "suite_files": o.entry.suite,
+                "seconds": {k: round(v, 1) for k, v in o.seconds.items()},
             })
         return rows
 
@@ -192,6 +196,7 @@ class Runner:
 
     def _steps(self, e: Entry) -> Outcome:
         out = Outcome(e)
+        self.seconds[e.name] = out.seconds
         where = self.work / e.name
         where.mkdir(parents=True)
         base = sys.executable if e.python is None else find_python(e.python)
@@ -262,7 +267,9 @@ class Runner:
 
     def _cmd(self, e: Entry, what: str, cmd: list[str], cwd: Path, check: bool = True,
              env: dict | None = None) -> subprocess.CompletedProcess:
+        start = time.perf_counter()
         res = subprocess.run(cmd, cwd=cwd, env={**clean_env(), **(env or {})}, capture_output=True, text=True)
+        self.seconds.setdefault(e.name, {})[what] = time.perf_counter() - start
         if check and res.returncode != 0:
             raise Failed(f"{e.name}: {what} exited with {res.returncode}:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
         return res
