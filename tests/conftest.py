@@ -82,6 +82,40 @@ def wheel(tmp_path_factory):
     return wheel_venv.build_wheel(tmp_path_factory.mktemp("dist"))
 
 
+# -- the torch matrix (tests/test_torch_matrix.py) ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def matrix_runner(request, tmp_path_factory):
+    """The matrix's venvs, prepared and exercised in background threads from
+    the moment this is first asked for; None where the matrix is not insisted on."""
+    import datetime
+    import json
+    from pathlib import Path
+
+    import torch_matrix
+
+    if not torch_matrix.insisted():
+        yield None
+        return
+    runner = torch_matrix.Runner(request.getfixturevalue("wheel"), tmp_path_factory.mktemp("matrix"))
+    yield runner
+    runner.close()
+    if os.environ.get(torch_matrix.REPORT_VAR):
+        report = {"date": datetime.date.today().isoformat(), "built_against": torch.__version__,
+                  "entries": runner.report()}
+        Path(os.environ[torch_matrix.REPORT_VAR]).write_text(json.dumps(report, indent=2) + "\n")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _matrix_starts_with_the_session(request):
+    """Starts the matrix before the first test when this run holds its entries:
+    its installs and suites then overlap the rest of the pass (which leaves a
+    core idle much of the time) instead of following it."""
+    if any("outcome" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        request.getfixturevalue("matrix_runner")
+
+
 # -- the CUDA kernels under the CPU emulation (tests/cuda_emu) --------------------
 
 

@@ -1,8 +1,9 @@
 """One wheel, every torch a user has: the wheel built here (against this run's
 torch, the newest when the suite runs as a new user gets it) installs into
 fresh venvs with the floor (2.10.0), the CUDA 13.0 build the GPU machines run
-(2.11.0), 2.13.0, 2.14.1 and the newest; a wheel built against the floor runs
-beside the newest on another CPython. In each: `python -m fusedopt info`, the
+(2.11.0), 2.13.0 and 2.14.1; a wheel built against the floor runs beside the
+newest on another CPython (the newest beside this CPython is the main pass's
+and tests/test_wheel.py's). In each: `python -m fusedopt info`, the
 CUDA library where the torch is a CUDA build of the same CUDA major (it must
 load and register every op), a short training against torch.optim, and the CPU
 suite (all of it or a part: tests/torch_matrix.py). No GPU runs anything here.
@@ -11,13 +12,12 @@ The matrix downloads several GB per CUDA build of torch. It runs where
 FUSEDOPT_TORCH_MATRIX is set (.ci/run sets it); there a version that cannot be
 installed fails the test. Elsewhere each entry skips and says how to run it.
 FUSEDOPT_TORCH_MATRIX_REPORT=FILE writes what each venv had and did, as JSON
-(the README's compatibility table comes from bench/results/torch-matrix.json)."""
+(the README's compatibility table comes from bench/results/torch-matrix.json).
+The venvs are prepared beside the main pass, from its start (conftest.py)."""
 
 from __future__ import annotations
 
-import datetime
 import json
-import os
 import re
 import subprocess
 import sys
@@ -29,7 +29,8 @@ import torch
 
 import torch_matrix
 from elf_tools import external_dependencies, policy_violations
-from torch_matrix import MATRIX_VAR, REPORT_VAR, Entry, Unavailable
+from wheel_venv import check_cuda_probe
+from torch_matrix import MATRIX_VAR, Entry, Unavailable
 
 pytestmark = pytest.mark.slow
 
@@ -37,16 +38,11 @@ ENTRIES = torch_matrix.entries()
 
 
 @pytest.fixture(scope="module")
-def runner(request, tmp_path_factory):
-    if not torch_matrix.insisted():
+def runner(matrix_runner):
+    """The venvs conftest.py started with the session (matrix_runner)."""
+    if matrix_runner is None:
         pytest.skip(f"set {MATRIX_VAR}=all to install each torch of the matrix (several GB each) and test the wheel there")
-    r = torch_matrix.Runner(request.getfixturevalue("wheel"), tmp_path_factory.mktemp("matrix"))
-    yield r
-    r.close()
-    if os.environ.get(REPORT_VAR):
-        report = {"date": datetime.date.today().isoformat(), "built_against": torch.__version__,
-                  "entries": r.report()}
-        Path(os.environ[REPORT_VAR]).write_text(json.dumps(report, indent=2) + "\n")
+    return matrix_runner
 
 
 @pytest.fixture
@@ -62,12 +58,11 @@ def test_the_suite_lists_name_test_files_that_exist():
     """A renamed or deleted file must not silently drop out of the matrix: the
     two lists name existing test files, and none is in both."""
     here = Path(__file__).parent
-    for name in torch_matrix.SELF_CHECKS + torch_matrix.TORCH_FACING + torch_matrix.INSTALLED:
+    for name in torch_matrix.SELF_CHECKS + torch_matrix.TORCH_FACING:
         assert (here / name).is_file(), name
     assert not set(torch_matrix.SELF_CHECKS) & set(torch_matrix.TORCH_FACING)
-    assert set(torch_matrix.INSTALLED) <= set(torch_matrix.TORCH_FACING)
     kinds = {e.suite for e in ENTRIES}
-    assert kinds == {"wide", "torch-facing", "installed"}, kinds
+    assert kinds == {"wide", "torch-facing"}, kinds
     wide = torch_matrix.suite_args(ENTRIES[0], here)
     assert wide[0] == str(here) and len(wide) == 1 + len(torch_matrix.SELF_CHECKS)
 
@@ -94,18 +89,7 @@ def test_the_wheel_works_beside_this_torch(outcome):
 
     # the CUDA library: loaded wherever torch is a CUDA build of the wheel's CUDA
     # major, with the stream shim from libtorch_cuda and a CUDA kernel for every op
-    probe, built = outcome.probe, info["build"]["cuda"]
-    if built is not None and probe["torch_cuda"] and probe["torch_cuda"].split(".")[0] == built["version"].split(".")[0]:
-        assert probe["cuda_lib"]["loaded"], probe["cuda_lib"]["reason"]
-        assert probe["shim_from"] == "libtorch_cuda.so", probe["shim_from"]
-        tensor_ops = sorted(n for n, k in probe["ops"].items() if not k["CompositeExplicitAutograd"])
-        assert tensor_ops == probe["bound"], (tensor_ops, probe["bound"])
-        missing = {n: [k for k in ("CPU", "CUDA") if not probe["ops"][n][k]] for n in tensor_ops}
-        assert not any(missing.values()), missing
-    else:
-        # another CUDA major, or a CPU build: not loaded, and fusedopt says why
-        assert not probe["cuda_lib"]["loaded"]
-        assert probe["cuda_lib"]["reason"], probe
+    check_cuda_probe(outcome.probe, info["build"]["cuda"])
 
     # a short training: fusedopt's native kernels track torch.optim's run
     for r in outcome.training["results"]:

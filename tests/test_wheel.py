@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from elf_tools import TORCH_LIBS, external_dependencies, fatbin_entries, policy_violations
-from wheel_venv import ROOT, make_venv, pip_install, run
+from wheel_venv import ROOT, check_cuda_probe, make_venv, pip_install, run
 
 pytestmark = pytest.mark.slow
 
@@ -113,6 +113,10 @@ def test_wheel_installs_and_runs_in_a_fresh_venv(wheel, fresh_venv, tmp_path):
     info = json.loads(run(py, "-m", "fusedopt", "info", "--json", cwd=tmp_path).stdout)
     assert info["devices"]["cpu"]["backend"] == "cpu-native", info["libraries"]
     assert info["build"]["torch_abi_floor"] == "2.10"
+    # the CUDA library from the wheel, beside this run's torch (a CUDA build of
+    # the newest release, as a new user installs it): loaded with every op
+    probe = json.loads(run(py, str(ROOT / "tests" / "wheel_cuda_probe.py"), cwd=tmp_path).stdout)
+    check_cuda_probe(probe, info["build"]["cuda"])
     check = run(py, "-m", "fusedopt", "check", cwd=tmp_path, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.strip().endswith("OK")

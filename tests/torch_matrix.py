@@ -5,13 +5,15 @@ Each entry installs a torch into a new venv, then the wheel with its test
 extra (so the torch there must satisfy the wheel's requirement), and runs, away
 from the source tree: `python -m fusedopt info`, the CUDA library probe, a short
 training against torch.optim (tests/matrix_training.py) and the CPU suite from a
-copy of tests/ (`-m "not slow"`): all of it where the floor is installed,
-its torch-facing part beside the later releases, and the ops' registration
-beside the newest, which the main pass runs everything beside (see
-SELF_CHECKS, TORCH_FACING and INSTALLED). Entries run two at a time (downloads and
-installs overlap the suites of others); the floor's venv also builds the
-second wheel, against the oldest torch, which the last entry installs beside
-the newest torch on another CPython."""
+copy of tests/ (`-m "not slow"`): all of it where the floor is installed, its
+torch-facing part beside the later releases (see SELF_CHECKS and TORCH_FACING).
+The newest torch has no entry of its own: the main pass runs every file beside
+it, and tests/test_wheel.py installs the wheel beside it in a fresh venv and
+probes its CUDA library there. Entries run two at a time, beside the main pass
+(conftest.py starts them before its first test: installs and downloads leave a
+core idle much of the time); the floor's venv also builds the second wheel,
+against the oldest torch, while its suite runs, and the last entry installs it
+beside the newest torch on another CPython."""
 
 from __future__ import annotations
 
@@ -57,11 +59,10 @@ TORCH_FACING = (
     "test_sgd_parity.py", "test_state_dict.py", "test_tensor_lr.py", "test_torch_bitwise.py", "test_torch_optim_db.py",
     "test_validation.py",
 )
-# The installed package as torch.library sees it (schemas, fake kernels,
-# opcheck): the newest torch's entry runs only these, since the main pass runs
-# every file beside the same torch and CPython, and the CPython 3.12 entry the
-# torch-facing files beside the same torch from an installed wheel.
-INSTALLED = ("test_ops.py",)
+# The archs of the wheel built against the floor: which device code it holds does
+# not change what its libraries link against or register, which is what that
+# wheel proves (`make wheel` builds sm_80, sm_90 and PTX: tests/test_wheel.py)
+OLDEST_WHEEL_ARCHS = "9.0"
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,7 @@ class Entry:
     python: str | None = None  # None: this run's CPython; else e.g. "3.12"
     wheel: str = "newest"  # "newest": built against this run's torch; "oldest": against FLOOR
     builds_oldest: bool = False  # this venv also builds the wheel against its torch
-    # "wide": every test file but SELF_CHECKS; "torch-facing": TORCH_FACING only;
-    # "installed": INSTALLED only
+    # "wide": every test file but SELF_CHECKS; "torch-facing": TORCH_FACING only
     suite: str = "torch-facing"
 
 
@@ -84,14 +84,13 @@ def newest_version() -> str:
 def entries() -> list[Entry]:
     newest = newest_version()
     return [
-        # the floor runs the wide suite; the releases after it the files where
-        # torch is the oracle or its API changes; the newest torch runs all of
-        # it in the main pass
+        # the floor runs the wide suite (first: the longest, and the oldest wheel's
+        # builder); the releases after it the files where torch is the oracle or
+        # its API changes; the newest torch runs all of it in the main pass
         Entry(f"torch-{FLOOR}", f"torch=={FLOOR}", builds_oldest=True, suite="wide"),
         Entry("torch-2.11.0", "torch==2.11.0"),
         Entry("torch-2.13.0", "torch==2.13.0"),
         Entry("torch-2.14.1", "torch==2.14.1"),
-        Entry(f"torch-{newest}", f"torch=={newest}", suite="installed"),
         Entry(f"torch-{newest}-py{OTHER_PYTHON}-oldest-wheel", f"torch=={newest}", python=OTHER_PYTHON, wheel="oldest"),
     ]
 
@@ -118,7 +117,7 @@ def suite_args(e: Entry, tests: Path) -> list[str]:
     """What pytest collects for an entry's suite in the copy `tests`."""
     if e.suite == "wide":
         return [str(tests)] + [f"--ignore={tests / f}" for f in SELF_CHECKS]
-    return [str(tests / f) for f in (INSTALLED if e.suite == "installed" else TORCH_FACING)]
+    return [str(tests / f) for f in TORCH_FACING]
 
 
 class Failed(Exception):
@@ -204,31 +203,47 @@ class Runner:
             raise Unavailable(f"no CPython {e.python} found (on PATH or under pyenv)")
         self._cmd(e, "make the venv", [base, "-m", "venv", str(where / "venv")], where)
         py = str(where / "venv" / "bin" / "python")
-        got = self._cmd(e, f"pip install {e.torch_spec}", [py, "-m", "pip", "install", "--quiet", e.torch_spec],
-                        where, check=False)
+        # --no-compile: byte-compiling all of torch costs ~10 s a venv; the few
+        # modules a run imports compile as it imports them
+        got = self._cmd(e, f"pip install {e.torch_spec}",
+                        [py, "-m", "pip", "install", "--quiet", "--no-compile", e.torch_spec], where, check=False)
         if got.returncode != 0:
             errors = " ".join(x for x in got.stderr.splitlines() if x.startswith("ERROR:"))
             raise Unavailable(f"could not install {e.torch_spec}: {errors[:400] or got.stderr[-400:]}")
         if e.builds_oldest:
-            self._build_oldest(e, py, where)
+            self._cmd(e, "pip install the build tools",
+                      [py, "-m", "pip", "install", "--quiet", "--no-compile", "setuptools>=77", "wheel"], where)
         wheel = self.newest_wheel if e.wheel == "newest" else self.oldest_wheel.result()
         # the wheel and its test extra, as a user installs them: the torch present must satisfy them
-        self._cmd(e, "pip install the wheel[test]", [py, "-m", "pip", "install", "--quiet", f"{wheel}[test]"], where)
-        out.python = self._cmd(e, "python version", [py, "-c", "import sys; print(sys.version.split()[0])"],
-                               where).stdout.strip()
-        out.info = json.loads(self._cmd(e, "python -m fusedopt info", [py, "-m", "fusedopt", "info", "--json"],
-                                        where).stdout)
-        out.probe = json.loads(self._cmd(e, "CUDA library probe", [py, str(ROOT / "tests" / "wheel_cuda_probe.py")],
-                                         where).stdout)
-        out.training = json.loads(self._cmd(e, "short training", [py, str(ROOT / "tests" / "matrix_training.py")],
+        self._cmd(e, "pip install the wheel[test]",
+                  [py, "-m", "pip", "install", "--quiet", "--no-compile", f"{wheel}[test]"], where)
+        builder = None
+        if e.builds_oldest:
+            # beside this venv's own checks: the build reads the venv, which nothing writes from here on
+            builder = threading.Thread(target=self._build_oldest, args=(e, py, where), daemon=True)
+            builder.start()
+        try:
+            out.python = self._cmd(e, "python version", [py, "-c", "import sys; print(sys.version.split()[0])"],
+                                   where).stdout.strip()
+            out.info = json.loads(self._cmd(e, "python -m fusedopt info", [py, "-m", "fusedopt", "info", "--json"],
                                             where).stdout)
-        out.suite = self._suite(e, py, where)
+            out.probe = json.loads(self._cmd(e, "CUDA library probe",
+                                             [py, str(ROOT / "tests" / "wheel_cuda_probe.py")], where).stdout)
+            out.training = json.loads(self._cmd(e, "short training", [py, str(ROOT / "tests" / "matrix_training.py")],
+                                                where).stdout)
+            out.suite = self._suite(e, py, where)
+        finally:
+            if builder is not None:
+                builder.join()
+        if builder is not None and self.oldest_wheel.exception() is not None:
+            raise self.oldest_wheel.exception()
         return out
 
     def _build_oldest(self, e: Entry, py: str, where: Path) -> None:
-        """The wheel built against this venv's torch, as `make wheel` builds it,
-        from a copy of the sources (a build in the checkout would share its
-        build/ folder with the main one)."""
+        """The wheel built against this venv's torch, as `make wheel` builds it
+        but for one arch (OLDEST_WHEEL_ARCHS), from a copy of the sources (a
+        build in the checkout would share its build/ folder with the main one).
+        Its outcome goes to self.oldest_wheel (this runs in its own thread)."""
         try:
             src = where / "src"
             for part in ("csrc", "fusedopt"):
@@ -236,18 +251,15 @@ class Runner:
                                 ignore=shutil.ignore_patterns("__pycache__", "*.so", "_build_info.json"))
             for f in ("setup.py", "pyproject.toml", "README.md", "LICENSE"):
                 shutil.copy(ROOT / f, src / f)
-            self._cmd(e, "pip install the build tools", [py, "-m", "pip", "install", "--quiet", "setuptools>=77",
-                                                         "wheel"], where)
             self._cmd(e, "build the wheel against the oldest torch",
                       [py, "-m", "pip", "wheel", str(src), "--no-build-isolation", "--no-deps", "--wheel-dir",
-                       str(where / "dist")], where)
+                       str(where / "dist")], where, env={"TORCH_CUDA_ARCH_LIST": OLDEST_WHEEL_ARCHS})
             wheels = list((where / "dist").glob("fusedopt-*.whl"))
             if len(wheels) != 1:
                 raise Failed(f"expected one wheel, found {wheels}")
             self.oldest_wheel.set_result(wheels[0])
         except BaseException as exc:
             self.oldest_wheel.set_exception(exc)
-            raise
 
     def _suite(self, e: Entry, py: str, where: Path) -> str:
         """The CPU suite from a copy outside the source tree, so that it imports

@@ -1,7 +1,7 @@
-"""Run by tests/torch_matrix.py with the python of each venv that holds the
-installed wheel beside a build of torch (no GPU needed). Prints, as JSON,
-what fusedopt, the dispatcher and the dynamic linker say about the CUDA library,
-for the test to judge."""
+"""Run by tests/torch_matrix.py and tests/test_wheel.py with the python of each
+venv that holds the installed wheel beside a build of torch (no GPU needed).
+Prints, as JSON, what fusedopt, the dispatcher and the dynamic linker say about
+the CUDA library, for wheel_venv.check_cuda_probe to judge."""
 
 from __future__ import annotations
 

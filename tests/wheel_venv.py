@@ -48,3 +48,22 @@ def run(py: Path, *args: str, cwd: Path, check: bool = True) -> subprocess.Compl
 
 def pip_install(py: Path, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     return run(py, "-m", "pip", "install", "--quiet", *args, cwd=cwd, check=check)
+
+
+def check_cuda_probe(probe: dict, built: dict | None) -> None:
+    """What tests/wheel_cuda_probe.py printed in a venv, judged against the
+    wheel's CUDA build record: the CUDA library loads wherever torch is a CUDA
+    build of the wheel's CUDA major, with the stream shim from libtorch_cuda and
+    a CUDA kernel for every op; elsewhere it is not loaded, and fusedopt says why."""
+    same_major = built is not None and probe["torch_cuda"] and \
+        probe["torch_cuda"].split(".")[0] == built["version"].split(".")[0]
+    if same_major:
+        assert probe["cuda_lib"]["loaded"], probe["cuda_lib"]["reason"]
+        assert probe["shim_from"] == "libtorch_cuda.so", probe["shim_from"]
+        tensor_ops = sorted(n for n, k in probe["ops"].items() if not k["CompositeExplicitAutograd"])
+        assert tensor_ops == probe["bound"], (tensor_ops, probe["bound"])
+        missing = {n: [k for k in ("CPU", "CUDA") if not probe["ops"][n][k]] for n in tensor_ops}
+        assert not any(missing.values()), missing
+    else:
+        assert not probe["cuda_lib"]["loaded"]
+        assert probe["cuda_lib"]["reason"], probe
