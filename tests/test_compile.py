@@ -421,12 +421,13 @@ def one_rank_mesh():
         dist.destroy_process_group()
 
 
-def _dtensor_pair(mesh, **kw):
+def _dtensor_pair(mesh, dtype=torch.float32, **kw):
     from torch.distributed.tensor import Shard, distribute_tensor
 
     def make():
         torch.manual_seed(0)
-        ps = [torch.nn.Parameter(distribute_tensor(torch.randn(8, 4), mesh, [Shard(0)])) for _ in range(2)]
+        ps = [torch.nn.Parameter(distribute_tensor(torch.randn(8, 4, dtype=dtype), mesh, [Shard(0)]))
+              for _ in range(2)]
         return ps, fusedopt.AdamW(ps, lr=0.01, max_grad_norm=1.0, **kw)
 
     return make(), make()
@@ -437,7 +438,7 @@ def _dtensor_steps(mesh, pa, pb, step, ob, steps=3):
 
     for _ in range(steps):
         for a, b in zip(pa, pb):
-            g = distribute_tensor(torch.randn(8, 4), mesh, [Shard(0)])
+            g = distribute_tensor(torch.randn(8, 4, dtype=a.dtype), mesh, [Shard(0)])
             a.grad, b.grad = g, g.clone()  # new grad DTensors every step, as FSDP2 makes
         step()
         ob.step()
@@ -471,6 +472,20 @@ def test_dtensor_params_with_8bit_states_run_the_step_eagerly_under_compile(one_
     (pa, oa), (pb, ob) = _dtensor_pair(one_rank_mesh, state_dtype="8bit", min_8bit_size=0)
     _dtensor_steps(one_rank_mesh, pa, pb, torch.compile(oa.step, backend="eager"), ob)
     assert oa.state[pa[0]]["exp_avg"].dtype == torch.uint8
+    torch._dynamo.reset()
+    with pytest.raises(torch._dynamo.exc.Unsupported):
+        torch.compile(oa.step, backend="eager", fullgraph=True)()
+
+
+def test_dtensor_params_with_stochastic_rounding_run_the_step_eagerly_under_compile(one_rank_mesh):
+    """bf16 DTensor params stored with stochastic rounding, whose bits are keyed
+    by each shard's global offset, are not taken by the compiled route either:
+    the step runs eagerly, bit for bit the eager step's (same seed, same keys);
+    with fullgraph=True the break is an error, never a wrong graph."""
+    (pa, oa), (pb, ob) = _dtensor_pair(one_rank_mesh, dtype=torch.bfloat16, stochastic_rounding=True, seed=7)
+    before = [a.full_tensor().clone() for a in pa]
+    _dtensor_steps(one_rank_mesh, pa, pb, torch.compile(oa.step, backend="eager"), ob)
+    assert all(not torch.equal(a.full_tensor(), b) for a, b in zip(pa, before))  # it stepped
     torch._dynamo.reset()
     with pytest.raises(torch._dynamo.exc.Unsupported):
         torch.compile(oa.step, backend="eager", fullgraph=True)()
