@@ -41,6 +41,24 @@ def ddp(ctx) -> None:
         assert len(_local_norm_warnings(caught)) == expected, [str(w.message) for w in caught]
 
 
+@scenario("ddp_compiled_clip_warns_once", slow=True)
+def ddp_compiled(ctx) -> None:
+    """A compiled step (fullgraph) clips by the rank's own norm as the eager one
+    does, and says so as the eager one does: once, unless norm_group says it is meant."""
+    for norm_group in (None, "local"):
+        torch._dynamo.reset()
+        ma, mb = _twins()
+        oa = fusedopt.AdamW(ma.parameters(), max_grad_norm=MAX_NORM, norm_group=norm_group, **HYPER["AdamW"])
+        oa.step = torch.compile(oa.step, fullgraph=True, backend="eager")
+        ob = torch.optim.AdamW(mb.parameters(), **HYPER["AdamW"])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train_pair(ctx.rank, ma, oa, mb, ob, 3, MAX_NORM)
+        assert_same(ma, oa, mb, ob)
+        expected = 1 if norm_group is None else 0
+        assert len(_local_norm_warnings(caught)) == expected, [str(w.message) for w in caught]
+
+
 def _zero(model, **kw):
     from torch.distributed.optim import ZeroRedundancyOptimizer  # its import scripts torch's functional optimizers
 
