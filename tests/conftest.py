@@ -111,7 +111,7 @@ def matrix_runner(request, tmp_path_factory):
 def _matrix_starts_with_the_session(request):
     """Starts the matrix before the first test when this run holds its entries:
     its installs and suites then overlap the rest of the pass (which leaves a
-    core idle much of the time) instead of following it."""
+    core idle part of the time) instead of following it."""
     if any("outcome" in getattr(item, "fixturenames", ()) for item in request.session.items):
         request.getfixturevalue("matrix_runner")
 
