@@ -27,13 +27,7 @@ from dist_common import (
     snapshot,
     torch_cls,
 )
-
-HYPER = {
-    "Adam": dict(lr=0.05, weight_decay=0.1, amsgrad=True),
-    "AdamW": dict(lr=0.05, weight_decay=0.1),
-    "SGD": dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
-}
-MAX_NORM = 0.01  # below every step's norm here, so clipping acts on every step
+from dist_fsdp import HYPER, MAX_NORM  # the eager FSDP2 scenarios' settings, which these compile
 
 
 def compiled_step(ctx, name: str, clip: float | None, backend: str = "aot_eager", steps: int = 4,
