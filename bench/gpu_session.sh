@@ -13,6 +13,8 @@
 #   host     the host cost per tensor, through native plans and through the list ops
 #   memcheck, racecheck   compute-sanitizer over tests/native/sanitize_step.py,
 #            caching allocator off
+#   compiled torch.compile(opt.step) against the eager step, default mode and
+#            mode="reduce-overhead" (CUDA graphs): bench/compiled_vs_eager.py
 #   bounds   only with ADAM_BOUNDS_AB=1, from a source build: the Adam kernels'
 #            occupancy variants (csrc/cuda/adam.cu)
 # Each stage runs under a timeout cut to the time left, and a stage that fails
@@ -30,7 +32,7 @@ OUT="${OUT:-bench/results/gpu-run}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 BUDGET="${BUDGET:-420}"
-STAGES=" ${STAGES:-tests bench host memcheck racecheck bounds} "
+STAGES=" ${STAGES:-tests bench host memcheck racecheck compiled bounds} "
 PY="${PYTHON:-python3}"
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
@@ -106,6 +108,10 @@ if command -v compute-sanitizer > /dev/null; then
 else
   echo "memcheck, racecheck: compute-sanitizer not found" | tee -a "$SUMMARY"
 fi
+# small tensors, where the compiled step's host cost per tensor shows, and large
+# ones, where memory traffic does (1000x10K takes minutes to compile)
+stage compiled 120 "$PY" "$ROOT/bench/compiled_vs_eager.py" --device cuda --modes default,reduce-overhead \
+  --workloads 100x1K,10x1M --reps 7
 
 # ADAM_BOUNDS_AB=1: __launch_bounds__(512, 3), the default, against
 # __launch_bounds__(512) alone, timed back to back where the update dominates.
