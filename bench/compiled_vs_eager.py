@@ -22,6 +22,7 @@ import statistics
 import time
 
 import torch
+from torch._dynamo.utils import counters
 
 import fusedopt
 
@@ -80,7 +81,7 @@ def main() -> None:
     torch.set_num_threads(1)
     torch._dynamo.config.recompile_limit = 64
     device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
     print(f"torch {torch.__version__}, device {device}, backend {args.backend}, one thread, "
           f"{args.reps} interleaved reps")
     failed = False
@@ -88,8 +89,14 @@ def main() -> None:
         n, size = WORKLOADS[name]
         for mode in args.modes.split(","):
             torch._dynamo.reset()
+            counters.clear()
             try:
                 _compare(name, n, size, device, mode, args.backend, args.reps, sync)
+                # inductor falls back to no CUDA graphs quietly (an input it cannot
+                # keep static, a CPU tensor): a reduce-overhead row must say so
+                skips = {k: v for k, v in counters["inductor"].items() if "cudagraph" in k}
+                if mode == "reduce-overhead" and device.type == "cuda":
+                    print(f"{'':>9} {'':>15}  CUDA graph skips: {skips or 'none'}", flush=True)
             except Exception as exc:  # one mode's failure is a finding; the other rows still run
                 failed = True
                 print(f"{name:>9} {mode:>15}: failed: {type(exc).__name__}: {str(exc)[:300]}", flush=True)

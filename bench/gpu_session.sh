@@ -14,7 +14,9 @@
 #   memcheck, racecheck   compute-sanitizer over tests/native/sanitize_step.py,
 #            caching allocator off
 #   compiled torch.compile(opt.step) against the eager step, default mode and
-#            mode="reduce-overhead" (CUDA graphs): bench/compiled_vs_eager.py
+#            mode="reduce-overhead" (CUDA graphs): bench/compiled_vs_eager.py;
+#            last, so the first call's budget may not reach it: then a second
+#            call, STAGES=compiled BUDGET=200
 #   bounds   only with ADAM_BOUNDS_AB=1, from a source build: the Adam kernels'
 #            occupancy variants (csrc/cuda/adam.cu)
 # Each stage runs under a timeout cut to the time left, and a stage that fails

@@ -11,6 +11,7 @@ import warnings
 
 import torch
 import torch.distributed as dist
+from torch._dynamo.testing import CompileCounterWithBackend
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import fusedopt
@@ -49,7 +50,8 @@ def ddp_compiled(ctx) -> None:
         torch._dynamo.reset()
         ma, mb = _twins()
         oa = fusedopt.AdamW(ma.parameters(), max_grad_norm=MAX_NORM, norm_group=norm_group, **HYPER["AdamW"])
-        oa.step = torch.compile(oa.step, fullgraph=True, backend="eager")
+        counter = CompileCounterWithBackend("eager")
+        oa.step = torch.compile(oa.step, fullgraph=True, backend=counter)
         ob = torch.optim.AdamW(mb.parameters(), **HYPER["AdamW"])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -57,6 +59,7 @@ def ddp_compiled(ctx) -> None:
         assert_same(ma, oa, mb, ob)
         expected = 1 if norm_group is None else 0
         assert len(_local_norm_warnings(caught)) == expected, [str(w.message) for w in caught]
+        assert counter.frame_count == 1  # the step that warned was the compiled one
 
 
 def _zero(model, **kw):

@@ -150,7 +150,9 @@ class Runner:
         self.work = work
         self.oldest_wheel: Future = Future()
         self.pool = ThreadPoolExecutor(2)
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the oldest wheel's outcome and the running commands
+        self.running: set[subprocess.Popen] = set()
+        self.closing = False
         self.seconds: dict[str, dict] = {}  # entry -> step -> wall seconds
         self.futures = {e.name: self.pool.submit(self._run, e) for e in entries()}
 
@@ -162,7 +164,8 @@ class Runner:
         rows = []
         for name, fut in self.futures.items():
             if not fut.done() or fut.exception() is not None:
-                rows.append({"entry": name, "error": str(fut.exception()) if fut.done() else "not run"})
+                rows.append({"entry": name, "error": str(fut.exception()) if fut.done() else "not run",
+                             "seconds": {k: round(v, 1) for k, v in self.seconds.get(name, {}).items()}})
                 continue
             o = fut.result()
             rows.append({
@@ -180,9 +183,25 @@ class Runner:
         return rows
 
     def close(self) -> None:
-        if not self.oldest_wheel.done():
-            self.oldest_wheel.set_exception(Failed("the floor's entry never built its wheel"))
+        """Stops what still runs (a session cut short: -x, Ctrl-C) and waits
+        for the threads, which then fail their entries."""
+        self._settle_oldest(exc=Failed("the floor's entry never built its wheel"))
+        with self.lock:
+            self.closing = True
+            for proc in self.running:
+                proc.kill()
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _settle_oldest(self, wheel: Path | None = None, exc: BaseException | None = None) -> None:
+        """The oldest wheel's outcome, once: the first of the builder, its
+        entry's end and close() decides it."""
+        with self.lock:
+            if self.oldest_wheel.done():
+                return
+            if exc is None:
+                self.oldest_wheel.set_result(wheel)
+            else:
+                self.oldest_wheel.set_exception(exc)
 
     # -- one entry ------------------------------------------------------------
 
@@ -190,8 +209,8 @@ class Runner:
         try:
             return self._steps(e)
         finally:
-            if e.builds_oldest and not self.oldest_wheel.done():
-                self.oldest_wheel.set_exception(Failed(f"{e.name} did not build the oldest wheel"))
+            if e.builds_oldest:
+                self._settle_oldest(exc=Failed(f"{e.name} did not build the oldest wheel"))
             shutil.rmtree(self.work / e.name / "venv", ignore_errors=True)  # several GB each
 
     def _steps(self, e: Entry) -> Outcome:
@@ -220,7 +239,8 @@ class Runner:
                   [py, "-m", "pip", "install", "--quiet", "--no-compile", f"{wheel}[test]"], where)
         builder = None
         if e.builds_oldest:
-            # beside this venv's own checks: the build reads the venv, which nothing writes from here on
+            # beside this venv's own checks: the build reads the venv, where nothing
+            # is installed from here on (first imports only add bytecode)
             builder = threading.Thread(target=self._build_oldest, args=(e, py, where), daemon=True)
             builder.start()
         try:
@@ -237,7 +257,8 @@ class Runner:
             if builder is not None:
                 builder.join()
         if builder is not None and self.oldest_wheel.exception() is not None:
-            raise self.oldest_wheel.exception()
+            raise Failed(f"{e.name}: building the wheel against the oldest torch failed") from \
+                self.oldest_wheel.exception()
         return out
 
     def _build_oldest(self, e: Entry, py: str, where: Path) -> None:
@@ -258,9 +279,9 @@ class Runner:
             wheels = list((where / "dist").glob("fusedopt-*.whl"))
             if len(wheels) != 1:
                 raise Failed(f"expected one wheel, found {wheels}")
-            self.oldest_wheel.set_result(wheels[0])
+            self._settle_oldest(wheel=wheels[0])
         except BaseException as exc:
-            self.oldest_wheel.set_exception(exc)
+            self._settle_oldest(exc=exc)
 
     def _suite(self, e: Entry, py: str, where: Path) -> str:
         """The CPU suite from a copy outside the source tree, so that it imports
@@ -281,8 +302,21 @@ class Runner:
     def _cmd(self, e: Entry, what: str, cmd: list[str], cwd: Path, check: bool = True,
              env: dict | None = None) -> subprocess.CompletedProcess:
         start = time.perf_counter()
-        res = subprocess.run(cmd, cwd=cwd, env={**clean_env(), **(env or {})}, capture_output=True, text=True)
+        with self.lock:
+            if self.closing:
+                raise Failed(f"{e.name}: {what}: not run (the session ended)")
+            proc = subprocess.Popen(cmd, cwd=cwd, env={**clean_env(), **(env or {})}, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            self.running.add(proc)
+        try:
+            stdout, stderr = proc.communicate()
+        finally:
+            with self.lock:
+                self.running.discard(proc)
+        res = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
         self.seconds.setdefault(e.name, {})[what] = time.perf_counter() - start
+        if self.closing:
+            raise Failed(f"{e.name}: {what}: stopped (the session ended)")
         if check and res.returncode != 0:
             raise Failed(f"{e.name}: {what} exited with {res.returncode}:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}")
         return res
