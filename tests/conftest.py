@@ -88,7 +88,10 @@ def wheel(tmp_path_factory):
 @pytest.fixture(scope="session")
 def matrix_runner(request, tmp_path_factory):
     """The matrix's venvs, prepared and exercised in background threads from
-    the moment this is first asked for; None where the matrix is not insisted on."""
+    the moment this is first asked for; None where the matrix is not insisted on.
+    (Started with the session, beside the rest of the main pass, it saved no
+    measurable time on 2 cores, where CPU time is the limit: the pass's tests
+    slowed as much as the matrix gained, and time-bounded tests ran under load.)"""
     import datetime
     import json
     from pathlib import Path
@@ -106,19 +109,6 @@ def matrix_runner(request, tmp_path_factory):
                   "entries": runner.report()}
         Path(os.environ[torch_matrix.REPORT_VAR]).write_text(json.dumps(report, indent=2) + "\n")
 
-
-@pytest.fixture(scope="session", autouse=True)
-def _matrix_starts_with_the_session(request):
-    """Starts the matrix before the first test when this run holds its entries:
-    its installs and suites then overlap the rest of the pass (which leaves a
-    core idle part of the time) instead of following it."""
-    if any("outcome" in getattr(item, "fixturenames", ()) for item in request.session.items):
-        try:
-            request.getfixturevalue("matrix_runner")
-        except Exception:
-            # a wheel that fails to build fails the tests that need it (pytest
-            # raises the cached error again there), not whichever test came first
-            pass
 
 
 # -- the CUDA kernels under the CPU emulation (tests/cuda_emu) --------------------

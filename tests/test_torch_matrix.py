@@ -12,8 +12,7 @@ The matrix downloads several GB per CUDA build of torch. It runs where
 FUSEDOPT_TORCH_MATRIX is set (.ci/run sets it); there a version that cannot be
 installed fails the test. Elsewhere each entry skips and says how to run it.
 FUSEDOPT_TORCH_MATRIX_REPORT=FILE writes what each venv had and did, as JSON
-(the README's compatibility table comes from bench/results/torch-matrix.json).
-The venvs are prepared beside the main pass, from its start (conftest.py)."""
+(the README's compatibility table comes from bench/results/torch-matrix.json)."""
 
 from __future__ import annotations
 

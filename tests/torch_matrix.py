@@ -9,10 +9,8 @@ copy of tests/ (`-m "not slow"`): all of it where the floor is installed, its
 torch-facing part beside the later releases (see SELF_CHECKS and TORCH_FACING).
 The newest torch has no entry of its own: the main pass runs every file beside
 it, and tests/test_wheel.py installs the wheel beside it in a fresh venv and
-probes its CUDA library there. Entries run two at a time, beside the main pass
-(conftest.py starts them before its first test, to use the core the pass leaves
-idle part of the time: about 2 minutes of CI's 24 on 2 cores, where CPU time
-is then the limit); the floor's venv also builds the second wheel,
+probes its CUDA library there. Entries run two at a time; the floor's venv
+also builds the second wheel,
 against the oldest torch, while its suite runs, and the last entry installs it
 beside the newest torch on another CPython."""
 
