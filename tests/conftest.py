@@ -110,7 +110,6 @@ def matrix_runner(request, tmp_path_factory):
         Path(os.environ[torch_matrix.REPORT_VAR]).write_text(json.dumps(report, indent=2) + "\n")
 
 
-
 # -- the CUDA kernels under the CPU emulation (tests/cuda_emu) --------------------
 
 

@@ -10,9 +10,8 @@ torch-facing part beside the later releases (see SELF_CHECKS and TORCH_FACING).
 The newest torch has no entry of its own: the main pass runs every file beside
 it, and tests/test_wheel.py installs the wheel beside it in a fresh venv and
 probes its CUDA library there. Entries run two at a time; the floor's venv
-also builds the second wheel,
-against the oldest torch, while its suite runs, and the last entry installs it
-beside the newest torch on another CPython."""
+also builds the second wheel, against the oldest torch, while its suite runs,
+and the last entry installs it beside the newest torch on another CPython."""
 
 from __future__ import annotations
 
@@ -137,7 +136,6 @@ class Outcome:
     training: dict = field(default_factory=dict)
     suite: str = ""
     oldest_wheel: Path | None = None
-    seconds: dict = field(default_factory=dict)  # each step's wall time, for tuning CI's time
 
 
 class Runner:
@@ -151,7 +149,7 @@ class Runner:
         self.lock = threading.Lock()  # the oldest wheel's outcome and the running commands
         self.running: set[subprocess.Popen] = set()
         self.closing = False
-        self.seconds: dict[str, dict] = {}  # entry -> step -> wall seconds
+        self.seconds: dict[str, dict] = {}  # entry -> step -> wall seconds, for tuning CI's time
         self.futures = {e.name: self.pool.submit(self._run, e) for e in entries()}
 
     def result(self, name: str) -> Outcome:
@@ -161,9 +159,11 @@ class Runner:
         """What each entry that ran had and did, for the README's compatibility table."""
         rows = []
         for name, fut in self.futures.items():
-            if not fut.done() or fut.exception() is not None:
-                rows.append({"entry": name, "error": str(fut.exception()) if fut.done() else "not run",
-                             "seconds": {k: round(v, 1) for k, v in self.seconds.get(name, {}).items()}})
+            seconds = {k: round(v, 1) for k, v in self.seconds.get(name, {}).items()}
+            ran = fut.done() and not fut.cancelled()  # close() cancels the entries not yet started
+            if not ran or fut.exception() is not None:
+                rows.append({"entry": name, "error": str(fut.exception()) if ran else "not run",
+                             "seconds": seconds})
                 continue
             o = fut.result()
             rows.append({
@@ -176,7 +176,7 @@ class Runner:
                 "training_max_param_diff": max(r["max_param_diff"] for r in o.training["results"]),
                 "suite": o.suite,
                 "suite_files": o.entry.suite,
-                "seconds": {k: round(v, 1) for k, v in o.seconds.items()},
+                "seconds": seconds,
             })
         return rows
 
@@ -213,7 +213,6 @@ class Runner:
 
     def _steps(self, e: Entry) -> Outcome:
         out = Outcome(e)
-        self.seconds[e.name] = out.seconds
         where = self.work / e.name
         where.mkdir(parents=True)
         base = sys.executable if e.python is None else find_python(e.python)
